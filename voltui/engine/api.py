@@ -1,0 +1,115 @@
+"""EngineAPI: the one interface between the engine and every front end.
+
+The TUI, the CLI and (later) the remote client use only this protocol, so a dashboard cannot tell
+an embedded `Orchestrator` from a remote one. Every argument and result is a pydantic model or a
+primitive, so a transport only needs to JSON-encode the same classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from voltui.engine.models import (
+    AgentLoad,
+    CacheStats,
+    ComponentStatus,
+    Event,
+    EventQuery,
+    EventStats,
+    HealthStatus,
+    InputSpec,
+    LogLine,
+    Run,
+    RunDetail,
+    RunState,
+    SystemMetrics,
+)
+
+
+class WorkflowInfo(BaseModel):
+    """A loadable workflow as listed to users (file, id, inputs), without its full steps."""
+
+    id: str
+    name: str
+    description: str | None = None
+    path: str | None = None
+    steps: int
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+
+
+class StartRequest(BaseModel):
+    """Start a known workflow by id (from `list_workflows`) or by file path."""
+
+    workflow: str = Field(description="workflow id, or a path to a workflow file")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReplayRequest(BaseModel):
+    run_id: str
+    mode: Literal["failed", "all"] = "failed"
+
+
+class EngineSnapshot(BaseModel):
+    """Everything a dashboard needs at once; later changes arrive as events after `seq`."""
+
+    seq: int = Field(description="last event sequence number included in this snapshot")
+    ts: float
+    started_at: float
+    health: HealthStatus
+    components: list[ComponentStatus]
+    metrics: SystemMetrics | None = None
+    agents: list[AgentLoad]
+    runs: list[Run]
+    cache: list[CacheStats]
+    events: EventStats
+    recent_events: list[Event] = Field(default_factory=list)
+
+
+class SubscriptionLagged(Exception):
+    """Raised by `subscribe` when the consumer fell too far behind: take a fresh snapshot."""
+
+    def __init__(self, last_seq: int) -> None:
+        super().__init__(f"subscriber fell behind after seq {last_seq}; resync from a snapshot")
+        self.last_seq = last_seq
+
+
+@runtime_checkable
+class EngineAPI(Protocol):
+    """The engine as seen from outside. Implemented by `Orchestrator` (and the remote client)."""
+
+    async def snapshot(self) -> EngineSnapshot: ...
+
+    def subscribe(
+        self, pattern: str = "*", since_seq: int | None = None
+    ) -> AsyncIterator[list[Event]]:
+        """Batches of events matching `pattern` (fnmatch, e.g. `step:*`), in seq order.
+
+        With `since_seq`, first every recorded event after it, then live ones: no gap, no
+        duplicate. Raises `SubscriptionLagged` if the consumer cannot keep up.
+        """
+        ...
+
+    async def list_workflows(self) -> list[WorkflowInfo]: ...
+
+    async def start_workflow(self, request: StartRequest) -> Run: ...
+
+    async def cancel_run(self, run_id: str) -> Run: ...
+
+    async def replay_run(self, request: ReplayRequest) -> Run: ...
+
+    async def get_run(self, run_id: str) -> RunDetail: ...
+
+    async def list_runs(self, state: RunState | None = None, limit: int = 50) -> list[Run]: ...
+
+    async def step_log(
+        self, run_id: str, step_id: str, attempt: int | None = None, tail: int | None = None
+    ) -> list[LogLine]: ...
+
+    async def events(self, query: EventQuery) -> list[Event]: ...
+
+    async def wait_run(self, run_id: str) -> Run:
+        """Return once the run has finished (any final state)."""
+        ...

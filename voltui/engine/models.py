@@ -1,0 +1,548 @@
+"""The engine's data: workflow definitions, agents, runs, steps and events.
+
+Every value that crosses the EngineAPI is one of these pydantic models, so the remote transport
+is plain JSON of the same classes and the TUI never sees engine internals.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    WithJsonSchema,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+
+from voltui.engine.durations import parse_duration
+
+# --------------------------------------------------------------------------- primitives
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "description": "seconds"},
+                {
+                    "type": "string",
+                    "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*)+$",
+                    "description": "e.g. 250ms, 5s, 10m, 1h, 1h30m",
+                },
+            ]
+        }
+    ),
+]
+"""Seconds as float; accepts `250ms`, `5s`, `10m`, `1h` in files."""
+
+IDENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+Ident = Annotated[str, Field(pattern=IDENT_PATTERN, max_length=128)]
+
+
+class Priority(enum.StrEnum):
+    """Event and step priority; `rank` orders queues (higher first)."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        return {"critical": 3, "high": 2, "normal": 1, "low": 0}[self.value]
+
+
+class _FileModel(BaseModel):
+    """Base for models read from workflow files: unknown keys are mistakes, not extensions."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- workflow files
+
+
+class RetryPolicy(_FileModel):
+    """How a failed step is retried. `max_attempts` counts the first try."""
+
+    max_attempts: int = Field(1, ge=1, le=100)
+    backoff: Literal["fixed", "linear", "exponential"] = "exponential"
+    base_delay: Duration = 1.0
+    max_delay: Duration = 30.0
+    jitter: float = Field(0.1, ge=0, le=1, description="random fraction added to each delay")
+    retryable_errors: list[str] = Field(
+        default_factory=list,
+        description="regex patterns; when set, only errors matching one are retried",
+    )
+
+    @field_validator("retryable_errors")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                msg = f"retryable_errors pattern {pattern!r} is not a regex: {exc}"
+                raise ValueError(msg) from exc
+        return value
+
+
+class CacheSpec(_FileModel):
+    """Cache a step's result keyed by its definition and inputs."""
+
+    ttl: Duration | None = None
+    namespace: str = "steps"
+
+
+class LLMCall(_FileModel):
+    """An OpenAI-compatible chat completion; `{name}` in prompts is filled from inputs."""
+
+    prompt: str
+    system: str | None = None
+    model: str | None = None
+    max_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.2, ge=0, le=2)
+
+
+class SimulatedCall(_FileModel):
+    """Fake work for demos and load tests only: sleeps, may fail, emits output lines."""
+
+    duration: Duration = 1.0
+    jitter: float = Field(0.0, ge=0, le=1, description="random +/- fraction of duration")
+    failure_rate: float = Field(0.0, ge=0, le=1)
+    fail_attempts: int = Field(0, ge=0, description="fail deterministically on the first N tries")
+    output_lines: int = Field(0, ge=0, description="step:output lines emitted while running")
+    output: dict[str, Any] = Field(default_factory=dict)
+
+
+RunKind = Literal["command", "python", "llm", "simulated"]
+
+
+class RunSpec(_FileModel):
+    """What a step does: exactly one of `command`, `python`, `llm`, `simulated`."""
+
+    command: list[str] | str | None = Field(
+        None, description="argv list; a string only with shell: true"
+    )
+    shell: bool = False
+    cwd: str | None = Field(None, description="relative to the workflow file's folder")
+    env: dict[str, str] = Field(default_factory=dict)
+    python: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$", description="pkg.module:function")
+    llm: LLMCall | None = None
+    simulated: SimulatedCall | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RunSpec:
+        given = [k for k in ("command", "python", "llm", "simulated") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "run needs exactly one of command, python, llm or simulated"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        if isinstance(self.command, str) and not self.shell:
+            raise ValueError(
+                "command is a string; write it as an argv list like [python, script.py], "
+                "or add shell: true to run it through /bin/sh on purpose"
+            )
+        if isinstance(self.command, list) and not self.command:
+            raise ValueError("command is an empty list; give at least the program name")
+        return self
+
+    @property
+    def kind(self) -> RunKind:
+        if self.command:
+            return "command"
+        if self.python:
+            return "python"
+        if self.llm:
+            return "llm"
+        return "simulated"
+
+
+class InputSpec(_FileModel):
+    """A workflow input; without a default it is required."""
+
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    default: Any = None
+    description: str | None = None
+    choices: list[Any] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+class Step(_FileModel):
+    """One node of the DAG."""
+
+    id: Ident
+    name: str | None = None
+    type: str = "execution"
+    description: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    requires: list[str] = Field(default_factory=list, description="agent capabilities needed")
+    agent: str | None = Field(None, description="run on this agent id only")
+    run: RunSpec
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="static values passed to the step with the inputs"
+    )
+    timeout: Duration | None = None
+    retry: RetryPolicy | None = None
+    cache: CacheSpec | None = None
+    continue_on_failure: bool = False
+    priority: Priority = Priority.NORMAL
+
+    @property
+    def title(self) -> str:
+        return self.name or self.id
+
+
+class Workflow(_FileModel):
+    """A workflow file. DAG checks (cycles, unknown deps) live in `validate_dag`."""
+
+    model_config = ConfigDict(extra="forbid", title="voltui workflow")
+
+    id: Ident
+    name: str | None = None
+    description: str | None = None
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    timeout: Duration | None = None
+    max_parallel: int = Field(4, ge=1, le=1024)
+    retry: RetryPolicy | None = None
+    steps: list[Step] = Field(min_length=1)
+
+    _source: str | None = PrivateAttr(default=None)
+
+    @property
+    def title(self) -> str:
+        return self.name or self.id
+
+    @property
+    def source(self) -> str | None:
+        """Path of the file this workflow was loaded from, if any."""
+        return self._source
+
+    def step(self, step_id: str) -> Step:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+
+class DagProblem(BaseModel):
+    """A structural mistake in a workflow; `loc` points into the file like pydantic's."""
+
+    loc: tuple[str | int, ...]
+    message: str
+
+
+def validate_dag(workflow: Workflow) -> list[DagProblem]:
+    """Duplicate ids, unknown or self dependencies, and cycles (named by their path)."""
+    import graphlib
+
+    problems: list[DagProblem] = []
+    seen: dict[str, int] = {}
+    for i, step in enumerate(workflow.steps):
+        if step.id in seen:
+            problems.append(
+                DagProblem(
+                    loc=("steps", i, "id"),
+                    message=f"step id {step.id!r} is used twice (also step #{seen[step.id] + 1})",
+                )
+            )
+        else:
+            seen[step.id] = i
+    for i, step in enumerate(workflow.steps):
+        for j, dep in enumerate(step.depends_on):
+            if dep == step.id:
+                problems.append(
+                    DagProblem(
+                        loc=("steps", i, "depends_on", j),
+                        message=f"step {step.id!r} depends on itself",
+                    )
+                )
+            elif dep not in seen:
+                known = ", ".join(sorted(seen)) or "none"
+                problems.append(
+                    DagProblem(
+                        loc=("steps", i, "depends_on", j),
+                        message=f"step {step.id!r} depends on unknown step {dep!r} "
+                        f"(known steps: {known})",
+                    )
+                )
+    if problems:
+        return problems
+    sorter = graphlib.TopologicalSorter({s.id: set(s.depends_on) for s in workflow.steps})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as exc:
+        cycle: list[str] = list(exc.args[1])
+        # graphlib lists the cycle backwards (each node depends on the next); show it forwards.
+        path = " -> ".join(reversed(cycle))
+        first = cycle[0]
+        problems.append(
+            DagProblem(
+                loc=("steps", seen[first], "depends_on"),
+                message=f"dependency cycle: {path}",
+            )
+        )
+    return problems
+
+
+def dag_levels(workflow: Workflow) -> list[list[str]]:
+    """Steps grouped by dependency depth, for layout and for ordered display."""
+    depth: dict[str, int] = {}
+    by_id = {s.id: s for s in workflow.steps}
+
+    def level(step_id: str) -> int:
+        if step_id not in depth:
+            deps = by_id[step_id].depends_on
+            depth[step_id] = 0 if not deps else 1 + max(level(d) for d in deps)
+        return depth[step_id]
+
+    for s in workflow.steps:
+        level(s.id)
+    out: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for s in workflow.steps:
+        out[depth[s.id]].append(s.id)
+    return out
+
+
+# --------------------------------------------------------------------------- agents
+
+
+AgentKind = Literal["command", "python", "llm", "simulated", "dask"]
+
+
+class AgentSpec(_FileModel):
+    """An agent as configured: what it can do and how much at once."""
+
+    id: Ident
+    kind: AgentKind
+    capabilities: list[str] = Field(default_factory=list)
+    capacity: int = Field(4, ge=1, le=10_000)
+    weight: float = Field(1.0, gt=0)
+    description: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentLoad(BaseModel):
+    """Live figures of one agent, as the load balancer sees them."""
+
+    id: str
+    kind: str
+    capabilities: list[str]
+    active: int = 0
+    capacity: int = 1
+    completed: int = 0
+    failed: int = 0
+    mean_latency: float | None = None
+    success_rate: float | None = None
+    healthy: bool = True
+    weight: float = 1.0
+
+
+# --------------------------------------------------------------------------- runs
+
+
+class RunState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RunState.QUEUED, RunState.RUNNING)
+
+
+class StepState(enum.StrEnum):
+    PENDING = "pending"
+    WAITING = "waiting"  # ready, waiting for a free capable agent
+    RUNNING = "running"
+    RETRYING = "retrying"  # failed an attempt, sleeping before the next
+    SUCCEEDED = "succeeded"
+    CACHED = "cached"  # succeeded from the cache without running
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (
+            StepState.SUCCEEDED,
+            StepState.CACHED,
+            StepState.FAILED,
+            StepState.SKIPPED,
+            StepState.CANCELLED,
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self in (StepState.SUCCEEDED, StepState.CACHED)
+
+
+class Run(BaseModel):
+    """One execution of a workflow."""
+
+    id: str
+    workflow_id: str
+    workflow_name: str
+    state: RunState = RunState.QUEUED
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    steps_total: int = 0
+    steps_done: int = 0
+    replay_of: str | None = None
+    replay_mode: Literal["failed", "all"] | None = None
+    workflow_path: str | None = None
+    run_dir: str | None = Field(None, description="scratch folder for the run's artefacts")
+    owner_pid: int | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at
+        if end is None:
+            import time
+
+            end = time.time()
+        return max(0.0, end - self.started_at)
+
+
+class StepRun(BaseModel):
+    """The state of one step within one run (its latest attempt)."""
+
+    run_id: str
+    step_id: str
+    state: StepState = StepState.PENDING
+    attempt: int = 0
+    max_attempts: int = 1
+    agent_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    output: Any = None
+    error: str | None = None
+    exit_code: int | None = None
+    cached: bool = False
+    reused_from: str | None = Field(None, description="run id whose stored output was reused")
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+
+class LogLine(BaseModel):
+    """One line of a step's stdout/stderr (or engine note), as stored."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    stream: Literal["stdout", "stderr", "engine"]
+    ts: float
+    line: str
+
+
+class RunDetail(BaseModel):
+    """A run with its definition and every step's state, for drill-down and replay."""
+
+    run: Run
+    workflow: Workflow
+    steps: list[StepRun]
+
+
+# --------------------------------------------------------------------------- events
+
+
+class Event(BaseModel):
+    """Every state change in the engine is one of these, numbered by `seq`."""
+
+    seq: int
+    ts: float
+    type: str
+    source: str
+    priority: Priority = Priority.NORMAL
+    correlation_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventQuery(BaseModel):
+    """Filters for event history; all optional, combined with AND."""
+
+    type: str | None = Field(None, description="fnmatch pattern like step:*")
+    since: float | None = Field(None, description="timestamp, inclusive")
+    since_seq: int | None = Field(None, description="only events with a larger seq")
+    correlation_id: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+
+class EventStats(BaseModel):
+    total: int = 0
+    by_type: dict[str, int] = Field(default_factory=dict)
+    queue_size: int = 0
+    subscribers: int = 0
+    handler_errors: int = 0
+    last_seq: int = 0
+
+
+# --------------------------------------------------------------------------- health & cache
+
+
+class HealthStatus(enum.StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"
+
+
+class ComponentStatus(BaseModel):
+    id: str
+    name: str
+    kind: str
+    status: HealthStatus = HealthStatus.UNKNOWN
+    last_check: float | None = None
+    latency: float | None = None
+    message: str = ""
+
+
+class SystemMetrics(BaseModel):
+    ts: float
+    process_cpu_percent: float = 0.0
+    process_rss_bytes: int = 0
+    process_open_files: int = 0
+    host_cpu_percent: float = 0.0
+    host_memory_percent: float = 0.0
+    load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+class CacheStats(BaseModel):
+    namespace: str
+    strategy: str
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    size: int = 0
+    max_size: int = 0
+    bytes: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
