@@ -58,7 +58,10 @@ class Priority(enum.StrEnum):
 
     @property
     def rank(self) -> int:
-        return {"critical": 3, "high": 2, "normal": 1, "low": 0}[self.value]
+        return _PRIORITY_RANK[self.value]
+
+
+_PRIORITY_RANK = {"critical": 3, "high": 2, "normal": 1, "low": 0}
 
 
 class _FileModel(BaseModel):
