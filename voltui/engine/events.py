@@ -110,6 +110,8 @@ class EventDispatcher:
         self._clock = clock
         self._subscriber_queue = subscriber_queue
         self._seq = start_seq
+        self._seq_limit: int | None = None
+        self._seq_renew: Callable[[], tuple[int, int]] | None = None
         # The last seq handed to history, sinks and subscribers; lags `_seq` only inside a
         # re-entrant emit (a sink emitting), when the inner event waits in `_pending`.
         self._delivered_seq = start_seq
@@ -175,15 +177,25 @@ class EventDispatcher:
 
     # ------------------------------------------------------------------ emitting
 
-    def reset_seq(self, start_seq: int) -> None:
-        """Continue numbering after `start_seq` (the store's newest event) before any emit.
+    def reset_seq(
+        self,
+        start_seq: int,
+        *,
+        limit: int | None = None,
+        renew: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        """Number events from `start_seq + 1`, optionally inside a leased block.
 
-        The Orchestrator builds its components before it has read the store, so the starting
-        number arrives late; once events exist, renumbering would break resumption.
+        Several engine processes may share one SQLite file (a dashboard and a `voltui run`), so
+        the Orchestrator leases disjoint blocks of numbers from the store: `limit` is the last
+        number of the block and `renew()` returns the next `(start, limit)` when it runs out.
+        Only allowed before the first event, since renumbering would break resumption.
         """
         if self._seq != self._delivered_seq or self._history:
             raise RuntimeError("reset_seq is only allowed before the first event")
         self._seq = self._delivered_seq = start_seq
+        self._seq_limit = limit
+        self._seq_renew = renew
 
     @property
     def last_seq(self) -> int:
@@ -209,6 +221,8 @@ class EventDispatcher:
         emits while being called gets its event numbered at once but delivered after the current
         one, so every consumer still sees strict seq order.
         """
+        if self._seq_limit is not None and self._seq >= self._seq_limit and self._seq_renew:
+            self._seq, self._seq_limit = self._seq_renew()
         self._seq += 1
         event = Event(
             seq=self._seq,
