@@ -9,6 +9,7 @@ letting the cancellation propagate.
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ class StepContext:
     """Seconds a child process gets between terminate and kill."""
     settings: dict[str, Any] = field(default_factory=dict)
     """Engine settings an agent may need (LLM endpoint, model, key)."""
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    """Set when the attempt is cancelled or timed out; sync Python steps running in a worker
+    thread cannot be interrupted, so long loops should check `ctx.cancel_event.is_set()`."""
 
     @property
     def params(self) -> dict[str, Any]:
