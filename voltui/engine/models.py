@@ -144,7 +144,9 @@ class RunSpec(_FileModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RunSpec:
-        given = [k for k in ("command", "python", "llm", "simulated") if getattr(self, k)]
+        given = [
+            k for k in ("command", "python", "llm", "simulated") if getattr(self, k) is not None
+        ]
         if len(given) != 1:
             raise ValueError(
                 "run needs exactly one of command, python, llm or simulated"
