@@ -1,0 +1,3 @@
+from voltui.cli import main
+
+raise SystemExit(main())

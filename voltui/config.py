@@ -1,0 +1,162 @@
+"""OrchestratorConfig: every engine setting, from `voltui.toml`, `VOLTUI_*` variables and flags.
+
+Precedence (highest first): explicit arguments (CLI flags), environment variables, the config
+file, defaults. With no file and no variables the defaults give a working engine with sample
+agents, which is what `voltui` on a fresh machine needs.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from voltui.engine.balancer import Strategy
+from voltui.engine.cache import CacheConfig
+from voltui.engine.errors import UserError
+from voltui.engine.models import AgentSpec, Duration, RetryPolicy
+from voltui.engine.watcher import HealthCheckSpec, Thresholds
+
+CONFIG_ENV = "VOLTUI_CONFIG"
+
+
+def data_dir() -> Path:
+    """Where state lives by default (the SQLite file and run folders)."""
+    return platformdirs.user_data_path("voltui", appauthor=False)
+
+
+def default_config_path() -> Path | None:
+    """`$VOLTUI_CONFIG`, else `./voltui.toml`, else the user's config folder, if it exists."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit)
+    for candidate in (
+        Path("voltui.toml"),
+        platformdirs.user_config_path("voltui", appauthor=False) / "voltui.toml",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def default_agents() -> list[AgentSpec]:
+    """The agents an engine has when the config names none: real local workers plus the
+    clearly named simulated ones that demos and load tests use."""
+    shell_caps = ["shell", "build", "test", "review", "deploy"]
+    return [
+        AgentSpec(id="shell-1", kind="command", capabilities=shell_caps, capacity=4),
+        AgentSpec(id="shell-2", kind="command", capabilities=shell_caps, capacity=4),
+        AgentSpec(
+            id="python",
+            kind="python",
+            capabilities=["python", "analysis", "planning", "coding", "review"],
+            capacity=4,
+        ),
+        AgentSpec(id="sim-1", kind="simulated", capabilities=["simulated"], capacity=8, weight=1),
+        AgentSpec(id="sim-2", kind="simulated", capabilities=["simulated"], capacity=8, weight=2),
+        AgentSpec(id="sim-3", kind="simulated", capabilities=["simulated"], capacity=8, weight=3),
+    ]
+
+
+class OrchestratorConfig(BaseSettings):
+    """The design's OrchestratorConfig in Python form (durations accept `30s`, `5m`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VOLTUI_", extra="forbid", env_nested_delimiter="__", validate_default=True
+    )
+
+    db: Path | None = Field(None, description="SQLite file; default under the user data folder")
+    workflows_dir: Path | None = Field(None, description="folder of workflow files to offer")
+    health_check_interval: Duration = 30.0
+    metrics_collection_interval: Duration = 5.0
+    workflow_timeout: Duration | None = 3600.0
+    max_concurrent_workflows: int = Field(10, ge=1)
+    load_balancing_strategy: Strategy = "least_connections"
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    cancel_grace: Duration = 5.0
+    enable_telemetry: bool = Field(
+        False, description="also persist metrics:system samples in the event log"
+    )
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+    event_history: int = Field(10_000, ge=100, description="events kept in memory")
+    max_stored_events: int = Field(1_000_000, ge=1000, description="events kept in SQLite")
+    llm_base_url: str | None = None
+    llm_api_key: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout: Duration = 120.0
+    agents: list[AgentSpec] | None = Field(None, description="None means the default agents")
+    watch: list[HealthCheckSpec] = Field(default_factory=list)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _CONFIG_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def db_path(self) -> Path:
+        return self.db or data_dir() / "voltui.db"
+
+    def runs_dir(self) -> Path:
+        return self.db_path().parent / "runs"
+
+    def agent_specs(self) -> list[AgentSpec]:
+        return list(self.agents) if self.agents is not None else default_agents()
+
+    def agent_settings(self) -> dict[str, Any]:
+        """What agents see as `ctx.settings` (LLM endpoint and friends)."""
+        return {
+            "llm_base_url": self.llm_base_url,
+            "llm_api_key": self.llm_api_key,
+            "llm_model": self.llm_model,
+            "llm_timeout": self.llm_timeout,
+        }
+
+
+_CONFIG_FILE: dict[str, Path | None] = {}
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> OrchestratorConfig:
+    """Read the config (file + env + overrides) or raise a UserError naming the file and key."""
+    path = path or default_config_path()
+    if path is not None and not path.is_file():
+        raise UserError(f"{path}: config file not found; create it or unset {CONFIG_ENV}")
+    if path is not None:
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: not valid TOML: {exc}") from None
+    _CONFIG_FILE["path"] = path
+    try:
+        return OrchestratorConfig(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        where = str(path) if path else "configuration (VOLTUI_* variables)"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise UserError(f"{where}: {problems}") from None
+    finally:
+        _CONFIG_FILE.pop("path", None)

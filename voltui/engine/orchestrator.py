@@ -1,0 +1,365 @@
+"""Orchestrator: the facade that owns every engine component and implements EngineAPI.
+
+Front ends (CLI, TUI, the remote server) hold an Orchestrator and call only the EngineAPI
+methods; the component accessors exist for embedding programs and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Self
+
+from voltui.config import OrchestratorConfig
+from voltui.engine.agents.base import Agent
+from voltui.engine.agents.registry import create_agent
+from voltui.engine.api import EngineSnapshot, ReplayRequest, StartRequest, WorkflowInfo
+from voltui.engine.balancer import LoadBalancer
+from voltui.engine.cache import CacheManager
+from voltui.engine.coordination import CoordinationEngine
+from voltui.engine.errors import NotFoundError, UserError, WorkflowFileError
+from voltui.engine.events import EventDispatcher
+from voltui.engine.inputs import resolve_inputs
+from voltui.engine.loader import load_workflow, load_workflow_dir
+from voltui.engine.models import (
+    AgentSpec,
+    Event,
+    EventQuery,
+    HealthStatus,
+    LogLine,
+    Priority,
+    Run,
+    RunDetail,
+    RunState,
+    Workflow,
+)
+from voltui.engine.store import RunStore
+from voltui.engine.watcher import SystemWatcher
+from voltui.engine.workflows import WorkflowManager
+
+log = logging.getLogger(__name__)
+
+SOURCE = "orchestrator"
+RECENT_RUNS = 50
+FOLLOW_POLL = 0.25
+
+
+def _workflow_info(wf: Workflow) -> WorkflowInfo:
+    return WorkflowInfo(
+        id=wf.id,
+        name=wf.title,
+        description=wf.description,
+        path=wf.source,
+        steps=len(wf.steps),
+        inputs=wf.inputs,
+    )
+
+
+class Orchestrator:
+    """The embedded engine. Use `async with Orchestrator(config) as engine:`."""
+
+    def __init__(
+        self,
+        config: OrchestratorConfig | None = None,
+        *,
+        agents: list[Agent | AgentSpec] | None = None,
+    ) -> None:
+        self.config = config or OrchestratorConfig()
+        self._extra_agents = agents
+        self.started_at = time.time()
+        self.store = RunStore(self.config.db_path())
+        self.dispatcher = EventDispatcher(history_size=self.config.event_history)
+        self.balancer = LoadBalancer(self.config.load_balancing_strategy)
+        self.coordination = CoordinationEngine(self.dispatcher, self.balancer)
+        self.cache = CacheManager(self.config.cache)
+        self.watcher = SystemWatcher(
+            self.dispatcher,
+            health_interval=self.config.health_check_interval,
+            metrics_interval=self.config.metrics_collection_interval,
+            thresholds=self.config.thresholds,
+        )
+        self.workflows = WorkflowManager(
+            self.dispatcher,
+            self.coordination,
+            self.cache,
+            self.store,
+            runs_dir=self.config.runs_dir(),
+            max_concurrent_workflows=self.config.max_concurrent_workflows,
+            default_retry=self.config.retry_policy,
+            workflow_timeout=self.config.workflow_timeout,
+            cancel_grace=self.config.cancel_grace,
+            settings=self.config.agent_settings(),
+        )
+        self._started = False
+        self._watching = False
+        self.interrupted_on_start: list[str] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self, *, watch: bool = True) -> None:
+        """Open the store, recover from a crash, register agents, start the watcher.
+
+        `watch=False` is for one-shot CLI commands: no periodic health/metrics loops and no
+        engine lifecycle events cluttering the shared event log.
+        """
+        if self._started:
+            return
+        await self.store.open()
+        # Event numbers come from blocks leased in the store: monotonic across restarts and
+        # never shared with another engine process using the same file.
+        start, limit = await asyncio.to_thread(self.store.lease_seq_block)
+        self.dispatcher.reset_seq(start, limit=limit, renew=self.store.lease_seq_block)
+        self.dispatcher.add_sink(self._persist)
+        await self.dispatcher.start()
+        self.interrupted_on_start = await self.store.mark_interrupted()
+        for run_id in self.interrupted_on_start:
+            self.dispatcher.emit(
+                "workflow:interrupted",
+                SOURCE,
+                {"reason": "the engine process that ran it stopped"},
+                priority=Priority.HIGH,
+                correlation_id=run_id,
+            )
+        agents: list[Agent | AgentSpec] = list(self.config.agent_specs())
+        agents += self._extra_agents or []
+        for agent in agents:
+            await self.register_agent(agent)
+        self._register_components()
+        if watch:
+            await self.watcher.start()
+        self._started = True
+        self._watching = watch
+        if watch:
+            self.dispatcher.emit(
+                "engine:started", SOURCE, {"db": str(self.store.path)}, priority=Priority.HIGH
+            )
+
+    async def stop(self) -> None:
+        """Stop cleanly: active runs become interrupted, every event is flushed to disk."""
+        if not self._started:
+            return
+        self._started = False
+        await self.workflows.stop()
+        await self.watcher.stop()
+        if self._watching:
+            self.dispatcher.emit("engine:stopped", SOURCE, {}, priority=Priority.HIGH)
+        await self.dispatcher.stop()
+        for agent in self.coordination.agents():
+            await agent.close()
+        await self.store.close()
+
+    def _persist(self, event: Event) -> None:
+        if event.type == "metrics:system" and not self.config.enable_telemetry:
+            return
+        self.store.append_event(event)
+
+    def _register_components(self) -> None:
+        async def store_check() -> tuple[HealthStatus, str]:
+            seq = await self.store.max_seq()
+            return HealthStatus.HEALTHY, f"{self.store.path.name}, last seq {seq}"
+
+        async def dispatcher_check() -> tuple[HealthStatus, str]:
+            stats = self.dispatcher.stats()
+            if stats.queue_size > 10_000:
+                return HealthStatus.DEGRADED, f"{stats.queue_size} events waiting for handlers"
+            return HealthStatus.HEALTHY, f"{stats.total} events, {stats.subscribers} subscribers"
+
+        async def agents_check() -> tuple[HealthStatus, str]:
+            sick = []
+            for agent in self.coordination.agents():
+                ok = await agent.check_health()
+                self.coordination.set_healthy(agent.id, ok)
+                if not ok:
+                    sick.append(agent.id)
+            total = len(self.coordination.agents())
+            if not total:
+                return HealthStatus.UNHEALTHY, "no agents registered"
+            if sick:
+                status = HealthStatus.UNHEALTHY if len(sick) == total else HealthStatus.DEGRADED
+                return status, f"unhealthy: {', '.join(sick)}"
+            return HealthStatus.HEALTHY, f"{total} agents ready"
+
+        self.watcher.register_component("store", "Run store (SQLite)", "database", store_check)
+        self.watcher.register_component("events", "Event dispatcher", "internal", dispatcher_check)
+        self.watcher.register_component("agents", "Agents", "internal", agents_check)
+        for spec in self.config.watch:
+            self.watcher.register_spec(spec)
+
+    # ------------------------------------------------------------------ agents
+
+    async def register_agent(self, agent: Agent | AgentSpec) -> Agent:
+        instance = create_agent(agent) if isinstance(agent, AgentSpec) else agent
+        await self.coordination.register_agent(instance)
+        return instance
+
+    async def unregister_agent(self, agent_id: str) -> None:
+        await self.coordination.unregister_agent(agent_id)
+
+    # ------------------------------------------------------------------ workflows
+
+    def _catalogue(self) -> tuple[list[Workflow], list[WorkflowFileError]]:
+        folder = self.config.workflows_dir
+        if folder is None or not Path(folder).is_dir():
+            return [], []
+        return load_workflow_dir(folder)
+
+    async def list_workflows(self) -> list[WorkflowInfo]:
+        workflows, _errors = await asyncio.to_thread(self._catalogue)
+        return [_workflow_info(wf) for wf in workflows]
+
+    async def workflow_errors(self) -> list[WorkflowFileError]:
+        """Files in the workflows folder that failed to load, for the UI to show."""
+        _workflows, errors = await asyncio.to_thread(self._catalogue)
+        return errors
+
+    async def _resolve_workflow(self, ref: str) -> Workflow:
+        path = Path(ref)
+        if path.suffix in (".yaml", ".yml", ".json") or await asyncio.to_thread(path.is_file):
+            return await asyncio.to_thread(load_workflow, path)
+        workflows, _errors = await asyncio.to_thread(self._catalogue)
+        for wf in workflows:
+            if wf.id == ref:
+                return wf
+        known = ", ".join(sorted(wf.id for wf in workflows)) or "none loaded"
+        raise NotFoundError(
+            f"unknown workflow {ref!r}: give a workflow file path or one of these ids: {known}"
+        )
+
+    async def start_workflow(self, request: StartRequest) -> Run:
+        workflow = await self._resolve_workflow(request.workflow)
+        inputs = resolve_inputs(workflow, request.inputs)
+        return await self.workflows.submit(workflow, inputs)
+
+    async def run_workflow(self, workflow: Workflow, inputs: dict[str, Any] | None = None) -> Run:
+        """Start an in-memory workflow (for embedding programs); returns the queued run."""
+        return await self.workflows.submit(workflow, resolve_inputs(workflow, inputs or {}))
+
+    async def cancel_run(self, run_id: str) -> Run:
+        run = await self._find(run_id)
+        if run.state.finished:
+            raise UserError(f"run {run.id} already ended as {run.state.value}; nothing to cancel")
+        if self.workflows.live(run.id) is None:
+            raise UserError(
+                f"run {run.id} is owned by another voltui process (pid {run.owner_pid}); "
+                "cancel it from there"
+            )
+        return await self.workflows.cancel(run.id)
+
+    async def replay_run(self, request: ReplayRequest) -> Run:
+        run = await self._find(request.run_id)
+        if not run.state.finished:
+            raise UserError(f"run {run.id} is still {run.state.value}; replay it once it ends")
+        workflow = await self.store.get_workflow(run.id)
+        if workflow is None:
+            raise NotFoundError(f"run {run.id} has no stored workflow definition to replay")
+        workflow._source = run.workflow_path
+        steps = await self.store.get_steps(run.id)
+        if request.mode == "failed":
+            reuse = {s.step_id: s for s in steps if s.state.ok}
+            if len(reuse) == len(workflow.steps):
+                raise UserError(
+                    f"run {run.id}: every step succeeded, so there is nothing to replay with "
+                    "--failed; replay all steps instead (R in the dashboard, or leave out "
+                    "--failed in the CLI)"
+                )
+            run_dir = Path(run.run_dir) if run.run_dir else None
+            return await self.workflows.submit(
+                workflow,
+                run.inputs,
+                replay_of=run.id,
+                replay_mode="failed",
+                reuse=reuse,
+                run_dir=run_dir,
+            )
+        return await self.workflows.submit(
+            workflow, run.inputs, replay_of=run.id, replay_mode="all"
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    async def _find(self, run_id: str) -> Run:
+        live = self.workflows.live(run_id)
+        if live is not None:
+            return live[0]
+        run = await self.store.find_run(run_id)
+        if run is None:
+            raise NotFoundError(
+                f"unknown run id {run_id!r}; `voltui list` shows the runs this engine knows"
+            )
+        live = self.workflows.live(run.id)
+        return live[0] if live is not None else run
+
+    async def get_run(self, run_id: str) -> RunDetail:
+        run = await self._find(run_id)
+        live = self.workflows.live(run.id)
+        if live is not None:
+            run, workflow, steps = live
+            return RunDetail(run=run, workflow=workflow, steps=steps)
+        workflow = await self.store.get_workflow(run.id)
+        if workflow is None:
+            raise NotFoundError(f"run {run.id} has no stored workflow definition")
+        stored = {s.step_id: s for s in await self.store.get_steps(run.id)}
+        from voltui.engine.models import StepRun
+
+        steps = [stored.get(s.id) or StepRun(run_id=run.id, step_id=s.id) for s in workflow.steps]
+        return RunDetail(run=run, workflow=workflow, steps=steps)
+
+    async def list_runs(self, state: RunState | None = None, limit: int = 50) -> list[Run]:
+        stored = await self.store.list_runs(state=state, limit=limit)
+        live = {r.id: r for r in self.workflows.active_runs()}
+        merged = [live.pop(r.id, r) for r in stored]
+        extra = [r for r in live.values() if state is None or r.state == state]
+        runs = sorted(extra + merged, key=lambda r: r.created_at, reverse=True)
+        return runs[:limit]
+
+    async def step_log(
+        self, run_id: str, step_id: str, attempt: int | None = None, tail: int | None = None
+    ) -> list[LogLine]:
+        run = await self._find(run_id)
+        await self.store.flush()
+        return await self.store.step_log(run.id, step_id, attempt=attempt, tail=tail)
+
+    async def events(self, query: EventQuery) -> list[Event]:
+        await self.store.flush()
+        return await self.store.events(query)
+
+    async def wait_run(self, run_id: str) -> Run:
+        run = await self._find(run_id)
+        waited = await self.workflows.wait(run.id)
+        if waited is not None:
+            return waited
+        while not run.state.finished:  # owned by another process: follow the store
+            await asyncio.sleep(FOLLOW_POLL)
+            run = await self._find(run.id)
+        return run
+
+    async def snapshot(self) -> EngineSnapshot:
+        seq = self.dispatcher.last_seq
+        return EngineSnapshot(
+            seq=seq,
+            ts=time.time(),
+            started_at=self.started_at,
+            health=self.watcher.health(),
+            components=self.watcher.components(),
+            metrics=self.watcher.metrics(),
+            agents=self.coordination.loads(),
+            runs=await self.list_runs(limit=RECENT_RUNS),
+            cache=self.cache.stats(),
+            events=self.dispatcher.stats(),
+            recent_events=self.dispatcher.history(EventQuery(limit=200)),
+        )
+
+    def subscribe(
+        self, pattern: str = "*", since_seq: int | None = None
+    ) -> AsyncIterator[list[Event]]:
+        return self.dispatcher.subscribe(pattern, since_seq, backfill=self.store.events_range)

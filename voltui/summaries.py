@@ -1,0 +1,69 @@
+"""One-line, human summaries of engine events, shared by the CLI and the dashboard.
+
+Kept free of Rich and Textual so both front ends (and tests) use the same words.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from voltui.engine.durations import format_duration
+from voltui.engine.models import Event
+from voltui.safetext import clean
+
+SUMMARY_CHARS = 200
+
+
+def _d(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    return "" if value is None else clean(value, max_len=SUMMARY_CHARS)
+
+
+def summarize(event: Event) -> str:
+    """What happened, in a few words; untrusted parts already cleaned."""
+    d = event.data
+    t = event.type
+    step = _d(d, "step")
+    attempt = f"{d.get('attempt', '?')}/{d.get('max_attempts', '?')}"
+    if t == "step:output":
+        return f"{step} {d.get('stream', '')}: {_d(d, 'line')}"
+    if t == "step:started":
+        return f"{step} started on {_d(d, 'agent')} (attempt {attempt})"
+    if t == "step:waiting":
+        return f"{step} waiting for an agent"
+    if t == "step:succeeded":
+        if d.get("reused_from"):
+            return f"{step} reused from run {_d(d, 'reused_from')}"
+        took = format_duration(d.get("duration"))
+        return f"{step} succeeded in {took} on {_d(d, 'agent')}"
+    if t == "step:cached":
+        return f"{step} served from cache"
+    if t == "step:retrying":
+        delay = format_duration(d.get("delay"))
+        return f"{step} attempt {attempt} failed, retrying in {delay}: {_d(d, 'error')}"
+    if t == "step:failed":
+        return f"{step} failed (attempt {attempt}): {_d(d, 'error')}"
+    if t in ("step:skipped", "step:cancelled"):
+        return f"{step} {t.split(':')[1]}: {_d(d, 'reason')}"
+    if t == "workflow:queued":
+        return f"{_d(d, 'name')} queued ({d.get('steps_total', '?')} steps)"
+    if t == "workflow:started":
+        return f"{_d(d, 'name')} started"
+    if t == "workflow:progress":
+        return f"{d.get('done', '?')}/{d.get('total', '?')} steps done"
+    if t.startswith("workflow:"):
+        tail = f": {_d(d, 'error')}" if d.get("error") else ""
+        took = f" after {format_duration(d['duration'])}" if d.get("duration") else ""
+        return f"{_d(d, 'name') or 'run'} {t.split(':')[1]}{took}{tail}"
+    if t == "health:changed":
+        return f"{_d(d, 'name') or _d(d, 'component')} {_d(d, 'previous')} -> {_d(d, 'status')}"
+    if t == "health:system":
+        return f"system {_d(d, 'previous')} -> {_d(d, 'status')}"
+    if t == "agent:load":
+        return f"{_d(d, 'id')} {d.get('active', 0)}/{d.get('capacity', 0)} active"
+    if t in ("agent:registered", "agent:unregistered"):
+        return f"{_d(d, 'agent')} {t.split(':')[1]}"
+    if t == "dispatcher:handler_error":
+        return f"handler {_d(d, 'handler')} failed on {_d(d, 'event_type')}: {_d(d, 'error')}"
+    parts = [f"{k}={clean(v, max_len=40)}" for k, v in list(d.items())[:4]]
+    return " ".join(parts)
