@@ -95,6 +95,7 @@ class Orchestrator:
         )
         self._started = False
         self._watching = False
+        self._cache_task: asyncio.Task[None] | None = None
         self.interrupted_on_start: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -137,6 +138,7 @@ class Orchestrator:
         self._register_components()
         if watch:
             await self.watcher.start()
+            self._cache_task = asyncio.create_task(self._report_cache(), name="cache-stats")
         self._started = True
         self._watching = watch
         if watch:
@@ -150,6 +152,10 @@ class Orchestrator:
             return
         self._started = False
         await self.workflows.stop()
+        if self._cache_task is not None:
+            self._cache_task.cancel()
+            await asyncio.gather(self._cache_task, return_exceptions=True)
+            self._cache_task = None
         await self.watcher.stop()
         if self._watching:
             self.dispatcher.emit("engine:stopped", SOURCE, {}, priority=Priority.HIGH)
@@ -157,6 +163,18 @@ class Orchestrator:
         for agent in self.coordination.agents():
             await agent.close()
         await self.store.close()
+
+    async def _report_cache(self) -> None:
+        """Emit `cache:stats` on the metrics interval, only when a figure changed."""
+        last: list[dict[str, Any]] | None = None
+        while True:
+            stats = [s.model_dump() for s in self.cache.stats()]
+            if stats != last:
+                last = stats
+                self.dispatcher.emit(
+                    "cache:stats", SOURCE, {"namespaces": stats}, priority=Priority.LOW
+                )
+            await asyncio.sleep(self.config.metrics_collection_interval)
 
     def _persist(self, event: Event) -> None:
         if event.type == "metrics:system" and not self.config.enable_telemetry:
