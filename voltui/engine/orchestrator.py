@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = "orchestrator"
 RECENT_RUNS = 50
+_ONE_SHOT_NOISE = frozenset({"agent:registered", "agent:unregistered"})
 FOLLOW_POLL = 0.25
 
 
@@ -115,6 +116,7 @@ class Orchestrator:
         """
         if self._started:
             return
+        self._watching = watch
         await self.store.open()
         # Event numbers come from blocks leased in the store: monotonic across restarts and
         # never shared with another engine process using the same file.
@@ -140,7 +142,6 @@ class Orchestrator:
             await self.watcher.start()
             self._cache_task = asyncio.create_task(self._report_cache(), name="cache-stats")
         self._started = True
-        self._watching = watch
         if watch:
             self.dispatcher.emit(
                 "engine:started", SOURCE, {"db": str(self.store.path)}, priority=Priority.HIGH
@@ -179,6 +180,8 @@ class Orchestrator:
     def _persist(self, event: Event) -> None:
         if event.type == "metrics:system" and not self.config.enable_telemetry:
             return
+        if not self._watching and event.type in _ONE_SHOT_NOISE:
+            return  # every `voltui list` would otherwise record its agents registering
         self.store.append_event(event)
 
     def _register_components(self) -> None:
