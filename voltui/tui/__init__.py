@@ -1,0 +1,1 @@
+"""The Textual dashboard; `state` is its pure-data core and imports no Textual."""

@@ -1,0 +1,761 @@
+"""DashboardState: the dashboard's data, a fold of one snapshot plus every later event.
+
+DESIGN.md rule 3 ("the screen is a fold over events"): widgets render only from this object, and
+the app repaints only the panels `apply` reports as changed. Nothing here imports Textual, so the
+fold is tested against a real engine without an app, and the same code serves embedded mode,
+attached mode and the replay of a recorded run.
+
+`apply` sits on the hot path (thousands of events per second folded at about 10 Hz), so the
+per-event work is a dict dispatch on the event type, in-place updates of existing objects and no
+pydantic validation for the frequent types (`step:*`, `agent:load`). Rare events (a run queued,
+health, metrics, cache figures) build validated models, since their cost does not matter.
+
+Memory stays bounded however long the dashboard runs: the event ring buffer has `MAX_EVENTS`
+entries, runs beyond `MAX_RUNS` are dropped (oldest finished first), hit-rate histories keep 60
+samples, and the rate counter keeps a fixed number of time buckets.
+
+Untrusted text that the state derives and keeps (a step's last output line, step/run errors,
+health messages and reasons) is cleaned with `voltui.safetext.clean` when stored. Events in
+`events` are kept as received: whoever renders them cleans them (see `voltui.summaries`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from voltui.engine.api import EngineSnapshot
+from voltui.engine.models import (
+    AgentLoad,
+    CacheStats,
+    ComponentStatus,
+    Event,
+    HealthStatus,
+    Run,
+    RunDetail,
+    RunState,
+    StepRun,
+    StepState,
+    SystemMetrics,
+)
+from voltui.safetext import clean
+from voltui.summaries import summarize
+
+log = logging.getLogger(__name__)
+
+PANELS = ("header", "health", "agents", "runs", "dag", "events", "cache")
+
+HISTORY_SAMPLES = 60
+"""Hit-rate samples kept per cache namespace (one per `cache:stats` event), for the sparkline."""
+
+LINE_CHARS = 500
+"""Longest `last_line` kept; a step printing a megabyte without a newline costs nothing more."""
+
+ERROR_CHARS = 2000
+"""Longest error or health message kept."""
+
+RATE_WINDOW = 5.0
+"""Seconds of the sliding window behind `events_per_second`."""
+
+_BUCKETS_PER_SECOND = 4
+_MAX_BUCKETS = int(RATE_WINDOW * _BUCKETS_PER_SECOND) + 2
+
+_STEP_STATES: dict[str, StepState] = {s.value: s for s in StepState}
+_RUN_STATES: dict[str, RunState] = {s.value: s for s in RunState}
+_HEALTH_STATES: dict[str, HealthStatus] = {s.value: s for s in HealthStatus}
+_AGENT_FIELDS = frozenset(AgentLoad.model_fields)
+_RUN_RANK = {RunState.QUEUED: 0, RunState.RUNNING: 1}  # every finished state ranks 2
+
+# What each kind of event can change, besides "events" (which every folded event changes).
+_NONE: frozenset[str] = frozenset()
+_RUN_CHANGE = frozenset({"runs", "dag", "header"})  # header shows the active-run count
+_PROGRESS_CHANGE = frozenset({"runs", "dag"})
+_STEP_CHANGE = frozenset({"dag"})
+_AGENTS_CHANGE = frozenset({"agents"})
+_COMPONENT_CHANGE = frozenset({"health"})
+_SYSTEM_CHANGE = frozenset({"health", "header"})
+_CACHE_CHANGE = frozenset({"cache"})
+
+
+def _text(value: object, limit: int = ERROR_CHARS) -> str | None:
+    """Cleaned text, or None for a missing or empty value.
+
+    Slices before cleaning so a huge value costs only `limit` characters of regex work; a cut
+    escape sequence loses its ESC byte in `clean` and shows as harmless text.
+    """
+    if value is None or value == "":
+        return None
+    raw = value if isinstance(value, str) else str(value)
+    return clean(raw[: limit * 2], max_len=limit)
+
+
+# --------------------------------------------------------------------------- views
+
+
+@dataclass(slots=True)
+class StepView:
+    """One step of a run as the dashboard shows it (its latest attempt)."""
+
+    id: str
+    depends_on: list[str]
+    state: StepState = StepState.PENDING
+    attempt: int = 0
+    max_attempts: int = 1
+    agent: str | None = None
+    started_at: float | None = None
+    """Event ts of `step:started` (of the latest attempt)."""
+    finished_at: float | None = None
+    """Event ts of the final step event; None while the step can still change."""
+    error: str | None = None
+    last_line: str | None = None
+    """Last `step:output` line, already cleaned with `voltui.safetext.clean`."""
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+    @property
+    def seen(self) -> bool:
+        """Whether the fold has seen this step do anything (so its figures are first-hand)."""
+        return self.attempt > 0 or self.state is not StepState.PENDING
+
+
+@dataclass
+class RunView:
+    """One run with its steps; `levels` groups step ids by dependency depth for the DAG layout."""
+
+    run: Run
+    steps: dict[str, StepView] = field(default_factory=dict)
+    levels: list[list[str]] = field(default_factory=list)
+    detail_loaded: bool = False
+    """True once the DAG is known (from `workflow:queued` or `add_run_detail`). Runs first seen
+    in a snapshot have empty `steps` and `levels` until the app calls `add_run_detail`."""
+    early_steps: dict[str, StepView] = field(default_factory=dict)
+    """Steps folded before the DAG was known; merged into `steps` by `add_run_detail`, so an
+    event that arrives while `get_run` is in flight is not lost."""
+
+    def ordered_steps(self) -> list[StepView]:
+        """Steps level by level (the DAG's reading order)."""
+        steps = self.steps
+        return [steps[sid] for level in self.levels for sid in level if sid in steps]
+
+
+def compute_levels(dag: Iterable[tuple[str, Sequence[str]] | Sequence[Any]]) -> list[list[str]]:
+    """Step ids grouped by depth (0 = no dependencies, else 1 + the deepest dependency).
+
+    Iterative (Kahn's algorithm), so a 1,000-step chain cannot hit the recursion limit, in any
+    order (`voltui.engine.models.dag_levels` recurses and fails on a long chain listed from its
+    end). Within a level, steps keep their workflow order.
+    Tolerant of input the engine would have rejected: unknown and self dependencies are ignored,
+    duplicate ids keep their first entry, and steps on a cycle go on one extra last level.
+    """
+    order: list[str] = []
+    raw: dict[str, Sequence[str]] = {}
+    for sid, deps in dag:
+        if sid not in raw:
+            order.append(sid)
+            raw[sid] = deps or ()
+    deps_of: dict[str, set[str]] = {}
+    remaining: dict[str, int] = {}
+    children: dict[str, list[str]] = {}
+    for sid in order:
+        ds = {d for d in raw[sid] if d in raw and d != sid}
+        deps_of[sid] = ds
+        remaining[sid] = len(ds)
+        for d in ds:
+            children.setdefault(d, []).append(sid)
+    depth: dict[str, int] = {}
+    ready = [sid for sid in order if not remaining[sid]]
+    i = 0
+    while i < len(ready):
+        sid = ready[i]
+        i += 1
+        ds = deps_of[sid]
+        depth[sid] = 1 + max(depth[d] for d in ds) if ds else 0
+        for child in children.get(sid, ()):
+            remaining[child] -= 1
+            if not remaining[child]:
+                ready.append(child)
+    if len(depth) < len(order):  # a cycle: show its steps rather than lose them
+        last = max(depth.values(), default=-1) + 1
+        for sid in order:
+            depth.setdefault(sid, last)
+    levels: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for sid in order:
+        levels[depth[sid]].append(sid)
+    return levels
+
+
+def compile_filter(text: str | None) -> Callable[[str], bool] | None:
+    """The `/` filter: a case-insensitive regex, `!` in front inverts it.
+
+    A pattern that is not a valid regex is matched literally, so typing `(` mid-filter never
+    errors. None or an empty pattern means no filter.
+    """
+    if not text:
+        return None
+    invert = text.startswith("!")
+    body = text[1:] if invert else text
+    if not body:
+        return None
+    try:
+        rx = re.compile(body, re.IGNORECASE)
+    except re.error:
+        rx = re.compile(re.escape(body), re.IGNORECASE)
+    search = rx.search
+    if invert:
+        return lambda s: search(s) is None
+    return lambda s: search(s) is not None
+
+
+def event_line(event: Event) -> str:
+    """The text the `/` filter searches: type, source, run id and the cleaned summary."""
+    return f"{event.type} {event.source} {event.correlation_id or ''} {summarize(event)}"
+
+
+# --------------------------------------------------------------------------- the state
+
+
+class DashboardState:
+    """Snapshot + fold(events): everything the dashboard renders.
+
+    Build it with `from_snapshot`, feed every later event to `apply` (events with a seq at or
+    below `seq` are ignored, so overlapping batches are harmless), and call `add_run_detail`
+    with `get_run()` for a run whose DAG is not known yet (`RunView.detail_loaded` is False).
+    Objects handed in (snapshot models, run details) are owned and updated in place afterwards.
+    """
+
+    MAX_EVENTS = 2000
+    MAX_RUNS = 200
+
+    def __init__(
+        self,
+        *,
+        seq: int = 0,
+        started_at: float | None = None,
+        health: HealthStatus = HealthStatus.UNKNOWN,
+        clock: Callable[[], float] = time.monotonic,
+        max_events: int | None = None,
+        max_runs: int | None = None,
+    ) -> None:
+        """An empty state (e.g. for replaying recorded events); `from_snapshot` is the usual way.
+
+        `clock` is a local monotonic clock used only to let `events_per_second` decay while no
+        events arrive; it is never compared with event timestamps, so a remote engine's clock
+        skew does not matter.
+        """
+        self.seq = seq
+        self.started_at = time.time() if started_at is None else started_at
+        self.health = health
+        self.health_reasons: list[str] = []
+        self.components: dict[str, ComponentStatus] = {}
+        self.metrics: SystemMetrics | None = None
+        self.agents: dict[str, AgentLoad] = {}
+        self.runs: dict[str, RunView] = {}
+        self.cache: dict[str, CacheStats] = {}
+        self.hit_rate_history: dict[str, deque[float]] = {}
+        self.max_events = max_events or self.MAX_EVENTS
+        self.max_runs = max_runs or self.MAX_RUNS
+        self.events: deque[Event] = deque(maxlen=self.max_events)
+        self.touched_runs: set[str] = set()
+        """Run ids changed by the last `apply`, so the DAG panel can skip an untouched run."""
+        self.fold_errors = 0
+        """Events whose data could not be folded (malformed or from a newer engine)."""
+        self._clock = clock
+        # Rate counter: [bucket, count] pairs, a bucket being 1/_BUCKETS_PER_SECOND s of event
+        # time. Engine time "now" = _anchor_ts + local time elapsed since _anchor_clock.
+        self._buckets: deque[list[int]] = deque(maxlen=_MAX_BUCKETS)
+        self._anchor_ts = 0.0
+        self._anchor_clock = clock()
+        self._first_ts: float | None = None
+        self._handlers: dict[str, Callable[[Event], frozenset[str]]] = {
+            "step:output": self._on_step_output,
+            "agent:load": self._on_agent_load,
+            "workflow:queued": self._on_run_queued,
+            "workflow:started": self._on_run_started,
+            "workflow:progress": self._on_run_progress,
+            "agent:registered": self._on_agent_registered,
+            "agent:unregistered": self._on_agent_unregistered,
+            "health:changed": self._on_health_changed,
+            "health:system": self._on_health_system,
+            "metrics:system": self._on_metrics,
+            "cache:stats": self._on_cache_stats,
+        }
+        for state in StepState:
+            if state is not StepState.PENDING:
+                self._handlers[f"step:{state.value}"] = self._on_step
+        for run_state in RunState:
+            if run_state.finished:
+                self._handlers[f"workflow:{run_state.value}"] = self._on_run_finished
+
+    @classmethod
+    def from_snapshot(
+        cls, snapshot: EngineSnapshot, *, clock: Callable[[], float] = time.monotonic
+    ) -> DashboardState:
+        """The state as of `snapshot.seq`; subscribe with `since_seq=snapshot.seq` and `apply`."""
+        st = cls(
+            seq=snapshot.seq, started_at=snapshot.started_at, health=snapshot.health, clock=clock
+        )
+        st.components = {c.id: c for c in snapshot.components}
+        st.metrics = snapshot.metrics
+        st.agents = {a.id: a for a in snapshot.agents}
+        for run in sorted(snapshot.runs, key=lambda r: r.created_at):
+            if run.error:
+                run.error = _text(run.error)
+            st.runs[run.id] = RunView(run=run)
+        st._set_cache(snapshot.cache)
+        # recent_events is read after `seq` was taken, so it may hold events the subscription
+        # will deliver again; keep only those the snapshot covers, or they would show twice.
+        recent = sorted((e for e in snapshot.recent_events if e.seq <= snapshot.seq), key=_seq)
+        st.events.extend(recent)
+        st._count(recent)
+        st._anchor_ts = snapshot.ts
+        st._anchor_clock = clock()
+        st._first_ts = snapshot.started_at
+        st._evict_runs()
+        return st
+
+    # ------------------------------------------------------------------ folding
+
+    def apply(self, events: Iterable[Event]) -> set[str]:
+        """Fold events in seq order; returns the names (from PANELS) of the panels that changed.
+
+        Events at or below `seq` are skipped (duplicates after a resubscribe, or ones the
+        snapshot already covers). A malformed event is counted in `fold_errors` and skipped
+        rather than stopping the fold.
+        """
+        changed: set[str] = set()
+        touched = self.touched_runs = set()
+        seq = self.seq
+        handlers = self._handlers
+        append = self.events.append
+        buckets = self._buckets
+        cur = buckets[-1] if buckets else _NO_BUCKET
+        newest = self._anchor_ts
+        folded = 0
+        for ev in events:
+            s = ev.seq
+            if s <= seq:
+                continue
+            seq = s
+            folded += 1
+            append(ev)
+            ts = ev.ts
+            if ts > newest:
+                newest = ts
+            b = int(ts * _BUCKETS_PER_SECOND)
+            if b == cur[0]:
+                cur[1] += 1
+            else:
+                cur = [b, 1]
+                buckets.append(cur)
+            handler = handlers.get(ev.type)
+            if handler is None:
+                continue
+            try:
+                panels = handler(ev)
+            except Exception:
+                self.fold_errors += 1
+                log.debug("could not fold event %s (%s)", ev.seq, ev.type, exc_info=True)
+                continue
+            if panels:
+                changed |= panels
+                if ev.correlation_id is not None:
+                    touched.add(ev.correlation_id)
+        if not folded:
+            return changed
+        self.seq = seq
+        changed.add("events")
+        now = self._clock()
+        self._anchor_ts = max(self._anchor_ts + max(0.0, now - self._anchor_clock), newest)
+        self._anchor_clock = now
+        if self._first_ts is None:
+            self._first_ts = min(e[0] for e in buckets) / _BUCKETS_PER_SECOND
+        if len(self.runs) > self.max_runs:
+            self._evict_runs()
+        return changed
+
+    def _count(self, events: Iterable[Event]) -> None:
+        """Add events to the rate counter without folding them (snapshot seeding)."""
+        buckets = self._buckets
+        cur = buckets[-1] if buckets else _NO_BUCKET
+        for ev in events:
+            b = int(ev.ts * _BUCKETS_PER_SECOND)
+            if b == cur[0]:
+                cur[1] += 1
+            else:
+                cur = [b, 1]
+                buckets.append(cur)
+
+    @property
+    def events_per_second(self) -> float:
+        """Events per second over a sliding 5 s window of event timestamps (1/4 s buckets).
+
+        The window ends at engine time "now", estimated as the newest event ts (or snapshot ts)
+        plus the local time since it was folded, so the rate decays to zero when events stop.
+        Shortly after the engine started, the window is the time since the start (at least 1 s).
+        """
+        if self._first_ts is None or not self._buckets:
+            return 0.0
+        end = self._anchor_ts + max(0.0, self._clock() - self._anchor_clock)
+        lo = (end - RATE_WINDOW) * _BUCKETS_PER_SECOND
+        count = sum(n for b, n in self._buckets if b >= lo)
+        span = max(1.0, min(RATE_WINDOW, end - self._first_ts))
+        return count / span
+
+    # ------------------------------------------------------------------ runs
+
+    def _on_run_queued(self, ev: Event) -> frozenset[str]:
+        cid = ev.correlation_id
+        if not cid:
+            return _NONE
+        d = ev.data
+        dag = d.get("dag") or []
+        rv = self.runs.get(cid)
+        if rv is None:
+            workflow_id = d.get("workflow_id") or "?"
+            run = Run(
+                id=cid,
+                workflow_id=workflow_id,
+                workflow_name=d.get("name") or workflow_id,
+                inputs=d.get("inputs") or {},
+                created_at=ev.ts,
+                steps_total=d.get("steps_total") or len(dag),
+                replay_of=d.get("replay_of"),
+                replay_mode=d.get("replay_mode"),
+            )
+            rv = self.runs[cid] = RunView(run=run)
+        if not rv.detail_loaded:
+            old = rv.early_steps
+            rv.early_steps = {}
+            rv.steps = {}
+            for sid, deps in dag:
+                sv = old.get(sid) or StepView(id=sid, depends_on=list(deps))
+                sv.depends_on = list(deps)
+                rv.steps[sid] = sv
+            rv.levels = compute_levels(dag)
+            rv.detail_loaded = True
+        return _RUN_CHANGE
+
+    def _on_run_started(self, ev: Event) -> frozenset[str]:
+        rv = self.runs.get(ev.correlation_id or "")
+        if rv is None:
+            return _NONE
+        run = rv.run
+        if not run.state.finished:
+            run.state = RunState.RUNNING
+        run.started_at = ev.ts
+        return _RUN_CHANGE
+
+    def _on_run_progress(self, ev: Event) -> frozenset[str]:
+        rv = self.runs.get(ev.correlation_id or "")
+        if rv is None:
+            return _NONE
+        d = ev.data
+        run = rv.run
+        done = d.get("done")
+        total = d.get("total")
+        if done is not None:
+            run.steps_done = done
+        if total is not None:
+            run.steps_total = total
+        return _PROGRESS_CHANGE
+
+    def _on_run_finished(self, ev: Event) -> frozenset[str]:
+        rv = self.runs.get(ev.correlation_id or "")
+        if rv is None:
+            return _NONE
+        d = ev.data
+        state = _RUN_STATES.get(d.get("state") or ev.type[9:])  # 9 == len("workflow:")
+        if state is None or not state.finished:
+            return _NONE
+        run = rv.run
+        run.state = state
+        run.finished_at = ev.ts
+        run.error = _text(d.get("error") or d.get("reason"))
+        if rv.steps:
+            run.steps_done = sum(1 for sv in rv.steps.values() if sv.state.finished)
+        return _RUN_CHANGE
+
+    # ------------------------------------------------------------------ steps
+
+    def _step_view(self, rv: RunView, sid: Any) -> StepView | None:
+        """The step's view; for a run whose DAG is not loaded yet, one kept aside until it is."""
+        if rv.detail_loaded:
+            return rv.steps.get(sid)
+        sv = rv.early_steps.get(sid)
+        if sv is None and isinstance(sid, str):
+            sv = rv.early_steps[sid] = StepView(id=sid, depends_on=[])
+        return sv
+
+    def _on_step(self, ev: Event) -> frozenset[str]:
+        rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
+        if rv is None:
+            return _NONE
+        d = ev.data
+        sv = self._step_view(rv, d.get("step"))
+        if sv is None:
+            return _NONE
+        state = _STEP_STATES.get(d.get("state") or ev.type[5:])  # 5 == len("step:")
+        if state is None:
+            return _NONE
+        sv.state = state
+        attempt = d.get("attempt")
+        if attempt is not None:
+            sv.attempt = attempt
+        max_attempts = d.get("max_attempts")
+        if max_attempts is not None:
+            sv.max_attempts = max_attempts
+        if "agent" in d:
+            sv.agent = d["agent"]
+        if state is StepState.RUNNING:
+            sv.started_at = ev.ts
+            sv.finished_at = None
+            sv.error = None
+        elif state is StepState.WAITING:
+            sv.error = None
+        elif state is StepState.RETRYING:
+            sv.error = _text(d.get("error"))
+        else:  # a final state
+            sv.finished_at = ev.ts
+            if state is StepState.CACHED and sv.started_at is None:
+                sv.started_at = ev.ts
+            if state.ok:
+                sv.error = None
+            else:
+                sv.error = _text(d.get("error") or d.get("reason")) or sv.error
+        return _STEP_CHANGE
+
+    def _on_step_output(self, ev: Event) -> frozenset[str]:
+        rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
+        if rv is None:
+            return _NONE
+        d = ev.data
+        sv = self._step_view(rv, d.get("step"))
+        if sv is None:
+            return _NONE
+        line = d.get("line")
+        if not isinstance(line, str):
+            line = "" if line is None else str(line)
+        sv.last_line = clean(line[: LINE_CHARS * 2], max_len=LINE_CHARS)
+        return _STEP_CHANGE
+
+    # ------------------------------------------------------------------ agents
+
+    def _on_agent_load(self, ev: Event) -> frozenset[str]:
+        d = ev.data
+        aid = d["id"]
+        agent = self.agents.get(aid)
+        if agent is None:
+            self.agents[aid] = AgentLoad.model_validate(d)
+        elif d.keys() <= _AGENT_FIELDS:
+            # Same fields, same JSON types: update in place, no validation on the hot path.
+            agent.__dict__.update(d)
+        else:  # a newer engine sent extra fields: keep only the known ones
+            agent.__dict__.update({k: v for k, v in d.items() if k in _AGENT_FIELDS})
+        return _AGENTS_CHANGE
+
+    def _on_agent_registered(self, ev: Event) -> frozenset[str]:
+        d = ev.data
+        aid = d["agent"]
+        if aid not in self.agents:
+            self.agents[aid] = AgentLoad(
+                id=aid,
+                kind=d.get("kind") or "?",
+                capabilities=list(d.get("capabilities") or []),
+                capacity=d.get("capacity") or 1,
+            )
+        return _AGENTS_CHANGE
+
+    def _on_agent_unregistered(self, ev: Event) -> frozenset[str]:
+        return _AGENTS_CHANGE if self.agents.pop(ev.data["agent"], None) is not None else _NONE
+
+    # ------------------------------------------------------------------ health, metrics, cache
+
+    def _on_health_changed(self, ev: Event) -> frozenset[str]:
+        d = ev.data
+        cid = d["component"]
+        status = _HEALTH_STATES.get(d.get("status"), HealthStatus.UNKNOWN)  # type: ignore[arg-type]
+        old = self.components.get(cid)
+        self.components[cid] = ComponentStatus(
+            id=cid,
+            name=_text(d.get("name"), 200) or (old.name if old else cid),
+            kind=old.kind if old else "?",
+            status=status,
+            last_check=ev.ts,
+            latency=d.get("latency"),
+            message=_text(d.get("message")) or "",
+        )
+        return _COMPONENT_CHANGE
+
+    def _on_health_system(self, ev: Event) -> frozenset[str]:
+        d = ev.data
+        self.health = _HEALTH_STATES.get(d.get("status"), HealthStatus.UNKNOWN)  # type: ignore[arg-type]
+        self.health_reasons = [_text(r) or "" for r in d.get("reasons") or []]
+        return _SYSTEM_CHANGE
+
+    def _on_metrics(self, ev: Event) -> frozenset[str]:
+        self.metrics = SystemMetrics.model_validate(ev.data)
+        return _SYSTEM_CHANGE
+
+    def _on_cache_stats(self, ev: Event) -> frozenset[str]:
+        self._set_cache([CacheStats.model_validate(n) for n in ev.data["namespaces"]])
+        return _CACHE_CHANGE
+
+    def _set_cache(self, stats: Iterable[CacheStats]) -> None:
+        """Replace the cache figures and add one hit-rate sample per namespace."""
+        self.cache = {s.namespace: s for s in stats}
+        history = self.hit_rate_history
+        for ns in [ns for ns in history if ns not in self.cache]:
+            del history[ns]  # a namespace that went away must not keep its history forever
+        for ns, s in self.cache.items():
+            samples = history.get(ns)
+            if samples is None:
+                samples = history[ns] = deque(maxlen=HISTORY_SAMPLES)
+            samples.append(s.hit_rate)
+
+    # ------------------------------------------------------------------ run details
+
+    def add_run_detail(self, detail: RunDetail) -> None:
+        """Merge `get_run()` into the run's view: its DAG, and the figures the fold lacks.
+
+        The fold is gap-free from `seq` on, so a step it has seen change keeps its first-hand
+        figures (the detail may be older or newer than the last folded event; either way the
+        fold converges). Steps the fold has not seen, and the DAG itself, come from the detail.
+        A run unknown to the state (older than the snapshot's recent runs) is added.
+        """
+        run = detail.run.model_copy()
+        run.error = _text(run.error)
+        rv = self.runs.get(run.id)
+        if rv is None:
+            rv = self.runs[run.id] = RunView(run=run)
+        else:
+            rv.run = _merge_run(rv.run, run)
+        by_id: dict[str, StepRun] = {s.step_id: s for s in detail.steps}
+        old = rv.steps if rv.detail_loaded else rv.early_steps
+        rv.early_steps = {}
+        steps: dict[str, StepView] = {}
+        for step in detail.workflow.steps:
+            sv = old.get(step.id)
+            if sv is not None and sv.seen:
+                sv.depends_on = list(step.depends_on)
+            else:
+                fresh = _step_from_run(step.id, step.depends_on, by_id.get(step.id))
+                if sv is not None:
+                    fresh.last_line = sv.last_line
+                sv = fresh
+            steps[step.id] = sv
+        rv.steps = steps
+        rv.levels = compute_levels((s.id, s.depends_on) for s in detail.workflow.steps)
+        rv.detail_loaded = True
+        if rv.run.state.finished:
+            rv.run.steps_done = sum(1 for sv in steps.values() if sv.state.finished)
+        if len(self.runs) > self.max_runs:
+            self._evict_runs()
+
+    def _evict_runs(self) -> None:
+        """Keep at most `max_runs`: drop the oldest finished runs, then (rarely) the oldest."""
+        excess = len(self.runs) - self.max_runs
+        if excess <= 0:
+            return
+        finished = sorted(
+            (rv for rv in self.runs.values() if rv.run.state.finished),
+            key=lambda rv: rv.run.created_at,
+        )
+        for rv in finished[:excess]:
+            del self.runs[rv.run.id]
+        excess = len(self.runs) - self.max_runs
+        if excess > 0:
+            oldest = sorted(self.runs.values(), key=lambda rv: rv.run.created_at)
+            for rv in oldest[:excess]:
+                del self.runs[rv.run.id]
+
+    # ------------------------------------------------------------------ queries
+
+    def runs_newest_first(self) -> list[RunView]:
+        return sorted(self.runs.values(), key=lambda rv: rv.run.created_at, reverse=True)
+
+    def active_runs(self) -> int:
+        return sum(1 for rv in self.runs.values() if not rv.run.state.finished)
+
+    def run_by_prefix(self, prefix: str) -> RunView | None:
+        """The run whose id is `prefix` or uniquely starts with it; None if none or ambiguous."""
+        exact = self.runs.get(prefix)
+        if exact is not None:
+            return exact
+        found = [rv for rid, rv in self.runs.items() if rid.startswith(prefix)]
+        return found[0] if len(found) == 1 else None
+
+    def filtered_events(
+        self,
+        pattern: str | None = None,
+        text: str | None = None,
+        correlation_id: str | None = None,
+    ) -> list[Event]:
+        """Buffered events, oldest first, that match every filter given.
+
+        `pattern` is an fnmatch pattern on the type (`step:*`), as in `subscribe`; `text` is the
+        `/` filter (see `compile_filter`) applied to `event_line(event)`; `correlation_id` keeps
+        one run's events.
+        """
+        match = compile_filter(text)
+        out: list[Event] = []
+        for ev in self.events:
+            if correlation_id is not None and ev.correlation_id != correlation_id:
+                continue
+            if pattern and pattern != "*" and not fnmatch.fnmatchcase(ev.type, pattern):
+                continue
+            if match is not None and not match(event_line(ev)):
+                continue
+            out.append(ev)
+        return out
+
+
+_NO_BUCKET: list[Any] = [None, 0]
+
+
+def _seq(event: Event) -> int:
+    return event.seq
+
+
+def _run_rank(state: RunState) -> int:
+    return _RUN_RANK.get(state, 2)
+
+
+def _merge_run(view: Run, detail: Run) -> Run:
+    """The detail's run, except where the fold has already seen it further along."""
+    if _run_rank(view.state) > _run_rank(detail.state):
+        return detail.model_copy(
+            update={
+                "state": view.state,
+                "started_at": view.started_at or detail.started_at,
+                "finished_at": view.finished_at,
+                "error": view.error,
+                "steps_done": view.steps_done,
+            }
+        )
+    return detail
+
+
+def _step_from_run(step_id: str, depends_on: Sequence[str], sr: StepRun | None) -> StepView:
+    if sr is None:
+        return StepView(id=step_id, depends_on=list(depends_on))
+    return StepView(
+        id=step_id,
+        depends_on=list(depends_on),
+        state=sr.state,
+        attempt=sr.attempt,
+        max_attempts=sr.max_attempts,
+        agent=sr.agent_id,
+        started_at=sr.started_at,
+        finished_at=sr.finished_at,
+        error=_text(sr.error),
+    )
