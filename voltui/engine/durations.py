@@ -23,7 +23,7 @@ def parse_duration(value: object) -> float:
         raise ValueError("a duration cannot be true/false; write e.g. 30s, 250ms, 10m or 1h")
     if isinstance(value, int | float):
         if value < 0:
-            raise ValueError(f"duration {value!r} is negative; durations must be 0 or more")
+            raise ValueError(f"duration {value!r} is negative; write 0 or more, e.g. 250ms, 5s")
         return float(value)
     if isinstance(value, str):
         text = value.strip().lower()

@@ -304,17 +304,15 @@ def validate_dag(workflow: Workflow) -> list[DagProblem]:
 
 def dag_levels(workflow: Workflow) -> list[list[str]]:
     """Steps grouped by dependency depth, for layout and for ordered display."""
-    depth: dict[str, int] = {}
+    import graphlib
+
     by_id = {s.id: s for s in workflow.steps}
-
-    def level(step_id: str) -> int:
-        if step_id not in depth:
-            deps = by_id[step_id].depends_on
-            depth[step_id] = 0 if not deps else 1 + max(level(d) for d in deps)
-        return depth[step_id]
-
-    for s in workflow.steps:
-        level(s.id)
+    depth: dict[str, int] = {}
+    # Topological order instead of recursion: a 1,000-step chain must not hit the stack limit.
+    order = graphlib.TopologicalSorter({s.id: set(s.depends_on) for s in workflow.steps})
+    for step_id in order.static_order():
+        deps = by_id[step_id].depends_on
+        depth[step_id] = 1 + max((depth[d] for d in deps), default=-1)
     out: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
     for s in workflow.steps:
         out[depth[s.id]].append(s.id)

@@ -129,7 +129,11 @@ class Orchestrator:
             self.dispatcher.emit(
                 "workflow:interrupted",
                 SOURCE,
-                {"reason": "the engine process that ran it stopped"},
+                {
+                    "state": RunState.INTERRUPTED.value,
+                    "error": "the engine process that ran it stopped",
+                    "reason": "the engine process that ran it stopped",
+                },
                 priority=Priority.HIGH,
                 correlation_id=run_id,
             )
