@@ -639,3 +639,31 @@ def test_folding_100000_events() -> None:
     assert state.runs["r1"].steps["s49"].last_line == "line 99949 of s49"
     assert state.agents["sim"].completed == 99_991
     assert state.fold_errors == 0
+
+
+def test_step_started_event_marks_the_step_running() -> None:
+    """The engine reports a running step as `step:started`; the DAG must show it running."""
+    from voltui.engine.models import Event, StepState
+    from voltui.tui.state import DashboardState
+
+    state = DashboardState()
+    queued = Event(
+        seq=1,
+        ts=10.0,
+        type="workflow:queued",
+        source="workflows",
+        correlation_id="r1",
+        data={"workflow_id": "w", "name": "W", "steps_total": 1, "dag": [["a", []]]},
+    )
+    started = Event(
+        seq=2,
+        ts=11.0,
+        type="step:started",
+        source="workflows",
+        correlation_id="r1",
+        data={"step": "a", "state": "running", "attempt": 1, "max_attempts": 2, "agent": "x"},
+    )
+    state.apply([queued, started])
+    step = state.runs["r1"].steps["a"]
+    assert step.state is StepState.RUNNING
+    assert step.agent == "x" and step.started_at == 11.0

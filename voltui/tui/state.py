@@ -292,6 +292,7 @@ class DashboardState:
         for state in StepState:
             if state is not StepState.PENDING:
                 self._handlers[f"step:{state.value}"] = self._on_step
+        self._handlers["step:started"] = self._on_step  # the engine's name for "now running"
         for run_state in RunState:
             if run_state.finished:
                 self._handlers[f"workflow:{run_state.value}"] = self._on_run_finished
