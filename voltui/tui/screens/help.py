@@ -1,0 +1,56 @@
+"""Every binding of the dashboard with its key and what it does."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from voltui.engine.models import StepState
+from voltui.tui.widgets.dag import SYMBOL
+
+SYMBOLS = "  ".join(
+    f"{mark} {state}{' n/m' if state is StepState.RETRYING else ''}"
+    for state, (mark, _) in SYMBOL.items()
+)
+
+
+def help_text(bindings: list[Binding]) -> Text:
+    text = Text()
+    text.append("voltui keys\n\n", style="bold")
+    for b in bindings:
+        keys = ", ".join(k.strip() for k in b.key.split(","))
+        text.append(f"  {keys:<16}", style="bold")
+        text.append(f"{b.description}\n")
+    text.append("\nDAG symbols\n", style="bold")
+    text.append(f"  {SYMBOLS}\n")
+    text.append("\nescape or ? closes this help", style="dim")
+    return text
+
+
+class HelpScreen(ModalScreen[None]):
+    """Lists the bindings it is given (the app passes its own BINDINGS)."""
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 80; max-width: 95%; height: auto; max-height: 90%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    HelpScreen Static { height: auto; }
+    """
+    BINDINGS = [Binding("escape,question_mark,q", "close", "Close", id="help.close")]
+
+    def __init__(self, bindings: list[Binding]) -> None:
+        super().__init__()
+        self.bindings = bindings
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(help_text(self.bindings), id="help-body")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,57 @@
+"""The top line: aggregate health, uptime, active runs, event rate and engine resources."""
+
+from __future__ import annotations
+
+import time
+
+from textual.content import Content
+from textual.widgets import Static
+
+from voltui.engine.durations import format_duration
+from voltui.engine.models import HealthStatus
+from voltui.tui.state import DashboardState
+from voltui.tui.widgets._util import megabytes
+
+HEALTH_STYLE = {
+    HealthStatus.HEALTHY: "bold $success",
+    HealthStatus.DEGRADED: "bold $warning",
+    HealthStatus.UNHEALTHY: "bold $error",
+    HealthStatus.UNKNOWN: "bold $secondary",
+}
+HEALTH_MARK = {
+    HealthStatus.HEALTHY: "●",
+    HealthStatus.DEGRADED: "▲",
+    HealthStatus.UNHEALTHY: "✗",
+    HealthStatus.UNKNOWN: "?",
+}
+
+
+class HeaderBar(Static):
+    """One line of aggregate figures; the health word carries the meaning, colour only adds."""
+
+    DEFAULT_CSS = """
+    HeaderBar { height: 1; background: $panel; color: $foreground; padding: 0 1; }
+    """
+
+    def render_state(self, state: DashboardState, *, read_only: bool = False) -> Content:
+        """Build the line; kept separate from `refresh_from` so tests can read it."""
+        health = HealthStatus(state.health)
+        uptime = format_duration(max(0.0, time.time() - state.started_at))
+        parts: list[str | Content | tuple[str, str]] = [
+            ("voltui ", "bold"),
+            (f"{HEALTH_MARK[health]} {health.value}", HEALTH_STYLE[health]),
+            f"  up {uptime}",
+            f"  runs {state.active_runs()} active",
+            f"  {state.events_per_second:.1f} ev/s",
+        ]
+        if state.metrics is not None:
+            m = state.metrics
+            parts.append(
+                f"  cpu {m.process_cpu_percent:.0f}%  rss {megabytes(m.process_rss_bytes)}"
+            )
+        if read_only:
+            parts.append(("  READ-ONLY", "bold $warning"))
+        return Content.assemble(*parts)
+
+    def refresh_from(self, state: DashboardState, *, read_only: bool = False) -> None:
+        self.update(self.render_state(state, read_only=read_only))
