@@ -797,9 +797,24 @@ class RunStore:
         with self._read_lock:
             conn.close()
 
+    def _wal_with_retry(self, conn: sqlite3.Connection) -> str:
+        """Switch to WAL, waiting out another process that holds the lock on a new file.
+
+        SQLite answers `database is locked` at once here instead of honouring busy_timeout,
+        so two voltui processes opening a fresh file together would otherwise fail.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
     def _setup(self, conn: sqlite3.Connection) -> None:
         """WAL mode and schema migrations, safe when several processes open the file at once."""
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._wal_with_retry(conn)
         if str(mode).lower() != "wal":
             logger.warning("run store %s: journal mode is %s, not WAL", self.path, mode)
         # BEGIN IMMEDIATE takes the write lock, so a second process waits and then sees the
