@@ -31,6 +31,7 @@ from voltui.engine.inputs import parse_input_pairs
 from voltui.engine.loader import load_workflow, workflow_json_schema
 from voltui.engine.models import Event, EventQuery, RunDetail, RunState, StepState
 from voltui.engine.orchestrator import Orchestrator
+from voltui.engine.store import StoreError
 from voltui.safetext import clean
 from voltui.summaries import summarize
 
@@ -66,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
         "recorded in SQLite.",
     )
     parser.add_argument("--version", action="version", version=f"voltui {__version__}")
+    dash = parser.add_argument_group("dashboard (plain `voltui`)")
+    dash.add_argument("--read-only", action="store_true", help="show actions but refuse them")
+    dash.add_argument("--refresh", type=float, default=10.0, metavar="HZ", help="repaint rate")
+    dash.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal")
+    dash.add_argument("--theme", help="Textual theme name, e.g. textual-dark, ansi-dark")
+    dash.add_argument("--db", type=Path, help="SQLite state file (default: user data dir)")
+    dash.add_argument("--config", type=Path, help="config file (default: ./voltui.toml)")
+    dash.add_argument(
+        "--workflows", type=Path, help="workflow folder (default: ./sample-workflows)"
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", type=Path, help="SQLite state file (default: user data dir)")
     common.add_argument("--config", type=Path, help="config file (default: ./voltui.toml)")
@@ -389,6 +400,25 @@ async def cmd_events(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+async def cmd_dashboard(args: argparse.Namespace) -> int:
+    """The Textual dashboard on an embedded engine (sample workflows and agents by default)."""
+    from voltui.tui.app import VoltApp  # Textual loads only for the dashboard
+
+    engine = Orchestrator(_config(args))
+    await engine.start()
+    try:
+        app = VoltApp(engine, read_only=args.read_only, refresh_hz=args.refresh)
+        if args.theme:
+            if args.theme not in app.available_themes:
+                names = ", ".join(sorted(app.available_themes))
+                raise UserError(f"unknown theme {args.theme!r}; choose one of: {names}")
+            app.theme = args.theme
+        await app.run_async(mouse=not args.no_mouse)
+    finally:
+        await engine.stop()
+    return EXIT_OK
+
+
 @contextlib.asynccontextmanager
 async def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     engine = Orchestrator(_config(args))
@@ -409,8 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False)
     try:
         if args.command is None:
-            parser.print_help()
-            return EXIT_OK
+            return asyncio.run(cmd_dashboard(args))
         if args.command == "schema":
             _print_json(workflow_json_schema())
             return EXIT_OK
@@ -424,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "events": cmd_events,
         }[args.command]
         return asyncio.run(handler(args, console))
-    except UserError as exc:
+    except (UserError, StoreError) as exc:  # StoreError: --db is unusable (not SQLite, locked)
         # soft_wrap: a piped stderr must keep `FILE: line N` and long paths on one line.
         err.print(
             Text("error: ", style="bold red") + Text(clean_multiline(str(exc))), soft_wrap=True

@@ -63,6 +63,22 @@ def summarize(event: Event) -> str:
         return f"{_d(d, 'id')} {d.get('active', 0)}/{d.get('capacity', 0)} active"
     if t in ("agent:registered", "agent:unregistered"):
         return f"{_d(d, 'agent')} {t.split(':')[1]}"
+    if t == "metrics:system":
+        rss = (d.get("process_rss_bytes") or 0) / 2**20
+        host_mem = d.get("host_memory_percent", 0)
+        return (
+            f"cpu {d.get('process_cpu_percent', 0):.0f}%  rss {rss:.0f}MB  "
+            f"host cpu {d.get('host_cpu_percent', 0):.0f}%  mem {host_mem:.0f}%"
+        )
+    if t == "cache:stats":
+        parts = []
+        for ns in d.get("namespaces") or []:
+            total = (ns.get("hits") or 0) + (ns.get("misses") or 0)
+            rate = f"{100 * (ns.get('hits') or 0) / total:.0f}%" if total else "-"
+            parts.append(f"{clean(ns.get('namespace', '?'), max_len=30)} {rate} hit")
+        return ", ".join(parts) or "no cache namespaces yet"
+    if t in ("engine:started", "engine:stopped"):
+        return f"engine {t.split(':')[1]}"
     if t == "dispatcher:handler_error":
         return f"handler {_d(d, 'handler')} failed on {_d(d, 'event_type')}: {_d(d, 'error')}"
     parts = [f"{k}={clean(v, max_len=40)}" for k, v in list(d.items())[:4]]

@@ -1,0 +1,40 @@
+"""Event summaries shared by the CLI and the dashboard."""
+
+from __future__ import annotations
+
+from voltui.engine.models import Event
+from voltui.summaries import summarize
+
+
+def ev(type_: str, **data: object) -> Event:
+    return Event(seq=1, ts=0.0, type=type_, source="t", data=data)
+
+
+def test_step_summaries_read_like_sentences() -> None:
+    assert summarize(
+        ev("step:started", step="build", agent="shell-1", attempt=1, max_attempts=3)
+    ) == ("build started on shell-1 (attempt 1/3)")
+    retry = ev("step:retrying", step="s", attempt=2, max_attempts=4, delay=0.5, error="boom")
+    assert summarize(retry) == "s attempt 2/4 failed, retrying in 500ms: boom"
+
+
+def test_untrusted_text_is_cleaned() -> None:
+    text = summarize(
+        ev("step:output", step="s", stream="stdout", line="\x1b[31mred\x1b[0m\x07 [b]x[/b]")
+    )
+    assert "\x1b" not in text and "\x07" not in text
+    assert text.endswith("red [b]x[/b]")
+
+
+def test_metrics_and_cache_have_readable_summaries() -> None:
+    metrics = ev(
+        "metrics:system",
+        process_cpu_percent=12.4,
+        process_rss_bytes=50 * 2**20,
+        host_cpu_percent=30,
+        host_memory_percent=41,
+    )
+    assert summarize(metrics) == "cpu 12%  rss 50MB  host cpu 30%  mem 41%"
+    cache = ev("cache:stats", namespaces=[{"namespace": "steps", "hits": 3, "misses": 1}])
+    assert summarize(cache) == "steps 75% hit"
+    assert summarize(ev("cache:stats", namespaces=[])) == "no cache namespaces yet"
