@@ -12,28 +12,15 @@ import asyncio
 import bisect
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from voltui.engine.agents.base import Agent
 from voltui.engine.balancer import LoadBalancer
 from voltui.engine.errors import NoCapableAgentError, NotFoundError, UserError
+from voltui.engine.events import EventEmitter
 from voltui.engine.models import AgentLoad, Priority, Step
 
 SOURCE = "coordination"
-
-
-class EventSink(Protocol):
-    """The part of EventDispatcher this module uses; anything with the same `emit` will do."""
-
-    def emit(
-        self,
-        type: str,
-        source: str,
-        data: dict[str, Any] | None = None,
-        *,
-        priority: Priority = Priority.NORMAL,
-        correlation_id: str | None = None,
-    ) -> Any: ...
 
 
 @dataclass(eq=False)
@@ -55,7 +42,7 @@ class _Waiter:
 class CoordinationEngine:
     """Registered agents, the capacity they have left, and the steps queued for them."""
 
-    def __init__(self, dispatcher: EventSink, balancer: LoadBalancer) -> None:
+    def __init__(self, dispatcher: EventEmitter, balancer: LoadBalancer) -> None:
         self._dispatcher = dispatcher
         self._balancer = balancer
         self._agents: dict[str, Agent] = {}

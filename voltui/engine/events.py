@@ -26,12 +26,12 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from fnmatch import translate
-from typing import Any
+from typing import Any, Protocol
 
 from voltui.engine.api import SubscriptionLagged
 from voltui.engine.models import Event, EventQuery, EventStats, Priority
 
-__all__ = ["HANDLER_ERROR", "EventDispatcher", "EventHandler", "EventSink"]
+__all__ = ["HANDLER_ERROR", "EventDispatcher", "EventEmitter", "EventHandler", "EventSink"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,22 @@ HANDLER_ERROR = "dispatcher:handler_error"
 
 EventHandler = Callable[[Event], Awaitable[None] | None]
 EventSink = Callable[[Event], None]
+
+
+class EventEmitter(Protocol):
+    """The one method components use to report; tests pass a recorder with the same `emit`."""
+
+    def emit(
+        self,
+        type: str,
+        source: str,
+        data: dict[str, Any] | None = None,
+        *,
+        priority: Priority = Priority.NORMAL,
+        correlation_id: str | None = None,
+    ) -> Any: ...
+
+
 Backfill = Callable[[int, int], Awaitable[list[Event]]]
 
 # `Priority.rank` builds a dict on every call; emit is hot, so look ranks up once.

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import psutil
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from voltui.engine.durations import format_duration
 from voltui.engine.errors import NotFoundError, UserError
+from voltui.engine.events import EventEmitter
 from voltui.engine.models import (
     ComponentStatus,
     Duration,
@@ -40,7 +41,6 @@ from voltui.engine.models import (
 
 __all__ = [
     "CheckFn",
-    "EventSink",
     "HealthCheckSpec",
     "SystemWatcher",
     "Thresholds",
@@ -61,20 +61,6 @@ _SEVERITY = {
     HealthStatus.UNHEALTHY: 3,
 }
 """Order used to decide whether a change is a worsening (HIGH priority) or a recovery."""
-
-
-class EventSink(Protocol):
-    """The part of EventDispatcher the watcher needs; a protocol so tests can pass a recorder."""
-
-    def emit(
-        self,
-        type: str,
-        source: str,
-        data: dict[str, Any] | None = None,
-        *,
-        priority: Priority = Priority.NORMAL,
-        correlation_id: str | None = None,
-    ) -> Any: ...
 
 
 # --------------------------------------------------------------------------- config models
@@ -288,7 +274,7 @@ class SystemWatcher:
 
     def __init__(
         self,
-        dispatcher: EventSink,
+        dispatcher: EventEmitter,
         *,
         health_interval: float = 30.0,
         metrics_interval: float = 5.0,
