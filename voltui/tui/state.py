@@ -497,14 +497,16 @@ class DashboardState:
             sv = rv.early_steps[sid] = StepView(id=sid, depends_on=[])
         return sv
 
-    def _on_step(self, ev: Event) -> frozenset[str]:
+    def _event_step(self, ev: Event) -> StepView | None:
+        """The view of the step a `step:*` event is about, if its run is known."""
         rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
-        if rv is None:
-            return _NONE
-        d = ev.data
-        sv = self._step_view(rv, d.get("step"))
+        return None if rv is None else self._step_view(rv, ev.data.get("step"))
+
+    def _on_step(self, ev: Event) -> frozenset[str]:
+        sv = self._event_step(ev)
         if sv is None:
             return _NONE
+        d = ev.data
         state = _STEP_STATES.get(d.get("state") or ev.type[5:])  # 5 == len("step:")
         if state is None:
             return _NONE
@@ -536,13 +538,10 @@ class DashboardState:
         return _STEP_CHANGE
 
     def _on_step_output(self, ev: Event) -> frozenset[str]:
-        rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
-        if rv is None:
-            return _NONE
-        d = ev.data
-        sv = self._step_view(rv, d.get("step"))
+        sv = self._event_step(ev)
         if sv is None:
             return _NONE
+        d = ev.data
         line = d.get("line")
         if not isinstance(line, str):
             line = "" if line is None else str(line)
