@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -38,7 +38,7 @@ from voltui.engine.models import (
 )
 from voltui.engine.store import RunStore
 from voltui.engine.watcher import SystemWatcher
-from voltui.engine.workflows import WorkflowManager
+from voltui.engine.workflows import WorkflowManager, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,18 @@ class Orchestrator:
         config: OrchestratorConfig | None = None,
         *,
         agents: list[Agent | AgentSpec] | None = None,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
+        new_id: Callable[[], str] = new_run_id,
     ) -> None:
+        """`clock`, `timer` and `new_id` exist so snapshot tests can pin timestamps, measured
+        latencies and run ids; everything else takes the defaults."""
         self.config = config or OrchestratorConfig()
         self._extra_agents = agents
-        self.started_at = time.time()
+        self._clock = clock
+        self.started_at = clock()
         self.store = RunStore(self.config.db_path())
-        self.dispatcher = EventDispatcher(history_size=self.config.event_history)
+        self.dispatcher = EventDispatcher(history_size=self.config.event_history, clock=clock)
         self.balancer = LoadBalancer(self.config.load_balancing_strategy)
         self.coordination = CoordinationEngine(self.dispatcher, self.balancer)
         self.cache = CacheManager(self.config.cache)
@@ -81,6 +87,7 @@ class Orchestrator:
             health_interval=self.config.health_check_interval,
             metrics_interval=self.config.metrics_collection_interval,
             thresholds=self.config.thresholds,
+            clock=clock,
         )
         self.workflows = WorkflowManager(
             self.dispatcher,
@@ -93,6 +100,9 @@ class Orchestrator:
             workflow_timeout=self.config.workflow_timeout,
             cancel_grace=self.config.cancel_grace,
             settings=self.config.agent_settings(),
+            clock=clock,
+            timer=timer,
+            new_id=new_id,
         )
         self._started = False
         self._watching = False
@@ -372,7 +382,7 @@ class Orchestrator:
         seq = self.dispatcher.last_seq
         return EngineSnapshot(
             seq=seq,
-            ts=time.time(),
+            ts=self._clock(),
             started_at=self.started_at,
             health=self.watcher.health(),
             components=self.watcher.components(),

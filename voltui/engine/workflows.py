@@ -87,7 +87,9 @@ class WorkflowManager:
         cancel_grace: float = 5.0,
         settings: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        new_id: Callable[[], str] = new_run_id,
     ) -> None:
         self._events = dispatcher
         self._coord = coordination
@@ -100,6 +102,8 @@ class WorkflowManager:
         self._cancel_grace = cancel_grace
         self._settings = settings or {}
         self._clock = clock
+        self._timer = timer
+        self._new_id = new_id
         self._rng = rng or random.Random()
         self._active: dict[str, _RunExec] = {}
 
@@ -130,7 +134,7 @@ class WorkflowManager:
         problems = validate_dag(workflow)
         if problems:
             raise ValueError("; ".join(p.message for p in problems))
-        run_id = new_run_id()
+        run_id = self._new_id()
         run = Run(
             id=run_id,
             workflow_id=workflow.id,
@@ -452,7 +456,7 @@ class WorkflowManager:
                 cancel_grace=self._cancel_grace,
                 settings=self._settings,
             )
-            started = time.monotonic()
+            started = self._timer()
             error: str | None = None
             retryable = True
             try:
@@ -465,13 +469,13 @@ class WorkflowManager:
                 retryable = exc.retryable
                 sr.exit_code = exc.exit_code
             except asyncio.CancelledError:
-                self._coord.release(agent, latency=time.monotonic() - started, success=False)
+                self._coord.release(agent, latency=self._timer() - started, success=False)
                 sr.finished_at = self._clock()
                 raise
             except Exception as exc:  # an agent bug must fail the step, not the engine
                 log.exception("agent %s raised", agent.id)
                 error = f"{type(exc).__name__}: {exc}"
-            latency = time.monotonic() - started
+            latency = self._timer() - started
             self._coord.release(agent, latency=latency, success=error is None)
             sr.finished_at = self._clock()
 
