@@ -443,6 +443,8 @@ class StepRun(BaseModel):
     exit_code: int | None = None
     cached: bool = False
     reused_from: str | None = Field(None, description="run id whose stored output was reused")
+    pid: int | None = Field(None, description="process group of a running command attempt")
+    pid_started: float | None = Field(None, description="that process's start time (identity)")
 
     @property
     def duration(self) -> float | None:

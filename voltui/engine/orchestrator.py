@@ -36,6 +36,7 @@ from voltui.engine.models import (
     RunState,
     Workflow,
 )
+from voltui.engine.reaper import reap_orphan
 from voltui.engine.store import RunStore
 from voltui.engine.watcher import SystemWatcher
 from voltui.engine.workflows import WorkflowManager, new_run_id
@@ -135,6 +136,7 @@ class Orchestrator:
         self.dispatcher.add_sink(self._persist)
         await self.dispatcher.start()
         self.interrupted_on_start = await self.store.mark_interrupted()
+        await self._reap_orphans(self.interrupted_on_start)
         for run_id in self.interrupted_on_start:
             self.dispatcher.emit(
                 "workflow:interrupted",
@@ -160,6 +162,23 @@ class Orchestrator:
             self.dispatcher.emit(
                 "engine:started", SOURCE, {"db": str(self.store.path)}, priority=Priority.HIGH
             )
+
+    async def _reap_orphans(self, run_ids: list[str]) -> None:
+        """End command processes that interrupted runs left running, and say so in the log."""
+        for run_id in run_ids:
+            for step in await self.store.get_steps(run_id):
+                if step.pid is None:
+                    continue
+                if await asyncio.to_thread(
+                    reap_orphan, step.pid, step.pid_started, self.config.cancel_grace
+                ):
+                    self.dispatcher.emit(
+                        "step:orphan_reaped",
+                        SOURCE,
+                        {"step": step.step_id, "pid": step.pid},
+                        priority=Priority.HIGH,
+                        correlation_id=run_id,
+                    )
 
     async def stop(self) -> None:
         """Stop cleanly: active runs become interrupted, every event is flushed to disk."""

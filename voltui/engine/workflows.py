@@ -37,6 +37,7 @@ from voltui.engine.models import (
     Workflow,
     validate_dag,
 )
+from voltui.engine.reaper import process_start_time
 from voltui.engine.retry import backoff_delay, should_retry
 from voltui.engine.store import RunStore
 
@@ -106,6 +107,7 @@ class WorkflowManager:
         self._new_id = new_id
         self._rng = rng or random.Random()
         self._active: dict[str, _RunExec] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ public
 
@@ -453,6 +455,7 @@ class WorkflowManager:
                 base_dir=self._base_dir(ex),
                 run_dir=ex.run_dir,
                 emit=self._output_sink(ex, step.id, attempt),
+                on_spawn=self._spawn_recorder(sr),
                 cancel_grace=self._cancel_grace,
                 settings=self._settings,
             )
@@ -478,6 +481,7 @@ class WorkflowManager:
             latency = self._timer() - started
             self._coord.release(agent, latency=latency, success=error is None)
             sr.finished_at = self._clock()
+            sr.pid = sr.pid_started = None
 
             if error is None:
                 sr.state = StepState.SUCCEEDED
@@ -518,6 +522,18 @@ class WorkflowManager:
         await self._store.save_step(sr)
         self._emit_step(ex, "step:failed", sr, {"error": error, "duration": latency}, Priority.HIGH)
         await self._progress(ex)
+
+    def _spawn_recorder(self, sr: StepRun) -> Callable[[int], None]:
+        """Save the child's process group so a restart after a crash can end it."""
+
+        def record(pid: int) -> None:
+            sr.pid = pid
+            sr.pid_started = process_start_time(pid)
+            task = asyncio.create_task(self._store.save_step(sr))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        return record
 
     def _base_dir(self, ex: _RunExec) -> Path:
         source = ex.run.workflow_path

@@ -41,6 +41,8 @@ class StepContext:
     """Seconds a child process gets between terminate and kill."""
     settings: dict[str, Any] = field(default_factory=dict)
     """Engine settings an agent may need (LLM endpoint, model, key)."""
+    on_spawn: Callable[[int], None] = field(default=lambda pid: None)
+    """Report a child process group leader, so a crashed engine's orphans can be found later."""
     cancel_event: threading.Event = field(default_factory=threading.Event)
     """Set when the attempt is cancelled or timed out; sync Python steps running in a worker
     thread cannot be interrupted, so long loops should check `ctx.cancel_event.is_set()`."""

@@ -336,6 +336,7 @@ class CommandAgent(Agent):
             ) from exc
 
         pgid = proc.pid  # start_new_session: the child leads its own group
+        ctx.on_spawn(pgid)
         out = _LineReader(ctx, "stdout")
         err = _LineReader(ctx, "stderr")
         payload = json.dumps(ctx.payload(), default=str).encode()
