@@ -36,6 +36,8 @@ from voltui.safetext import clean
 from voltui.summaries import summarize
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+FOLLOW_OVERLAP = 10.0
+"""Seconds `events --follow` looks back on each poll, covering other engines' write batching."""
 FINAL_EVENTS = {f"workflow:{s.value}" for s in RunState if s.finished}
 STATE_STYLE = {
     "pending": ("·", "dim"),
@@ -387,16 +389,23 @@ async def cmd_events(args: argparse.Namespace, console: Console) -> int:
     async with _engine(args) as engine:
         run_id = (await engine.get_run(args.run_id)).run.id if args.run_id else None
         query = EventQuery(type=args.type, correlation_id=run_id, limit=args.limit)
-        seen = 0
+        # Several engines may write the file at once, each numbering from its own leased block,
+        # so following by seq could skip events; follow by time with an overlap instead and
+        # drop the ones already shown.
+        shown: dict[int, float] = {}
         for event in await engine.events(query):
             _show_event(event, args.json, console)
-            seen = max(seen, event.seq)
+            shown[event.seq] = event.ts
         while args.follow:
             await asyncio.sleep(0.25)
-            newer = EventQuery(type=args.type, correlation_id=run_id, since_seq=seen)
+            latest = max(shown.values(), default=0.0)
+            since = latest - FOLLOW_OVERLAP
+            newer = EventQuery(type=args.type, correlation_id=run_id, since=since)
             for event in await engine.events(newer):
-                _show_event(event, args.json, console)
-                seen = max(seen, event.seq)
+                if event.seq not in shown:
+                    _show_event(event, args.json, console)
+                    shown[event.seq] = event.ts
+            shown = {seq: ts for seq, ts in shown.items() if ts >= since}
     return EXIT_OK
 
 
