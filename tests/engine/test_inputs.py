@@ -141,3 +141,20 @@ def test_parse_input_pairs_rejects_pairs_without_equals() -> None:
     assert "'=novalue'" in message
     assert "KEY=VALUE" in message
     assert "--input path=src" in message
+
+
+def test_optional_input_without_default_may_be_left_out() -> None:
+    wf = load_workflow_text(
+        "id: w\n"
+        "inputs:\n"
+        "  tag: {type: string, optional: true, choices: [a, b]}\n"
+        "  need: {type: integer}\n"
+        "steps: [{id: s, run: {simulated: {}}}]\n",
+        "w.yaml",
+    )
+    assert resolve_inputs(wf, {"need": "3"}) == {"tag": None, "need": 3}
+    assert resolve_inputs(wf, {"need": 1, "tag": "b"}) == {"tag": "b", "need": 1}
+    with pytest.raises(InvalidInputError, match=r"tag \(string, optional, one of 'a', 'b'\)"):
+        resolve_inputs(wf, {"need": 1, "tag": "c"})
+    with pytest.raises(InvalidInputError, match="'need' is required"):
+        resolve_inputs(wf, {})

@@ -155,7 +155,12 @@ def describe_inputs(workflow: Workflow) -> str:
     parts = []
     for name, spec in workflow.inputs.items():
         bits = [spec.type]
-        bits.append("required" if spec.required else f"default {_render_default(spec.default)}")
+        if spec.required:
+            bits.append("required")
+        elif spec.default is None:
+            bits.append("optional")
+        else:
+            bits.append(f"default {_render_default(spec.default)}")
         if spec.choices:
             bits.append("one of " + ", ".join(_render_default(c) for c in spec.choices))
         text = f"{name} ({', '.join(bits)})"
@@ -194,6 +199,9 @@ def resolve_inputs(workflow: Workflow, given: Mapping[str, Any]) -> dict[str, An
             except ValueError as exc:
                 problems.append(f"input {name!r} {exc}")
                 continue
+        if value is None:  # an optional input left out
+            resolved[name] = None
+            continue
         if spec.choices is not None and value not in spec.choices:
             options = ", ".join(_render_default(c) for c in spec.choices)
             problems.append(

@@ -173,16 +173,17 @@ class RunSpec(_FileModel):
 
 
 class InputSpec(_FileModel):
-    """A workflow input; without a default it is required."""
+    """A workflow input; without a default it is required unless marked `optional`."""
 
     type: Literal["string", "integer", "number", "boolean"] = "string"
     default: Any = None
     description: str | None = None
     choices: list[Any] | None = None
+    optional: bool = Field(False, description="may be left out even without a default")
 
     @property
     def required(self) -> bool:
-        return self.default is None
+        return self.default is None and not self.optional
 
 
 class Step(_FileModel):
