@@ -521,7 +521,8 @@ class CacheManager:
                 misses=c.misses,
                 evictions=c.evicted + c.expired,
                 size=len(entries),
-                max_size=ns.store.maxsize,
+                max_size=ns.config.max_items if ns.config.max_bytes is None else 0,
+                max_bytes=ns.config.max_bytes,
                 bytes=sum(entry.size for _, entry in entries),
             )
 

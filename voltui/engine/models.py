@@ -544,8 +544,9 @@ class CacheStats(BaseModel):
     misses: int = 0
     evictions: int = 0
     size: int = 0
-    max_size: int = 0
+    max_size: int = Field(0, description="capacity in entries; 0 when limited by bytes")
     bytes: int = 0
+    max_bytes: int | None = Field(None, description="capacity in bytes, when limited by bytes")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
