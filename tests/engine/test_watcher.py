@@ -21,7 +21,7 @@ import pytest
 from pydantic import ValidationError
 
 from voltui.engine.errors import NotFoundError, UserError
-from voltui.engine.models import HealthStatus, Priority
+from voltui.engine.models import HealthStatus, Priority, SystemMetrics
 from voltui.engine.watcher import HealthCheckSpec, SystemWatcher, Thresholds
 
 FIXED_TS = 1_700_000_000.0
@@ -593,3 +593,23 @@ def test_spec_rejects_bad_entries(raw: dict[str, Any]) -> None:
 def test_thresholds_forbid_unknown_keys() -> None:
     with pytest.raises(ValidationError):
         Thresholds.model_validate({"cpu": 50})
+
+
+async def test_cpu_threshold_needs_a_sustained_mean_not_one_spike(rec: Recorder) -> None:
+    watcher = SystemWatcher(
+        rec,
+        thresholds=Thresholds(process_cpu_percent=90, cpu_samples=3, process_rss_bytes=None),
+    )
+    readings = iter([99.0, 20.0, 30.0, 95.0, 95.0, 95.0])
+
+    def fake_sample(ts: float) -> SystemMetrics:
+        return SystemMetrics(ts=ts, process_cpu_percent=next(readings))
+
+    watcher._sample = fake_sample  # type: ignore[method-assign]
+    healths = []
+    for _ in range(6):
+        await watcher.collect_metrics()
+        healths.append(watcher.health())
+    assert healths[:5] == [HealthStatus.HEALTHY] * 5  # 99 alone, then means 49.7, 48.3, 73.3
+    assert healths[5] == HealthStatus.DEGRADED  # 95, 95, 95
+    assert "mean of 3 samples" in watcher.health_reasons()[0]

@@ -20,12 +20,13 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import psutil
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from voltui.engine.durations import format_duration
 from voltui.engine.errors import NotFoundError, UserError
@@ -125,6 +126,9 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     process_cpu_percent: float | None = 90.0
+    cpu_samples: int = Field(
+        3, ge=1, description="CPU counts once this many samples in a row average above the limit"
+    )
     process_rss_bytes: int | None = 2 * 1024**3
     host_memory_percent: float | None = 95.0
     open_files: int | None = 1000
@@ -285,6 +289,7 @@ class SystemWatcher:
         self._health_interval = health_interval
         self._metrics_interval = metrics_interval
         self._thresholds = thresholds or Thresholds()
+        self._cpu_recent: deque[float] = deque(maxlen=self._thresholds.cpu_samples)
         self._clock = clock
         self._components: dict[str, _Component] = {}
         self._metrics: SystemMetrics | None = None
@@ -567,8 +572,11 @@ class SystemWatcher:
     def _breaches(self, m: SystemMetrics) -> list[str]:
         t = self._thresholds
         out: list[str] = []
-        if t.process_cpu_percent is not None and m.process_cpu_percent > t.process_cpu_percent:
-            out.append(f"process CPU {m.process_cpu_percent:.0f}% > {t.process_cpu_percent:g}%")
+        full = len(self._cpu_recent) == self._cpu_recent.maxlen  # sustained, not a spike
+        cpu = sum(self._cpu_recent) / len(self._cpu_recent) if full else 0.0
+        if t.process_cpu_percent is not None and cpu > t.process_cpu_percent:
+            n = len(self._cpu_recent)
+            out.append(f"process CPU {cpu:.0f}% > {t.process_cpu_percent:g}% (mean of {n} samples)")
         if t.process_rss_bytes is not None and m.process_rss_bytes > t.process_rss_bytes:
             out.append(
                 f"process memory {_fmt_bytes(m.process_rss_bytes)} > "
@@ -607,6 +615,7 @@ class SystemWatcher:
             ts = self._clock()
             sample = await asyncio.to_thread(self._sample, ts)
             self._metrics = sample
+            self._cpu_recent.append(sample.process_cpu_percent)
         self._emit("metrics:system", sample.model_dump(), Priority.LOW)
         self._refresh_health()
         return sample
