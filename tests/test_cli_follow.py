@@ -1,4 +1,4 @@
-"""`voltui events --follow` sees every event when two engines write one file at once."""
+"""CLI behaviour beyond the acceptance tests: following events across engines, flag order."""
 
 from __future__ import annotations
 
@@ -57,3 +57,23 @@ def test_follow_sees_both_engines_events(tmp_path: Path) -> None:
     got = sorted((e["source"], e["data"]["n"]) for e in events)
     want = sorted((src, n) for src in ("first", "second") for n in range(4))
     assert got == want, err
+
+
+def test_state_flags_work_before_or_after_the_command(tmp_path: Path) -> None:
+    for args, name in (
+        (["--db", "{db}", "list"], "before.db"),
+        (["list", "--db", "{db}"], "after.db"),
+    ):
+        db = tmp_path / name
+        argv = [a.replace("{db}", str(db)) for a in args]
+        env = {k: v for k, v in os.environ.items() if k != "VOLTUI_DB"}
+        result = subprocess.run(
+            [sys.executable, "-m", "voltui", *argv, "--json"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert db.exists(), f"{argv}: state went elsewhere"

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument(
         "--workflows", type=Path, help="workflow folder (default: ./sample-workflows)"
     )
-    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand must not reset `voltui --db X run ...` to its own default.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--db", type=Path, help="SQLite state file (default: user data dir)")
     common.add_argument("--config", type=Path, help="config file (default: ./voltui.toml)")
     common.add_argument(
