@@ -1,30 +1,84 @@
-"""Pick a workflow to start from the engine's catalogue (`list_workflows`)."""
+"""Start a workflow: pick it from the engine's catalogue, then fill in its inputs.
+
+A workflow without inputs starts straight from `enter` on the list (the common case stays one
+key). One with inputs opens a form with a field per input, prefilled with its default; every
+field is checked as it is typed with the engine's own coercion (`coerce_value`), so what the
+form accepts is exactly what `start_workflow` accepts, and the run cannot be started while a
+field is wrong.
+"""
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Vertical
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import OptionList, Static
+from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from voltui.engine.api import WorkflowInfo
+from voltui.engine.api import StartRequest, WorkflowInfo
+from voltui.engine.inputs import coerce_value
+from voltui.engine.models import InputSpec
 from voltui.safetext import clean
 
 
 def _prompt(wf: WorkflowInfo) -> Text:
     text = Text()
     text.append(clean(wf.name, max_len=50), style="bold")
-    text.append(f"  ({clean(wf.id, max_len=40)}, {wf.steps} steps)")
+    text.append(f"  ({clean(wf.id, max_len=40)}, {wf.steps} steps")
+    if wf.inputs:
+        text.append(f", {len(wf.inputs)} input{'s' if len(wf.inputs) != 1 else ''}")
+    text.append(")")
     if wf.description:
         text.append("\n  " + clean(wf.description, max_len=76), style="dim")
     return text
 
 
-class StartScreen(ModalScreen[str | None]):
-    """Dismisses with the chosen workflow id, or None on escape."""
+def render_value(value: Any) -> str:
+    """A default as the user would type it (`true`, not `True`; nothing for no default)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def check_field(spec: InputSpec, raw: str) -> tuple[Any, str | None]:
+    """The typed value of one field, or an error message; the same rules as `resolve_inputs`.
+
+    An empty field means "not given": the default, or an error for a required input.
+    """
+    if raw == "" or (spec.type != "string" and not raw.strip()):
+        if spec.required:
+            return None, "required: type a value"
+        return spec.default, None
+    try:
+        value = coerce_value(spec, raw)
+    except ValueError as exc:
+        return None, str(exc)
+    if spec.choices is not None and value not in spec.choices:
+        options = ", ".join(render_value(c) for c in spec.choices)
+        return None, f"must be one of {options}"
+    return value, None
+
+
+def _label(name: str, spec: InputSpec) -> Text:
+    text = Text()
+    text.append(clean(name, max_len=40), style="bold")
+    bits = [spec.type, "required" if spec.required else f"default {render_value(spec.default)}"]
+    if spec.choices:
+        bits.append("one of " + ", ".join(render_value(c) for c in spec.choices))
+    text.append(f"  ({clean(', '.join(bits), max_len=120)})")
+    if spec.description:
+        text.append("\n" + clean(spec.description, max_len=160), style="dim")
+    return text
+
+
+class StartScreen(ModalScreen[StartRequest | None]):
+    """Dismisses with a `StartRequest` (inputs typed and checked), or None on escape."""
 
     DEFAULT_CSS = """
     StartScreen { align: center middle; }
@@ -34,27 +88,155 @@ class StartScreen(ModalScreen[str | None]):
     }
     StartScreen #start-title { margin-bottom: 1; }
     StartScreen OptionList { height: auto; max-height: 20; }
+    StartScreen #start-form { height: auto; max-height: 1fr; display: none; }
+    StartScreen.-form #start-form { display: block; }
+    StartScreen.-form OptionList { display: none; }
+    StartScreen .field-label { margin-top: 1; }
+    StartScreen .field-error { color: $error; height: auto; }
+    StartScreen .field-error.-empty { display: none; }
+    StartScreen Input.-invalid { border: tall $error; }
+    StartScreen #start-buttons { height: auto; margin-top: 1; align: left middle; }
+    StartScreen #start-buttons Static { width: 1fr; color: $text-muted; }
     """
-    BINDINGS = [Binding("escape", "dismiss_none", "Close", id="start.close")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="start.close"),
+        Binding("ctrl+s", "submit", "Start", id="start.submit"),
+    ]
 
     def __init__(self, workflows: list[WorkflowInfo]) -> None:
         super().__init__()
         self.workflows = workflows
+        self.chosen: WorkflowInfo | None = None
+        """The workflow whose form is shown; None while picking."""
+        self.errors: dict[str, str] = {}
+        """Input name -> message, for the fields that are wrong right now."""
+        self._fields: dict[str, str] = {}
+        """Widget id suffix -> input name (input names are not always valid widget ids)."""
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(
-                Text("Start a workflow (enter to start with default inputs, escape to close)"),
-                id="start-title",
+                Text("Start a workflow (enter to choose, escape to close)"), id="start-title"
             )
             if self.workflows:
                 yield OptionList(*[Option(_prompt(wf), id=wf.id) for wf in self.workflows])
             else:
                 yield Static(Text("No workflows found in the workflows folder."))
+            yield VerticalScroll(id="start-form")
 
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+    # ------------------------------------------------------------------ picking
+
+    async def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        self.dismiss(event.option.id)
+        wf = next((w for w in self.workflows if w.id == event.option.id), None)
+        if wf is None:
+            return
+        if not wf.inputs:
+            self.dismiss(StartRequest(workflow=wf.id))
+            return
+        await self._open_form(wf)
 
-    def action_dismiss_none(self) -> None:
-        self.dismiss(None)
+    async def _open_form(self, wf: WorkflowInfo) -> None:
+        self.chosen = wf
+        self.errors = {}
+        self._fields = {}
+        form = self.query_one("#start-form", VerticalScroll)
+        await form.remove_children()
+        widgets: list[Static | Input | Horizontal] = []
+        for index, (name, spec) in enumerate(wf.inputs.items()):
+            key = f"f{index}"
+            self._fields[key] = name
+            widgets.append(Static(_label(name, spec), classes="field-label"))
+            widgets.append(
+                Input(
+                    value=render_value(spec.default),
+                    placeholder="required" if spec.required else "empty: the default",
+                    id=f"input-{key}",
+                    select_on_focus=False,
+                )
+            )
+            widgets.append(Static(Text(""), id=f"error-{key}", classes="field-error -empty"))
+        widgets.append(
+            Horizontal(
+                Button("Start (ctrl+s)", variant="primary", id="start-submit"),
+                Static(Text("  escape: back to the list")),
+                id="start-buttons",
+            )
+        )
+        await form.mount_all(widgets)
+        self.query_one("#start-title", Static).update(
+            Text.assemble("Inputs of ", (clean(wf.name, max_len=60), "bold"))
+        )
+        self.add_class("-form")
+        for key in self._fields:
+            self._check(key)
+        self.query_one(f"#input-{next(iter(self._fields))}", Input).focus()
+
+    def _back_to_list(self) -> None:
+        self.chosen = None
+        self.remove_class("-form")
+        self.query_one("#start-title", Static).update(
+            Text("Start a workflow (enter to choose, escape to close)")
+        )
+        options = self.query(OptionList)
+        if options:
+            options.first().focus()
+
+    # ------------------------------------------------------------------ the form
+
+    def _check(self, key: str) -> tuple[Any, str | None]:
+        """Check one field and show (or clear) its message under it."""
+        assert self.chosen is not None
+        name = self._fields[key]
+        field = self.query_one(f"#input-{key}", Input)
+        value, error = check_field(self.chosen.inputs[name], field.value)
+        label = self.query_one(f"#error-{key}", Static)
+        if error is None:
+            self.errors.pop(name, None)
+            label.update(Text(""))
+            label.add_class("-empty")
+            field.remove_class("-invalid")
+        else:
+            self.errors[name] = error
+            label.update(Text(f"{clean(name, max_len=40)} {clean(error, max_len=200)}"))
+            label.remove_class("-empty")
+            field.add_class("-invalid")
+        return value, error
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if self.chosen is not None and event.input.id and event.input.id.startswith("input-"):
+            self._check(event.input.id.removeprefix("input-"))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter moves to the next field, then to the Start button (never starts by itself)."""
+        event.stop()
+        self.focus_next()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "start-submit":
+            self.action_submit()
+
+    def action_submit(self) -> None:
+        wf = self.chosen
+        if wf is None:
+            return
+        values: dict[str, Any] = {}
+        first_bad: str | None = None
+        for key, name in self._fields.items():
+            value, error = self._check(key)
+            if error is not None:
+                first_bad = first_bad or key
+            else:
+                values[name] = value
+        if first_bad is not None:
+            self.query_one(f"#input-{first_bad}", Input).focus()
+            return
+        self.dismiss(StartRequest(workflow=wf.id, inputs=values))
+
+    def action_back(self) -> None:
+        if self.chosen is not None:
+            self._back_to_list()
+        else:
+            self.dismiss(None)
