@@ -414,10 +414,17 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
     """The Textual dashboard on an embedded engine (sample workflows and agents by default)."""
     from voltui.tui.app import VoltApp  # Textual loads only for the dashboard
 
-    engine = Orchestrator(_config(args))
+    config = _config(args)
+    engine = Orchestrator(config)
     await engine.start()
     try:
-        app = VoltApp(engine, read_only=args.read_only, refresh_hz=args.refresh)
+        app = VoltApp(
+            engine,
+            read_only=args.read_only,
+            refresh_hz=args.refresh,
+            keymap=config.keymap,
+            embedded=True,
+        )
         if args.theme:
             if args.theme not in app.available_themes:
                 names = ", ".join(sorted(app.available_themes))

@@ -5,13 +5,20 @@ every later event batch to a bounded deque, and a timer folds the deque into the
 repaints only the panels that changed, inside one `batch_update`. A flood of events therefore
 costs a few repaints, never one per event. Only EngineAPI methods are called, never engine
 internals, so the same app works attached to a remote engine.
+
+The app exits when its terminal goes away (SIGHUP, or a hung-up / closed stdin), rather than
+lingering as an orphan: Textual's input thread would otherwise spin on a hung-up terminal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+import select
+import signal
+import sys
 import tempfile
 import time
 from collections import deque
@@ -22,10 +29,11 @@ from typing import Any, ClassVar, Literal, TypeVar
 from rich.text import Text
 from textual import work
 from textual.actions import ActionParseResult, parse
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.dom import DOMNode
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Static
 
@@ -38,13 +46,17 @@ from voltui.engine.api import (
 from voltui.engine.errors import UserError
 from voltui.engine.models import Event
 from voltui.safetext import clean
+from voltui.tui.commands import VoltCommands
 from voltui.tui.screens import ConfirmScreen, HelpScreen, StartScreen
-from voltui.tui.state import PANELS, DashboardState
+from voltui.tui.screens.replay import ReplayScreen
+from voltui.tui.screens.run_detail import RunDetailScreen
+from voltui.tui.state import PANELS, DashboardState, RunView
 from voltui.tui.widgets import (
     AgentsTable,
     CachePanel,
     DagView,
     EventsLog,
+    FilterBar,
     HeaderBar,
     HealthTable,
     RunsTable,
@@ -59,6 +71,23 @@ SLOW_REFRESH = 1.0
 """Seconds between repaints of time-based figures (durations, uptime) with no new events."""
 WRITE_ACTIONS = frozenset({"start", "cancel_run", "replay"})
 """Actions that change the engine; refused in read-only mode."""
+DASHBOARD_ACTIONS = frozenset(
+    {
+        "filter",
+        "filter_run",
+        "clear_filter",
+        "toggle_compact",
+        "toggle_pause",
+        "maximize_panel",
+        "focus_panel",
+        "detail",
+        "replay_view",
+    }
+)
+"""Actions about the dashboard's panels: disabled (and hidden) on the run detail and replay
+screens, which are plain screens and so still see the app's bindings."""
+TERMINAL_CHECK = 2.0
+"""Seconds between checks that the terminal is still there (see `terminal_lost`)."""
 
 PANEL_KEYS: tuple[tuple[str, str, str], ...] = (
     ("1", "runs", "Runs"),
@@ -70,11 +99,47 @@ PANEL_KEYS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def terminal_lost(fd: int) -> bool:
+    """Whether `fd` (the terminal's input) has hung up or been closed.
+
+    A hung-up tty (the SSH session or terminal window went away) and a pipe whose writer closed
+    poll as POLLHUP/POLLERR without any read, so the check takes no input from Textual's
+    reader. Textual's input thread treats an empty read as "no input yet" and would spin.
+    """
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return True  # fd closed or invalid
+    lost = select.POLLHUP | select.POLLERR | select.POLLNVAL
+    return any(mask & lost for _fd, mask in events)
+
+
+class _DiscardWriter:
+    """Stands in for Textual's writer thread once the terminal is gone (see
+    `VoltApp._terminal_gone`): accepts the driver's writes and drops them."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+
 class VoltApp(App[None]):
     """The voltui dashboard."""
 
     CSS_PATH = "app.tcss"
     TITLE = "voltui"
+    COMMANDS = App.COMMANDS | {VoltCommands}
+    ALLOW_IN_MAXIMIZED_VIEW = "Footer,HeaderBar,FilterBar"
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
         (0, "-tiny"),
         (60, "-narrow"),
@@ -85,14 +150,28 @@ class VoltApp(App[None]):
         (20, "-short"),
         (32, "-tall"),
     ]
+    # The footer shows the everyday keys (it must fit 80 columns); `?` and the command palette
+    # list the rest.
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help", key_display="?", id="help"),
         Binding("s", "start", "Start", id="start"),
         Binding("c", "cancel_run", "Cancel", id="cancel"),
         Binding("r", "replay('failed')", "Replay failed", id="replay_failed"),
-        Binding("R", "replay('all')", "Replay all", id="replay_all"),
+        Binding("R", "replay('all')", "Replay all", show=False, id="replay_all"),
+        Binding("enter", "detail", "Open run", show=False, id="detail"),
+        Binding("p", "replay_view", "Replay view", show=False, id="replay_view"),
+        Binding("slash", "filter", "Filter", key_display="/", id="filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="filter.clear"),
+        Binding("f", "filter_run", "Only this run's events", show=False, id="filter.run"),
         Binding("space", "toggle_pause", "Pause events", id="pause"),
-        Binding("m", "maximize_panel", "Maximise", id="maximize"),
-        Binding("question_mark", "help", "Help", key_display="?", id="help"),
+        Binding("v", "toggle_compact", "Compact DAG", show=False, id="dag.compact"),
+        Binding("m", "maximize_panel", "Maximise", show=False, id="maximize"),
+        # Declaring the palette's binding replaces Textual's own ctrl+p one, so both are here;
+        # only ctrl+p has priority (`:` must stay typeable in the filter and input fields).
+        Binding("ctrl+p", "command_palette", "Commands", show=False, priority=True, id="palette"),
+        Binding(
+            "colon", "command_palette", "Commands", key_display=":", show=False, id="palette.colon"
+        ),
         Binding("q", "request_quit", "Quit", id="quit"),
         *[
             Binding(
@@ -105,19 +184,38 @@ class VoltApp(App[None]):
     ]
 
     def __init__(
-        self, engine: EngineAPI, *, read_only: bool = False, refresh_hz: float = 10.0
+        self,
+        engine: EngineAPI,
+        *,
+        read_only: bool = False,
+        refresh_hz: float = 10.0,
+        keymap: dict[str, str] | None = None,
+        embedded: bool = True,
     ) -> None:
+        """`keymap` maps binding ids (see `BINDINGS`) to keys, e.g. `{"start": "n"}`, as in
+        `OrchestratorConfig.keymap`. `embedded` says the engine runs in this process (quitting
+        stops its runs) rather than being attached to."""
         super().__init__()
         self.engine = engine
         self.read_only = read_only
         self.refresh_hz = refresh_hz
+        self.embedded = embedded
+        if keymap:
+            self.set_keymap(keymap)
         self.state: DashboardState | None = None
         self.selected_run: str | None = None
+        self.filter_text: str | None = None
+        """The `/` filter on the events panel (see `voltui.tui.state.compile_filter`)."""
+        self.run_filter: str | None = None
+        """Run id whose events alone the events panel shows (`f`), or None."""
         self._pending: deque[Event] = deque()
         self._resync = False
         self._want_select: str | None = None
         self._detail_loading: set[str] = set()
         self._last_slow = 0.0
+        self._hangup_installed = False
+        self._previous_hangup: Any = None
+        self._terminal_lost = False
 
     # ------------------------------------------------------------------ layout
 
@@ -131,17 +229,94 @@ class VoltApp(App[None]):
             yield HealthTable(id="health")
             yield EventsLog(id="events")
             yield CachePanel(id="cache")
-        yield Footer()
+        yield FilterBar(id="filter-bar")
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         titles = {panel: f"{key} {title}" for key, panel, title in PANEL_KEYS}
         for panel, title in titles.items():
             if panel != "events":  # the events log manages its own title (PAUSED)
                 self.query_one(f"#{panel}").border_title = title
+        self._install_hangup_handler()
+        if not self.is_headless:
+            self.set_interval(TERMINAL_CHECK, self._check_terminal, name="terminal-check")
         await self._take_snapshot()
         self.query_one(RunsTable).focus()
         self.run_worker(self._consume(), name="events", group="events", exclusive=True)
         self.set_interval(1 / max(0.5, self.refresh_hz), self._tick, name="fold")
+
+    def on_unmount(self) -> None:
+        self._remove_hangup_handler()
+
+    # ------------------------------------------------------------------ lost terminal
+
+    def _install_hangup_handler(self) -> None:
+        """SIGHUP (terminal closed, SSH dropped) exits cleanly, so an embedded engine stops its
+        runs properly instead of the process dying mid-write or living on without a screen."""
+        if not hasattr(signal, "SIGHUP"):
+            return  # Windows
+        try:
+            previous = signal.getsignal(signal.SIGHUP)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_hangup)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return  # not the main thread, or a loop without signal support
+        self._previous_hangup = previous
+        self._hangup_installed = True
+
+    def _remove_hangup_handler(self) -> None:
+        """Give SIGHUP back to whoever had it (a test runner, an embedding program)."""
+        if not self._hangup_installed:
+            return
+        self._hangup_installed = False
+        try:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            if self._previous_hangup is not None:
+                signal.signal(signal.SIGHUP, self._previous_hangup)
+        except (NotImplementedError, RuntimeError, ValueError, TypeError):
+            pass
+
+    def _on_hangup(self) -> None:
+        self._terminal_gone("terminal hung up (SIGHUP)")
+
+    def _check_terminal(self) -> None:
+        stdin = sys.__stdin__
+        if stdin is None:
+            return
+        try:
+            fd = stdin.fileno()
+        except (OSError, ValueError):
+            return
+        if terminal_lost(fd):
+            # A hung-up tty is also the output; a closed pipe on stdin leaves the screen usable.
+            self._terminal_gone("terminal input closed or hung up", discard_output=os.isatty(fd))
+
+    def _terminal_gone(self, why: str, *, discard_output: bool = True) -> None:
+        """Exit without waiting on a terminal nobody reads any more.
+
+        Textual's shutdown queues the "restore the terminal" sequences for its writer thread
+        and waits for it; once the terminal's reader has gone, that thread is blocked on a
+        full pty or dead from EIO, and the shutdown would wait forever (seen with tmux
+        kill-server while runs were active). So output is discarded from here on. The kernel
+        sends SIGCONT along with SIGHUP, which would make Textual restart application mode
+        on the dead terminal: that handler goes back to the default first.
+        """
+        if self._terminal_lost:
+            return
+        self._terminal_lost = True
+        log.warning("%s: exiting", why)
+        if hasattr(signal, "SIGCONT"):
+            try:
+                signal.signal(signal.SIGCONT, signal.SIG_DFL)
+            except ValueError:  # not the main thread
+                pass
+        driver = self._driver
+        if (
+            discard_output
+            and driver is not None
+            and getattr(driver, "_writer_thread", None) is not None
+        ):
+            driver._writer_thread = _DiscardWriter()  # type: ignore[attr-defined]
+        self.exit(return_code=129)
 
     # ------------------------------------------------------------------ the fold
 
@@ -199,11 +374,13 @@ class VoltApp(App[None]):
 
     def _refresh_panels(self, names: Iterable[str]) -> None:
         state = self.state
-        if state is None:
-            return
+        if state is None or not self.is_running:
+            return  # not started, or shutting down (the panels may be gone already)
         names = set(names)
         if "header" in names:
-            self.query_one(HeaderBar).refresh_from(state, read_only=self.read_only)
+            self.query_one(HeaderBar).refresh_from(
+                state, read_only=self.read_only, embedded=self.embedded
+            )
         if "health" in names:
             self.query_one(HealthTable).refresh_from(state)
         if "agents" in names:
@@ -232,6 +409,8 @@ class VoltApp(App[None]):
         self._refresh_dag()
 
     def _refresh_dag(self) -> None:
+        if not self.is_running:
+            return
         state = self.state
         view = state.runs.get(self.selected_run) if state and self.selected_run else None
         dag = self.query_one(DagView)
@@ -255,6 +434,24 @@ class VoltApp(App[None]):
         if isinstance(event.data_table, RunsTable) and event.row_key.value is not None:
             self._select_run(event.row_key.value)
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """`enter` (or a click on the highlighted row) in the runs panel opens the run."""
+        if isinstance(event.data_table, RunsTable) and event.row_key.value is not None:
+            event.stop()
+            self._select_run(event.row_key.value)
+            self.action_detail()
+
+    def context_run(self, screen: Screen[Any] | None = None) -> RunView | None:
+        """The run actions apply to: the one a run screen shows (`screen`, by default the
+        active one), else the selected one."""
+        state = self.state
+        if state is None:
+            return None
+        run_id = getattr(screen or self.screen, "run_id", None)
+        if not isinstance(run_id, str):
+            run_id = self.selected_run
+        return state.runs.get(run_id) if run_id else None
+
     # ------------------------------------------------------------------ engine calls
 
     async def _engine_call(self, call: Awaitable[T]) -> T | None:
@@ -277,7 +474,34 @@ class VoltApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.read_only and action in WRITE_ACTIONS:
             return None  # shown greyed in the footer, and refused
+        if action in DASHBOARD_ACTIONS and self.screen is not self.screen_stack[0]:
+            return False
+        if action == "clear_filter":  # escape does nothing else here, so bind it only then
+            return bool(self.filter_text or self.run_filter)
         return True
+
+    @property
+    def escape_to_minimize(self) -> bool:
+        """Escape in the filter bar clears the filter, even over a maximised panel."""
+        if self.query_one(FilterBar).active and self.screen is self.screen_stack[0]:
+            return False
+        return super().escape_to_minimize
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Textual's commands, with its Quit asking first like `q` does."""
+        for command in super().get_system_commands(screen):
+            if command.title == "Quit":
+                command = command._replace(callback=self.action_request_quit)
+            yield command
+
+    def bindings_with_keymap(self) -> list[Binding]:
+        """The app's bindings with the configured keymap applied (for the help screen)."""
+        keymap = self._keymap
+        return [
+            dataclasses.replace(b, key=keymap[b.id]) if b.id in keymap else b
+            for b in self.BINDINGS
+            if isinstance(b, Binding)
+        ]
 
     async def run_action(
         self,
@@ -298,21 +522,32 @@ class VoltApp(App[None]):
         return handled
 
     @work(group="action", exclusive=True)
-    async def action_start(self) -> None:
+    async def action_start(self, workflow: str | None = None) -> None:
+        """The start dialog, over all workflows or (from the palette) just `workflow`."""
         workflows = await self._engine_call(self.engine.list_workflows())
         if workflows is None:
             return
-        choice = await self.push_screen_wait(StartScreen(workflows))
-        if not choice:
+        if workflow is not None:
+            workflows = [wf for wf in workflows if wf.id == workflow] or workflows
+        request: StartRequest | None = await self.push_screen_wait(StartScreen(workflows))
+        if request is not None:
+            await self._start(request)
+
+    @work(group="action", exclusive=True)
+    async def start_workflow(self, workflow: str) -> None:
+        """Start `workflow` with its default inputs (the palette's "Start workflow")."""
+        await self._start(StartRequest(workflow=workflow))
+
+    async def _start(self, request: StartRequest) -> None:
+        if self.read_only:
             return
-        run = await self._engine_call(self.engine.start_workflow(StartRequest(workflow=choice)))
+        run = await self._engine_call(self.engine.start_workflow(request))
         if run is not None:
             self._want_select = run.id
             self.notify(f"started {clean(run.workflow_name)} as run {run.id[:12]}", markup=False)
 
     def _selected_view_or_warn(self) -> Any:
-        state = self.state
-        view = state.runs.get(self.selected_run) if state and self.selected_run else None
+        view = self.context_run()
         if view is None:
             self.notify("select a run in the runs panel first", severity="warning", markup=False)
         return view
@@ -343,6 +578,77 @@ class VoltApp(App[None]):
             self._want_select = run.id
             self.notify(f"replaying {view.run.id[:12]} ({mode}) as run {run.id[:12]}", markup=False)
 
+    # ------------------------------------------------------------------ run screens
+
+    def action_detail(self, run_id: str | None = None) -> None:
+        """Open a run (the selected one by default) full screen: steps, logs, outputs."""
+        run_id = run_id or self.selected_run
+        if run_id is None:
+            self.notify("select a run in the runs panel first", severity="warning", markup=False)
+            return
+        self.push_screen(RunDetailScreen(self.engine, run_id))
+
+    def action_replay_view(self, run_id: str | None = None) -> None:
+        """Re-enact a finished run from its recorded events."""
+        state = self.state
+        run_id = run_id or self.selected_run
+        view = state.runs.get(run_id) if state is not None and run_id else None
+        if view is None:
+            self.notify("select a run in the runs panel first", severity="warning", markup=False)
+            return
+        if not view.run.state.finished:
+            self.notify(
+                f"run {view.run.id[:12]} is still {view.run.state}: the replay view needs a "
+                "finished run",
+                severity="warning",
+                markup=False,
+            )
+            return
+        self.push_screen(ReplayScreen(self.engine, view.run.id))
+
+    # ------------------------------------------------------------------ event filters
+
+    def action_filter(self) -> None:
+        """Open the filter bar with the filter in force."""
+        self.query_one(FilterBar).open(self.filter_text)
+
+    def action_filter_run(self) -> None:
+        """Toggle "only the selected run's events"."""
+        run_id = self.selected_run
+        if run_id is None and self.run_filter is None:
+            self.notify("select a run in the runs panel first", severity="warning", markup=False)
+            return
+        self.set_event_filter(self.filter_text, None if self.run_filter == run_id else run_id)
+
+    def action_clear_filter(self) -> None:
+        self.set_event_filter(None, None)
+
+    def set_event_filter(self, text: str | None, run_id: str | None) -> None:
+        """Apply both event filters and rewrite the events panel from the buffered events."""
+        self.filter_text = text or None
+        self.run_filter = run_id or None
+        self.query_one(EventsLog).set_filter(self.state, self.filter_text, self.run_filter)
+        self.refresh_bindings()
+
+    def on_filter_bar_applied(self, message: FilterBar.Applied) -> None:
+        self._close_filter_bar()
+        self.set_event_filter(message.text, self.run_filter)
+
+    def on_filter_bar_cleared(self, message: FilterBar.Cleared) -> None:
+        self._close_filter_bar()
+        self.set_event_filter(None, self.run_filter)
+
+    def _close_filter_bar(self) -> None:
+        bar = self.query_one(FilterBar)
+        refocus = bar.input.has_focus
+        bar.close()
+        if refocus:
+            events = self.query_one(EventsLog)
+            if all(a.display for a in events.ancestors_with_self if isinstance(a, Widget)):
+                events.focus()
+            else:
+                self.query_one(RunsTable).focus()
+
     # ------------------------------------------------------------------ view actions
 
     def action_toggle_pause(self) -> None:
@@ -351,10 +657,13 @@ class VoltApp(App[None]):
         if not events.paused and self.state is not None:
             events.refresh_from(self.state)
 
+    def action_toggle_compact(self) -> None:
+        dag = self.query_one(DagView)
+        dag.set_compact(not dag.compact)
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            bindings = [b for b in self.BINDINGS if isinstance(b, Binding)]
-            self.push_screen(HelpScreen(bindings))
+            self.push_screen(HelpScreen(self.bindings_with_keymap()))
 
     def action_focus_panel(self, panel: str) -> None:
         """Focus a panel; one hidden at this terminal size is shown maximised instead."""
@@ -384,10 +693,10 @@ class VoltApp(App[None]):
     @work(group="action", exclusive=True)
     async def action_request_quit(self) -> None:
         active = self.state.active_runs() if self.state else 0
-        if active:
+        if active and self.embedded:
             question = Text(
-                f"{active} run(s) are active. Quit anyway? An embedded engine stops them "
-                "(they become interrupted and can be replayed)."
+                f"{active} run(s) are active. Quit anyway? Active runs will be interrupted "
+                "(they can be replayed later)."
             )
             if not await self.push_screen_wait(ConfirmScreen(question)):
                 return
@@ -410,7 +719,7 @@ def main_for_dev() -> None:
         orch = Orchestrator(config)
         await orch.start()
         try:
-            await VoltApp(orch).run_async()
+            await VoltApp(orch, keymap=config.keymap).run_async()
         finally:
             await orch.stop()
 

@@ -6,6 +6,7 @@ from voltui.tui.widgets.agents import AgentsTable
 from voltui.tui.widgets.cache import CachePanel
 from voltui.tui.widgets.dag import DagView
 from voltui.tui.widgets.events import EventsLog
+from voltui.tui.widgets.filter_bar import FilterBar
 from voltui.tui.widgets.header import HeaderBar
 from voltui.tui.widgets.health import HealthTable
 from voltui.tui.widgets.runs import RunsTable
@@ -15,6 +16,7 @@ __all__ = [
     "CachePanel",
     "DagView",
     "EventsLog",
+    "FilterBar",
     "HeaderBar",
     "HealthTable",
     "RunsTable",

@@ -30,4 +30,7 @@ class AgentsTable(KeyedTable):
     COLUMNS = ("agent", "active", "done", "failed", "mean", "health", "weight", "kind")
 
     def refresh_from(self, state: DashboardState) -> None:
-        self.sync({aid: _row(a) for aid, a in state.agents.items()})
+        """Rows sorted by agent id, so they never jump around as agents report load; the
+        cursor stays on its agent when one comes or goes (`KeyedTable.sync`)."""
+        agents = state.agents
+        self.sync({aid: _row(agents[aid]) for aid in sorted(agents)}, ordered=True)

@@ -1,4 +1,5 @@
-"""The top line: aggregate health, uptime, active runs, event rate and engine resources."""
+"""The top line: aggregate health, how the dashboard reaches the engine (embedded or attached),
+uptime, active runs, event rate and engine resources."""
 
 from __future__ import annotations
 
@@ -33,13 +34,16 @@ class HeaderBar(Static):
     HeaderBar { height: 1; background: $panel; color: $foreground; padding: 0 1; }
     """
 
-    def render_state(self, state: DashboardState, *, read_only: bool = False) -> Content:
+    def render_state(
+        self, state: DashboardState, *, read_only: bool = False, embedded: bool = True
+    ) -> Content:
         """Build the line; kept separate from `refresh_from` so tests can read it."""
         health = HealthStatus(state.health)
         uptime = format_duration(max(0.0, time.time() - state.started_at))
         parts: list[str | Content | tuple[str, str]] = [
             ("voltui ", "bold"),
             (f"{HEALTH_MARK[health]} {health.value}", HEALTH_STYLE[health]),
+            ("  embedded" if embedded else "  attached", "$text-muted"),
             f"  up {uptime}",
             f"  runs {state.active_runs()} active",
             f"  {state.events_per_second:.1f} ev/s",
@@ -53,5 +57,7 @@ class HeaderBar(Static):
             parts.append(("  READ-ONLY", "bold $warning"))
         return Content.assemble(*parts)
 
-    def refresh_from(self, state: DashboardState, *, read_only: bool = False) -> None:
-        self.update(self.render_state(state, read_only=read_only))
+    def refresh_from(
+        self, state: DashboardState, *, read_only: bool = False, embedded: bool = True
+    ) -> None:
+        self.update(self.render_state(state, read_only=read_only, embedded=embedded))
