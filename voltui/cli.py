@@ -24,7 +24,7 @@ from rich.text import Text
 
 from voltui import __version__
 from voltui.config import OrchestratorConfig, load_config
-from voltui.engine.api import ReplayRequest, StartRequest
+from voltui.engine.api import EngineAPI, ReplayRequest, StartRequest
 from voltui.engine.durations import format_duration
 from voltui.engine.errors import UserError
 from voltui.engine.inputs import parse_input_pairs
@@ -205,7 +205,7 @@ def _steps_table(detail: RunDetail, last_lines: dict[str, str] | None = None) ->
 
 
 async def _follow_run(
-    engine: Orchestrator, run_id: str, since_seq: int, on_event: Callable[[Event], None]
+    engine: EngineAPI, run_id: str, since_seq: int, on_event: Callable[[Event], None]
 ) -> None:
     """Feed the run's events to `on_event` until its final event."""
     async for batch in engine.subscribe("*", since_seq=since_seq):
@@ -218,10 +218,10 @@ async def _follow_run(
 
 
 async def _drive_run(
-    engine: Orchestrator, start: Callable[[], Any], as_json: bool, console: Console
+    engine: EngineAPI, start: Callable[[], Any], as_json: bool, console: Console
 ) -> int:
     """Start a run (new or replay), show its progress, and return the exit code."""
-    since = engine.dispatcher.last_seq
+    since = (await engine.snapshot()).seq  # EngineAPI only: the same code drives a remote engine
     run = await start()
     loop = asyncio.get_running_loop()
     interrupted = False
