@@ -32,6 +32,15 @@ from voltui.engine.loader import load_workflow, workflow_json_schema
 from voltui.engine.models import Event, EventQuery, RunDetail, RunState, StepState
 from voltui.engine.orchestrator import Orchestrator
 from voltui.engine.store import StoreError
+from voltui.remote.client import RemoteEngine
+from voltui.remote.paths import (
+    default_socket_path,
+    default_token_path,
+    load_or_create_token,
+    parse_tcp,
+    read_token,
+)
+from voltui.remote.server import EngineServer
 from voltui.safetext import clean
 from voltui.summaries import summarize
 
@@ -86,9 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--workflows", type=Path, help="folder of workflow files (default: ./sample-workflows)"
     )
+    # Connection options: act on a `voltui serve` engine instead of an embedded one.
+    remote = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    remote.add_argument("--socket", type=Path, help="Unix socket of a `voltui serve` engine")
+    remote.add_argument("--tcp", metavar="HOST:PORT", help="TCP address of a `voltui serve`")
+    remote.add_argument("--token-file", type=Path, help="token for --tcp (default: the server's)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", parents=[common], help="run a workflow headless until it ends")
+    p = sub.add_parser(
+        "run", parents=[common, remote], help="run a workflow headless until it ends"
+    )
     p.add_argument("workflow", help="workflow file, or the id of one in --workflows")
     p.add_argument(
         "-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="workflow input"
@@ -98,27 +114,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[common], help="check workflow files")
     p.add_argument("files", nargs="+", type=Path)
 
-    p = sub.add_parser("list", parents=[common], help="list workflows and recent runs")
+    p = sub.add_parser("list", parents=[common, remote], help="list workflows and recent runs")
     p.add_argument("--state", choices=[s.value for s in RunState])
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("watch", parents=[common], help="follow a run until it ends")
+    p = sub.add_parser("watch", parents=[common, remote], help="follow a run until it ends")
     p.add_argument("run_id")
     p.add_argument("--tail", type=int, default=20, help="recorded events to show first")
     p.add_argument("--json", action="store_true", help="events as JSON lines")
 
-    p = sub.add_parser("events", parents=[common], help="show recorded events")
+    p = sub.add_parser("events", parents=[common, remote], help="show recorded events")
     p.add_argument("--run", dest="run_id", help="only this run's events")
     p.add_argument("--type", help="type pattern, e.g. 'step:*'")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     p.add_argument("--json", action="store_true", help="events as JSON lines")
 
-    p = sub.add_parser("replay", parents=[common], help="run a finished run again")
+    p = sub.add_parser("replay", parents=[common, remote], help="run a finished run again")
     p.add_argument("run_id")
     p.add_argument("--failed", action="store_true", help="re-run only steps that did not succeed")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("cancel", parents=[common, remote], help="cancel an active run")
+    p.add_argument("run_id")
+
+    p = sub.add_parser("serve", parents=[common], help="run the engine headless for dashboards")
+    p.add_argument("--socket", type=Path, help="Unix socket (default: under $XDG_RUNTIME_DIR)")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (token required)")
+    p.add_argument("--token-file", type=Path, help="token file for --tcp (created if missing)")
+    p.add_argument(
+        "--on-stop",
+        choices=["cancel", "finish"],
+        default="cancel",
+        help="on SIGTERM/SIGINT: cancel active runs, or let them finish first",
+    )
+
+    p = sub.add_parser("attach", parents=[remote], help="open the dashboard on a `voltui serve`")
+    p.add_argument("--read-only", action="store_true", help="show actions but refuse them")
+    p.add_argument("--refresh", type=float, default=10.0, metavar="HZ", help="repaint rate")
+    p.add_argument("--no-mouse", action="store_true", help="leave the mouse to the terminal")
+    p.add_argument("--theme", help="Textual theme name, e.g. textual-dark, ansi-dark")
 
     sub.add_parser("schema", help="print the JSON Schema of workflow files")
     return parser
@@ -285,10 +321,17 @@ async def _drive_run(
 # ---------------------------------------------------------------------- commands
 
 
+def _absolute_if_file(ref: str) -> str:
+    """A server resolves relative paths from its own folder, so send a local file absolute."""
+    path = Path(ref)
+    return str(path.resolve()) if path.is_file() else ref
+
+
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     inputs = parse_input_pairs(args.input)
+    workflow = _absolute_if_file(args.workflow)
     async with _engine(args) as engine:
-        request = StartRequest(workflow=args.workflow, inputs=inputs)
+        request = StartRequest(workflow=workflow, inputs=inputs)
         return await _drive_run(engine, lambda: engine.start_workflow(request), args.json, console)
 
 
@@ -425,25 +468,107 @@ async def cmd_dashboard(args: argparse.Namespace) -> int:
             keymap=config.keymap,
             embedded=True,
         )
-        if args.theme:
-            if args.theme not in app.available_themes:
-                names = ", ".join(sorted(app.available_themes))
-                raise UserError(f"unknown theme {args.theme!r}; choose one of: {names}")
-            app.theme = args.theme
+        _apply_theme(app, args.theme)
         await app.run_async(mouse=not args.no_mouse)
     finally:
         await engine.stop()
     return EXIT_OK
 
 
+def _remote(args: argparse.Namespace, *, reconnect: bool, read_only: bool = False) -> RemoteEngine:
+    """A client for the server named by --socket/--tcp (the default socket when neither)."""
+    tcp = parse_tcp(args.tcp) if getattr(args, "tcp", None) else None
+    token = None
+    if tcp is not None:
+        token = read_token(getattr(args, "token_file", None) or default_token_path())
+    socket_path = getattr(args, "socket", None)
+    if tcp is None and socket_path is None:
+        socket_path = default_socket_path()
+    return RemoteEngine(
+        socket_path=socket_path if tcp is None else None,
+        tcp=tcp,
+        token=token,
+        read_only=read_only,
+        reconnect=reconnect,
+        heartbeat=10.0 if reconnect else 0,
+    )
+
+
 @contextlib.asynccontextmanager
 async def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The engine a one-shot command acts on: a server when named, else an embedded one."""
+    if getattr(args, "socket", None) or getattr(args, "tcp", None):
+        client = _remote(args, reconnect=False)
+        await client.connect()
+        try:
+            yield client
+        finally:
+            await client.close()
+        return
     engine = Orchestrator(_config(args))
     await engine.start(watch=False)
     try:
         yield engine
     finally:
         await engine.stop()
+
+
+async def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
+    async with _engine(args) as engine:
+        run = await engine.cancel_run(args.run_id)
+    console.print(Text(f"run {run.id} {run.state.value}"))
+    return EXIT_OK
+
+
+async def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    """The engine headless, serving dashboards and CLI commands until SIGTERM/SIGINT."""
+    config = _config(args)
+    tcp = parse_tcp(args.tcp) if getattr(args, "tcp", None) else None
+    token = None
+    if tcp is not None:
+        token = load_or_create_token(getattr(args, "token_file", None) or default_token_path())
+    engine = Orchestrator(config)
+    await engine.start()
+    server = EngineServer(
+        engine,
+        socket_path=getattr(args, "socket", None) or default_socket_path(),
+        tcp=tcp,
+        token=token,
+    )
+    try:
+        await server.start()
+        where = [str(getattr(args, "socket", None) or default_socket_path())]
+        if server.tcp_address:
+            where.append("tcp {}:{}".format(*server.tcp_address))
+        console.print(Text(f"voltui engine serving on {', '.join(where)} (db {engine.store.path})"))
+        await server.serve_forever(on_stop=args.on_stop)
+    finally:
+        await server.stop()
+        await engine.stop()
+    return EXIT_OK
+
+
+async def cmd_attach(args: argparse.Namespace) -> int:
+    """The dashboard on a `voltui serve` engine; reconnects with backoff if the link drops."""
+    from voltui.tui.app import VoltApp
+
+    client = _remote(args, reconnect=True, read_only=args.read_only)
+    await client.connect()
+    try:
+        app = VoltApp(client, read_only=args.read_only, refresh_hz=args.refresh, embedded=False)
+        _apply_theme(app, args.theme)
+        await app.run_async(mouse=not args.no_mouse)
+    finally:
+        await client.close()
+    return EXIT_OK
+
+
+def _apply_theme(app: Any, theme: str | None) -> None:
+    if theme:
+        if theme not in app.available_themes:
+            names = ", ".join(sorted(app.available_themes))
+            raise UserError(f"unknown theme {theme!r}; choose one of: {names}")
+        app.theme = theme
 
 
 # ---------------------------------------------------------------------- main
@@ -468,7 +593,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "list": cmd_list,
             "watch": cmd_watch,
             "events": cmd_events,
-        }[args.command]
+            "cancel": cmd_cancel,
+            "serve": cmd_serve,
+        }.get(args.command)
+        if args.command == "attach":
+            return asyncio.run(cmd_attach(args))
+        assert handler is not None
         return asyncio.run(handler(args, console))
     except (UserError, StoreError) as exc:  # StoreError: --db is unusable (not SQLite, locked)
         # soft_wrap: a piped stderr must keep `FILE: line N` and long paths on one line.
