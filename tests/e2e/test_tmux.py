@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 class Tmux:
     """One private tmux server running one program in one pane."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, args: tuple[str, ...] = ()) -> None:
         self.socket = f"voltui-test-{uuid.uuid4().hex[:10]}"
         self.socket_path: Path | None = None
         self.db = db
@@ -41,7 +41,8 @@ class Tmux:
         self.env = env
         self.status_file = db.parent / f"{self.socket}.status"
         program = " ".join(
-            shlex.quote(part) for part in ("env", f"VOLTUI_DB={db}", sys.executable, "-m", "voltui")
+            shlex.quote(part)
+            for part in ("env", f"VOLTUI_DB={db}", sys.executable, "-m", "voltui", *args)
         )
         # The pane's shell reaps the program and writes its exit status to a file. tmux's own
         # `#{pane_dead_status}` is not reliable: tmux 3.3 marks a pane dead at EOF on its pty,
