@@ -509,3 +509,31 @@ async def test_replay_in_seq_order_with_async_handler() -> None:
         await d.replay(recorded, handler, speed=0)
     # Replay does not go through the live bus.
     assert d.last_seq == 0
+
+
+async def test_backfill_is_read_in_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume far behind the in-memory history reads the store page by page, in order."""
+    import voltui.engine.events as events_module
+
+    monkeypatch.setattr(events_module, "BACKFILL_PAGE", 100)
+    d = EventDispatcher(history_size=50)
+    stored = [Event(seq=i, ts=float(i), type="step:output", source="old") for i in range(1, 1001)]
+    d.reset_seq(1000)
+    d.add_sink(stored.append)  # the store keeps what memory drops
+    for _ in range(60):
+        d.emit("step:output", "new")
+    calls: list[tuple[int, int]] = []
+
+    async def backfill(since: int, upto: int) -> list[Event]:
+        calls.append((since, upto))
+        return [e for e in stored if since < e.seq <= upto]
+
+    stream = d.subscribe("*", 0, backfill=backfill, max_batch=1000)
+    got: list[int] = []
+    async for batch in stream:
+        got.extend(e.seq for e in batch)
+        if got[-1] >= 1060:
+            break
+    await stream.aclose()
+    assert got == list(range(1, 1061))
+    assert all(hi - lo <= 100 for lo, hi in calls) and len(calls) == 11

@@ -40,6 +40,8 @@ HANDLER_ERROR = "dispatcher:handler_error"
 
 EventHandler = Callable[[Event], Awaitable[None] | None]
 EventSink = Callable[[Event], None]
+BACKFILL_PAGE = 5_000
+"""Sequence numbers read from the store per backfill call when a subscriber resumes."""
 
 
 class EventEmitter(Protocol):
@@ -457,12 +459,25 @@ class EventDispatcher:
             if missing_upto is not None:
                 if backfill is None:
                     raise SubscriptionLagged(since_seq)
-                older = await backfill(since_seq, missing_upto)
-                older = sorted(
-                    (e for e in older if since_seq < e.seq <= missing_upto and sub.matches(e.type)),
-                    key=lambda e: e.seq,
-                )
-                backlog = older + backlog
+                # Page through the store so a long disconnect does not load it all at once.
+                cursor = since_seq
+                while cursor < missing_upto:
+                    page_end = min(cursor + BACKFILL_PAGE, missing_upto)
+                    older = sorted(
+                        (
+                            e
+                            for e in await backfill(cursor, page_end)
+                            if cursor < e.seq <= page_end and sub.matches(e.type)
+                        ),
+                        key=lambda e: e.seq,
+                    )
+                    cursor = page_end
+                    for i in range(0, len(older), max_batch):
+                        batch = older[i : i + max_batch]
+                        last = batch[-1].seq
+                        yield batch
+                        if sub.lagged:
+                            raise SubscriptionLagged(last)
             for i in range(0, len(backlog), max_batch):
                 batch = backlog[i : i + max_batch]
                 last = batch[-1].seq
