@@ -80,6 +80,11 @@ class SubscriptionLagged(Exception):
 class EngineAPI(Protocol):
     """The engine as seen from outside. Implemented by `Orchestrator` (and the remote client)."""
 
+    @property
+    def connection(self) -> str:
+        """`embedded`, or a remote link's `connecting`/`connected`/`reconnecting`/`closed`."""
+        ...
+
     async def snapshot(self) -> EngineSnapshot: ...
 
     def subscribe(

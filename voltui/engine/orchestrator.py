@@ -249,6 +249,11 @@ class Orchestrator:
         for spec in self.config.watch:
             self.watcher.register_spec(spec)
 
+    @property
+    def connection(self) -> str:
+        """EngineAPI: how the engine is reached; an embedded one is always there."""
+        return "embedded"
+
     # ------------------------------------------------------------------ agents
 
     async def register_agent(self, agent: Agent | AgentSpec) -> Agent:

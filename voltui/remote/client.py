@@ -178,6 +178,11 @@ class RemoteEngine:
         return self._state
 
     @property
+    def connection(self) -> str:
+        """EngineAPI: how the engine is reached, for the dashboard header."""
+        return self._state
+
+    @property
     def address(self) -> str:
         """Where this client attaches, for headers and messages."""
         if self.tcp is not None:
