@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (token required)")
     p.add_argument("--token-file", type=Path, help="token file for --tcp (created if missing)")
     p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run steps on a Dask cluster (tcp://HOST:8786), or `local` for a LocalCluster",
+    )
+    p.add_argument(
         "--on-stop",
         choices=["cancel", "finish"],
         default="cancel",
@@ -163,10 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------- helpers
 
 
-def _config(args: argparse.Namespace) -> OrchestratorConfig:
+def _config(args: argparse.Namespace, **extra: Any) -> OrchestratorConfig:
     workflows = getattr(args, "workflows", None) or default_workflows_dir()
     return load_config(
-        getattr(args, "config", None), db=getattr(args, "db", None), workflows_dir=workflows
+        getattr(args, "config", None),
+        db=getattr(args, "db", None),
+        workflows_dir=workflows,
+        **extra,
     )
 
 
@@ -522,7 +530,7 @@ async def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
 
 async def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     """The engine headless, serving dashboards and CLI commands until SIGTERM/SIGINT."""
-    config = _config(args)
+    config = _config(args, dask_address=getattr(args, "dask", None))
     tcp = parse_tcp(args.tcp) if getattr(args, "tcp", None) else None
     token = None
     if tcp is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -68,6 +68,18 @@ def default_agents() -> list[AgentSpec]:
     ]
 
 
+class DaskConfig(BaseModel):
+    """Where the Dask scheduler is; `local` starts a LocalCluster for trying it out."""
+
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = Field(None, description="tcp://HOST:8786, or local")
+
+
+class ExecutorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dask: DaskConfig = Field(default_factory=DaskConfig)
+
+
 class OrchestratorConfig(BaseSettings):
     """The design's OrchestratorConfig in Python form (durations accept `30s`, `5m`)."""
 
@@ -99,6 +111,7 @@ class OrchestratorConfig(BaseSettings):
     watch: list[HealthCheckSpec] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)
     keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -148,6 +161,9 @@ def load_config(path: Path | None = None, **overrides: Any) -> OrchestratorConfi
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{path}: not valid TOML: {exc}") from None
     _CONFIG_FILE["path"] = path
+    dask_address = overrides.pop("dask_address", None) or os.environ.get("VOLTUI_DASK_ADDRESS")
+    if dask_address:  # the issue's short spelling of VOLTUI_EXECUTOR__DASK__ADDRESS
+        overrides["executor"] = {"dask": {"address": dask_address}}
     try:
         return OrchestratorConfig(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:

@@ -108,6 +108,7 @@ class Orchestrator:
         self._started = False
         self._watching = False
         self._cache_task: asyncio.Task[None] | None = None
+        self._dask: Any = None
         self.interrupted_on_start: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -154,10 +155,22 @@ class Orchestrator:
         for agent in agents:
             await self.register_agent(agent)
         self._register_components()
+        self._started = True
+        address = self.config.executor.dask.address
+        if address:
+            from voltui.engine.dask.pool import DaskPool  # distributed loads only when used
+
+            self._dask = DaskPool(self, address)
+            try:
+                await self._dask.start()
+            except BaseException:
+                self._dask = None
+                self._started = False
+                await self._abort_start()
+                raise
         if watch:
             await self.watcher.start()
             self._cache_task = asyncio.create_task(self._report_cache(), name="cache-stats")
-        self._started = True
         if watch:
             self.dispatcher.emit(
                 "engine:started", SOURCE, {"db": str(self.store.path)}, priority=Priority.HIGH
@@ -186,6 +199,9 @@ class Orchestrator:
             return
         self._started = False
         await self.workflows.stop()
+        if self._dask is not None:  # after the runs stopped, so their Dask steps end cleanly
+            await self._dask.stop()
+            self._dask = None
         if self._cache_task is not None:
             self._cache_task.cancel()
             await asyncio.gather(self._cache_task, return_exceptions=True)
@@ -248,6 +264,18 @@ class Orchestrator:
         self.watcher.register_component("agents", "Agents", "internal", agents_check)
         for spec in self.config.watch:
             self.watcher.register_spec(spec)
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet stopped: its store and event log accept changes."""
+        return self._started
+
+    async def _abort_start(self) -> None:
+        """Undo a start that failed half-way, so the store is closed and nothing leaks."""
+        await self.dispatcher.stop()
+        for agent in self.coordination.agents():
+            await agent.close()
+        await self.store.close()
 
     @property
     def connection(self) -> str:

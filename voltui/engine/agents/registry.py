@@ -22,8 +22,9 @@ def create_agent(spec: AgentSpec) -> Agent:
     """The agent for `spec.kind`; kinds that need an optional extra say which one."""
     if spec.kind == "dask":
         raise UserError(
-            f"agent {spec.id!r}: the dask agent needs the voltui[dask] extra "
-            "(pip install 'voltui[dask]'), which this installation does not provide"
+            f"agent {spec.id!r}: Dask agents are not configured one by one; set "
+            "executor.dask.address in the config (or VOLTUI_DASK_ADDRESS, or "
+            "`voltui serve --dask ADDRESS`) and every worker of that cluster becomes an agent"
         )
     try:
         cls = AGENT_KINDS[spec.kind]
