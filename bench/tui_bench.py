@@ -1,7 +1,7 @@
 """How much the dashboard costs while the engine floods it with events.
 
     python bench/tui_bench.py [--seconds 10] [--rate 5000] [--source workflow|synthetic]
-                              [--headless]
+                              [--headless] [--profile FILE]
 
 Two phases run one after the other in this process, each on a fresh embedded `Orchestrator`
 (SQLite file in a temporary folder, one simulated agent with a large capacity):
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import fcntl
 import os
 import re
@@ -220,7 +221,7 @@ class Result:
     rss_peak: int = 0
     app_events: int | None = None
     fold_ticks: int | None = None
-    repaints: int | None = None
+    repaints: dict[str, int] | None = None
     frames: int | None = None
     term_bytes: int | None = None
     resyncs: int | None = None
@@ -233,62 +234,27 @@ class Result:
         return None if value is None or not self.window.wall else value / self.window.wall
 
 
-class Counters:
-    """Counts the app's fold and paint work by wrapping methods on the instance (the class is
-    untouched). Uses private names of VoltApp and textual.App; a missing one becomes n/a."""
+class Frames:
+    """Counts the frames Textual hands to its driver, by wrapping `textual.App._display` on the
+    app instance (the class is untouched). That is Textual's private name: if it is renamed,
+    the figure shows n/a. Everything else comes from the public `VoltApp.stats`."""
 
     def __init__(self) -> None:
-        self.folded = 0
-        self.ticks = 0
-        self.repaints = 0
-        self.frames = 0
-        self.resyncs = 0
-        self.missing: list[str] = []
-
-    def reset(self) -> None:
-        self.folded = self.ticks = self.repaints = self.frames = self.resyncs = 0
+        self.count = 0
+        self.available = False
 
     def instrument(self, app: Any) -> None:
-        def wrap(name: str, before: Callable[..., None]) -> None:
-            original = getattr(app, name, None)
-            if original is None:
-                self.missing.append(name)
-                return
+        original = getattr(app, "_display", None)
+        if original is None:
+            return
+        self.available = True
 
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                before(*args, **kwargs)
-                return original(*args, **kwargs)
-
-            if asyncio.iscoroutinefunction(original):
-
-                async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                    before(*args, **kwargs)
-                    return await original(*args, **kwargs)
-
-                setattr(app, name, awrapper)
-            else:
-                setattr(app, name, wrapper)
-
-        def on_tick(*_: Any) -> None:
-            self.ticks += 1
-            pending = getattr(app, "_pending", None)
-            if app.state is not None and not getattr(app, "_resync", False) and pending:
-                self.folded += len(pending)
-
-        def on_repaint(*_: Any) -> None:
-            self.repaints += 1
-
-        def on_display(_screen: Any, renderable: Any = None) -> None:
+        def display(screen: Any, renderable: Any = None) -> Any:
             if renderable is not None and not app._batch_count:
-                self.frames += 1
+                self.count += 1
+            return original(screen, renderable)
 
-        def on_snapshot(*_: Any) -> None:
-            self.resyncs += 1
-
-        wrap("_tick", on_tick)  # the fold timer: set_interval(..., self._tick) in on_mount
-        wrap("_refresh_panels", on_repaint)
-        wrap("_display", on_display)  # textual.App: one call per frame sent to the driver
-        wrap("_take_snapshot", on_snapshot)
+        app._display = display
 
 
 class PtyTerminal:
@@ -441,11 +407,11 @@ async def app_phase(args: argparse.Namespace, folder: Path) -> Result:
     orch = Orchestrator(engine_config(folder / "app.db"))
     await orch.start(watch=False)
     flood = Flood(orch, args.source, args.rate, WARMUP + args.seconds + LATENCY_BUDGET)
-    counters = Counters()
+    frames = Frames()
     try:
         with terminal_env(SIZE):
             app = VoltApp(orch)  # its console reads TERM/COLORTERM when it is built
-        counters.instrument(app)
+        frames.instrument(app)
         with RssSampler() as rss:
             async with running_app(app, args.headless) as (pilot, term):
                 deadline = time.monotonic() + 20
@@ -456,20 +422,31 @@ async def app_phase(args: argparse.Namespace, folder: Path) -> Result:
 
                 seq0 = orch.dispatcher.stats().last_seq
                 bytes0 = term.bytes if term else 0
-                counters.reset()
+                before = app.stats.copy()
+                frames.count = 0
+                profiler = cProfile.Profile() if args.profile else None
                 result.window.open()
+                if profiler is not None:
+                    profiler.enable()
                 await asyncio.sleep(args.seconds)
+                if profiler is not None:
+                    profiler.disable()
+                    profiler.dump_stats(args.profile)
+                    result.notes.append(
+                        f"profile of the event loop thread in {args.profile} (the figures are "
+                        "inflated by the profiler)"
+                    )
                 result.window.close()
+                after = app.stats.copy()
                 result.engine_events = orch.dispatcher.stats().last_seq - seq0
-                result.app_events = counters.folded
-                result.fold_ticks = counters.ticks if "_tick" not in counters.missing else None
-                result.repaints = (
-                    counters.repaints if "_refresh_panels" not in counters.missing else None
-                )
-                result.frames = counters.frames if "_display" not in counters.missing else None
-                result.resyncs = counters.resyncs
-                if "_tick" in counters.missing:
-                    result.app_events = None
+                result.app_events = after.events_folded - before.events_folded
+                result.fold_ticks = after.ticks - before.ticks
+                result.repaints = {
+                    panel: n - before.repaints.get(panel, 0)
+                    for panel, n in sorted(after.repaints.items())
+                }
+                result.resyncs = after.resyncs - before.resyncs
+                result.frames = frames.count if frames.available else None
                 if term is not None:
                     result.term_bytes = term.bytes - bytes0
                 else:
@@ -477,8 +454,8 @@ async def app_phase(args: argparse.Namespace, folder: Path) -> Result:
                         "terminal bytes n/a: the headless driver never encodes frames "
                         "(App._display returns early when headless)"
                     )
-                if counters.missing:
-                    result.notes.append(f"not instrumented (renamed?): {counters.missing}")
+                if not frames.available:
+                    result.notes.append("frames n/a: textual.App._display not found (renamed?)")
 
                 await measure_latency(app, app.query_one(EventsLog), term, result)
                 await flood.stop()
@@ -602,7 +579,11 @@ def report(args: argparse.Namespace, engine: Result, app: Result) -> str:
         ),
         ("events folded by the app /s", "-", _fmt(app.per_second(app.app_events))),
         ("fold timer ticks /s", "-", _fmt(app.per_second(app.fold_ticks), digits=1)),
-        ("panel repaints /s", "-", _fmt(app.per_second(app.repaints), digits=1)),
+        (
+            "panel repaints /s (all panels)",
+            "-",
+            _fmt(app.per_second(sum(app.repaints.values()) if app.repaints else None), digits=1),
+        ),
         ("frames written /s", "-", _fmt(app.per_second(app.frames), digits=1)),
         (
             "terminal bytes /s",
@@ -632,6 +613,11 @@ def report(args: argparse.Namespace, engine: Result, app: Result) -> str:
     out += [f"{a:<{w0}}  {b:>{w1}}  {c:>{w2}}" for a, b, c in rows]
     ratio = app.window.cpu / engine.window.cpu if engine.window.cpu else None
     out.append("")
+    if app.repaints:
+        by_panel = ", ".join(
+            f"{panel} {_fmt(app.per_second(n), digits=1)}" for panel, n in app.repaints.items()
+        )
+        out.append(f"repaints /s by panel: {by_panel}")
     out.append(f"CPU ratio (engine + app) / engine only: {_fmt(ratio, 'x', 2)}")
     out.append(
         f"key samples: {len(app.latency_state)} state, {len(app.latency_screen)} screen, "
@@ -663,6 +649,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--headless", action="store_true", help="headless driver (no terminal encoding)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="cProfile the event loop thread during the app window and write the stats to FILE",
     )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rate <= 0:

@@ -7,14 +7,12 @@ waits on conditions (bounded polling with `pilot.pause`), never on fixed sleeps.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from textual.pilot import Pilot
 from textual.widgets import OptionList
 
-from voltui.config import OrchestratorConfig
 from voltui.engine.api import StartRequest
 from voltui.engine.models import RunState
 from voltui.engine.orchestrator import Orchestrator
@@ -24,18 +22,6 @@ from voltui.tui.widgets import AgentsTable, DagView, EventsLog, HealthTable, Run
 
 ROOT = Path(__file__).parents[2]
 SIZE = (120, 40)
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Orchestrator]:
-    orch = Orchestrator(
-        OrchestratorConfig(db=tmp_path / "x.db", workflows_dir=ROOT / "sample-workflows")
-    )
-    await orch.start(watch=False)
-    try:
-        yield orch
-    finally:
-        await orch.stop()
 
 
 async def until(pilot: Pilot[None], cond: Callable[[], object], limit: float = 20.0) -> None:
@@ -186,8 +172,25 @@ async def test_help_opens_and_escape_closes(engine: Orchestrator) -> None:
         body = str(app.screen.query_one("#help-body").render())
         for word in ("Start", "Cancel", "Replay failed", "Replay all", "Pause events", "Quit"):
             assert word in body
+        lines = body.splitlines()
+        keys = {line[2:18].strip(): line[18:].strip() for line in lines if line.startswith("  ")}
+        assert keys["?"] == "Help" and keys["/"] == "Filter" and keys[":"] == "Commands"
+        assert keys["^p"] == "Commands" and keys["R"] == "Replay all"
+        assert not any(name in body for name in ("question_mark", "slash", "colon"))
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, HelpScreen))
+
+
+async def test_help_shows_remapped_keys(engine: Orchestrator) -> None:
+    """A remapped key is shown as itself, not as the display of the key it replaced."""
+    app = VoltApp(engine, keymap={"help": "h", "filter": "ctrl+f"})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("h")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        body = str(app.screen.query_one("#help-body").render())
+        keys = {line[2:18].strip(): line[18:].strip() for line in body.splitlines()}
+        assert keys["h"] == "Help" and keys["^f"] == "Filter"
+        assert "?" not in keys and "/" not in keys
 
 
 async def test_untrusted_output_is_literal(engine: Orchestrator, tmp_path: Path) -> None:

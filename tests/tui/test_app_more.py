@@ -12,9 +12,9 @@ from textual.app import App, ComposeResult
 from textual.command import CommandPalette
 from textual.widgets import OptionList, Static
 
-from tests.tui.test_app import SIZE, engine, run_state, until, write_workflow
+from tests.tui.test_app import SIZE, run_state, until, write_workflow
 from voltui.engine.api import StartRequest
-from voltui.engine.models import ComponentStatus, HealthStatus
+from voltui.engine.models import ComponentStatus, Event, HealthStatus
 from voltui.engine.orchestrator import Orchestrator
 from voltui.tui.app import VoltApp, terminal_lost
 from voltui.tui.screens import ConfirmScreen, StartScreen
@@ -30,8 +30,7 @@ from voltui.tui.widgets import (
     HealthTable,
     RunsTable,
 )
-
-__all__ = ["engine"]  # the fixture, re-used from test_app
+from voltui.tui.widgets.events import MAX_LINES
 
 QUICK = (
     "id: quick\nsteps:\n"
@@ -427,3 +426,67 @@ async def test_header_and_quit_follow_embedded(engine: Orchestrator, embedded: b
             assert "active runs will be interrupted" in question.lower()
             await pilot.press("y")
         await until(pilot, lambda: app.return_code is not None)
+
+
+async def test_fixed_clock_keeps_the_header_still(engine: Orchestrator) -> None:
+    """With fixed clocks the header's uptime (and rate) do not move, so screenshots are stable."""
+    assert engine.started_at is not None
+    app = VoltApp(engine, clock=lambda: engine.started_at + 3723.0, monotonic=lambda: 100.0)
+    async with app.run_test(size=SIZE) as pilot:
+        header = app.query_one(HeaderBar)
+        await until(pilot, lambda: "ev/s" in str(header.content))
+        assert "  up 1h02m  " in str(header.content)
+        await pilot.pause(1.2)  # past a slow refresh, which redraws the header
+        assert "  up 1h02m  " in str(header.content)
+        assert app.state is not None
+        rate = app.state.events_per_second
+        await pilot.pause(0.5)
+        assert app.state.events_per_second == rate  # the rate window does not slide either
+
+
+# ---------------------------------------------------------------------- under a flood
+
+
+def output_event(seq: int) -> Event:
+    data = {"step": "s", "stream": "stdout", "line": f"line {seq}"}
+    return Event(seq=seq, ts=1_700_000_000.0, type="step:output", source="t", data=data)
+
+
+class _Log(App[None]):
+    def compose(self) -> ComposeResult:
+        yield EventsLog()
+
+
+async def test_events_log_keeps_the_newest_and_holds_the_view() -> None:
+    """A batch larger than the buffer keeps only its newest lines; scrolled up, the view stays
+    on the lines being read while newer ones push the oldest out."""
+    app = _Log()
+    async with app.run_test(size=(80, 12)) as pilot:
+        log = app.query_one(EventsLog)
+        log.write_events([output_event(n) for n in range(1, MAX_LINES + 501)])
+        await pilot.pause()
+        assert log.line_count == MAX_LINES
+        assert log.lines[0].endswith("line 501")
+        assert log.lines[-1].endswith(f"line {MAX_LINES + 500}")
+        assert log.is_vertical_scroll_end  # it follows the newest line
+        log.scroll_to(y=100, animate=False, immediate=True)
+        await pilot.pause()
+        top = log.lines[round(log.scroll_y)]
+        log.write_events([output_event(MAX_LINES + 500 + n) for n in range(1, 11)])
+        await pilot.pause()
+        assert log.lines[round(log.scroll_y)] == top
+        assert not log.is_vertical_scroll_end
+
+
+async def test_stats_count_the_fold_and_repaints(engine: Orchestrator, tmp_path: Path) -> None:
+    path = write_workflow(tmp_path, "quick", QUICK)
+    app = VoltApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.state is not None
+        seq0 = app.state.seq
+        await quick_run(pilot, app, path)
+        await until(pilot, lambda: app.stats.repaints.get("events", 0) > 0)
+        stats = app.stats.copy()
+        assert stats.events_folded >= app.state.seq - seq0 > 0
+        assert stats.ticks > 0 and stats.resyncs == 0
+        assert {"events", "runs", "dag"} <= set(stats.repaints)

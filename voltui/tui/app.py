@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -67,6 +67,20 @@ T = TypeVar("T")
 
 MAX_PENDING = 50_000
 """Events waiting for the next fold; beyond this the app resyncs from a fresh snapshot."""
+DEFAULT_REFRESH_HZ = 10.0
+PANEL_TICKS: dict[str, float] = {
+    "events": 2,
+    "runs": 2.5,
+    "dag": 2.5,
+    "header": 5,
+    "agents": 5,
+    "health": 5,
+    "cache": 5,
+}
+"""Fold-timer ticks between two repaints of a panel that keeps changing. The timer runs at
+`refresh_hz` (`--refresh`), so with the default 10 Hz a flood repaints the events log at 5 Hz,
+the runs and the DAG at 4 Hz and the rest at 2 Hz; a lower `refresh_hz` slows them all. A panel
+that was quiet repaints at the next tick, and a key's effect is drawn at once, not on a tick."""
 SLOW_REFRESH = 1.0
 """Seconds between repaints of time-based figures (durations, uptime) with no new events."""
 WRITE_ACTIONS = frozenset({"start", "cancel_run", "replay"})
@@ -133,6 +147,24 @@ class _DiscardWriter:
         return True
 
 
+@dataclasses.dataclass
+class AppStats:
+    """What the dashboard has done since it started (`VoltApp.stats`), for benchmarks and
+    diagnostics. Figures only grow; compare two readings."""
+
+    events_folded: int = 0
+    """Events handed to `DashboardState.apply`."""
+    ticks: int = 0
+    """Runs of the fold timer."""
+    repaints: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Repaints by panel name (`voltui.tui.state.PANELS`)."""
+    resyncs: int = 0
+    """Snapshot reloads after the first: the app fell behind, or its subscription lagged."""
+
+    def copy(self) -> AppStats:
+        return dataclasses.replace(self, repaints=dict(self.repaints))
+
+
 class VoltApp(App[None]):
     """The voltui dashboard."""
 
@@ -188,15 +220,23 @@ class VoltApp(App[None]):
         engine: EngineAPI,
         *,
         read_only: bool = False,
-        refresh_hz: float = 10.0,
+        refresh_hz: float = DEFAULT_REFRESH_HZ,
         keymap: dict[str, str] | None = None,
         embedded: bool = True,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`keymap` maps binding ids (see `BINDINGS`) to keys, e.g. `{"start": "n"}`, as in
         `OrchestratorConfig.keymap`. `embedded` says the engine runs in this process (quitting
-        stops its runs) rather than being attached to."""
+        stops its runs) rather than being attached to.
+
+        `clock` is the wall clock behind everything shown relative to "now" (uptime, durations
+        of running steps and runs); `monotonic` times the app's own refreshes and the event
+        rate. Tests pass fixed ones so that screenshots do not change from run to run."""
         super().__init__()
         self.engine = engine
+        self.clock = clock
+        self.monotonic = monotonic
         self.read_only = read_only
         self.refresh_hz = refresh_hz
         self.embedded = embedded
@@ -213,6 +253,11 @@ class VoltApp(App[None]):
         self._want_select: str | None = None
         self._detail_loading: set[str] = set()
         self._last_slow = 0.0
+        self._dirty: set[str] = set()
+        """Panels changed since they were last repainted."""
+        self._periods = dict(PANEL_TICKS)
+        self._credit = dict(PANEL_TICKS)
+        self.stats = AppStats()
         self._hangup_installed = False
         self._previous_hangup: Any = None
         self._terminal_lost = False
@@ -321,9 +366,14 @@ class VoltApp(App[None]):
     # ------------------------------------------------------------------ the fold
 
     async def _take_snapshot(self) -> None:
-        self.state = DashboardState.from_snapshot(await self.engine.snapshot())
+        if self.state is not None:
+            self.stats.resyncs += 1
+        self.state = DashboardState.from_snapshot(
+            await self.engine.snapshot(), clock=self.monotonic
+        )
         self._pending.clear()
         self._resync = False
+        self._dirty.clear()
         with self.batch_update():
             self._refresh_panels(set(PANELS))
 
@@ -357,26 +407,62 @@ class VoltApp(App[None]):
                 await self._take_snapshot()
 
     def _tick(self) -> None:
-        if self.state is None or self._resync:
+        """Fold what arrived, then repaint the panels that changed and whose turn it is."""
+        state = self.state
+        if state is None or self._resync:
             return
-        changed: set[str] = set()
+        stats = self.stats
+        stats.ticks += 1
+        dirty = self._dirty
         if self._pending:
             batch = list(self._pending)
             self._pending.clear()
-            changed = set(self.state.apply(batch))
-        now = time.monotonic()
+            stats.events_folded += len(batch)
+            changed = state.apply(batch)
+            if "dag" in changed and self.selected_run not in state.touched_runs:
+                changed.discard("dag")  # the DAG shows the selected run only
+            if changed:
+                dirty |= changed
+                dirty.add("header")  # the event rate
+        now = self.monotonic()
         if now - self._last_slow >= SLOW_REFRESH:
             self._last_slow = now
-            changed |= {"header", "runs", "dag"}
-        if changed:
+            dirty.add("header")  # uptime
+            if state.active_runs():
+                dirty.add("runs")  # durations of the runs still going
+                view = state.runs.get(self.selected_run or "")
+                if view is not None and not view.run.state.finished:
+                    dirty.add("dag")  # and of its running steps
+        due = self._due(dirty)
+        if due:
+            dirty -= due
             with self.batch_update():
-                self._refresh_panels(changed)
+                self._refresh_panels(due)
+
+    def _due(self, dirty: set[str]) -> set[str]:
+        """The dirty panels whose turn it is (`PANEL_TICKS`). Each panel earns a tick's credit
+        per tick, up to its period, and spends a period to repaint: a panel that changes all
+        the time repaints at its own pace, one that was quiet repaints at the next tick."""
+        due: set[str] = set()
+        credit = self._credit
+        for panel, period in self._periods.items():
+            earned = credit[panel] + 1.0
+            if panel in dirty and earned >= period:
+                due.add(panel)
+                earned -= period
+            credit[panel] = min(earned, period)
+        due |= dirty - credit.keys()  # a panel without a pace of its own: every tick
+        return due
 
     def _refresh_panels(self, names: Iterable[str]) -> None:
         state = self.state
         if state is None or not self.is_running:
             return  # not started, or shutting down (the panels may be gone already)
         names = set(names)
+        repaints = self.stats.repaints
+        for name in names:
+            if name != "dag":  # counted in _refresh_dag, which selection changes call too
+                repaints[name] = repaints.get(name, 0) + 1
         if "header" in names:
             self.query_one(HeaderBar).refresh_from(
                 state, read_only=self.read_only, embedded=self.embedded
@@ -391,8 +477,8 @@ class VoltApp(App[None]):
             if self._want_select is not None and self._want_select in runs.rows:
                 runs.move_cursor(row=runs.get_row_index(self._want_select))
                 self._want_select = None
-            self._select_run(runs.selected_key())
-            names.add("dag")
+            if self._select_run(runs.selected_key()):
+                names.discard("dag")  # just redrawn for the new selection
         if "dag" in names:
             self._refresh_dag()
         if "events" in names:
@@ -402,15 +488,18 @@ class VoltApp(App[None]):
 
     # ------------------------------------------------------------------ selection
 
-    def _select_run(self, run_id: str | None) -> None:
+    def _select_run(self, run_id: str | None) -> bool:
+        """Show `run_id`'s DAG; whether the selection changed."""
         if run_id == self.selected_run:
-            return
+            return False
         self.selected_run = run_id
         self._refresh_dag()
+        return True
 
     def _refresh_dag(self) -> None:
         if not self.is_running:
             return
+        self.stats.repaints["dag"] = self.stats.repaints.get("dag", 0) + 1
         state = self.state
         view = state.runs.get(self.selected_run) if state and self.selected_run else None
         dag = self.query_one(DagView)
@@ -497,8 +586,8 @@ class VoltApp(App[None]):
     def bindings_with_keymap(self) -> list[Binding]:
         """The app's bindings with the configured keymap applied (for the help screen)."""
         keymap = self._keymap
-        return [
-            dataclasses.replace(b, key=keymap[b.id]) if b.id in keymap else b
+        return [  # a remapped key drops the display of the key it replaces (`?` for `h`)
+            dataclasses.replace(b, key=keymap[b.id], key_display=None) if b.id in keymap else b
             for b in self.BINDINGS
             if isinstance(b, Binding)
         ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,11 +21,26 @@ SYMBOLS = "  ".join(
 )
 
 
-def help_text(bindings: list[Binding]) -> Text:
+def _plain_key_display(binding: Binding) -> str:
+    return binding.key_display or binding.key
+
+
+def binding_keys(binding: Binding, key_display: Callable[[Binding], str]) -> str:
+    """The binding's keys as the footer shows them (`?` rather than `question_mark`): its
+    `key_display` if set, else each of its keys through `key_display` (`App.get_key_display`)."""
+    if binding.key_display:
+        return binding.key_display
+    keys = [k.strip() for k in binding.key.split(",") if k.strip()]
+    return ", ".join(key_display(dataclasses.replace(binding, key=k)) for k in keys)
+
+
+def help_text(
+    bindings: list[Binding], key_display: Callable[[Binding], str] = _plain_key_display
+) -> Text:
     text = Text()
     text.append("voltui keys\n\n", style="bold")
     for b in bindings:
-        keys = ", ".join(k.strip() for k in b.key.split(","))
+        keys = binding_keys(b, key_display)
         text.append(f"  {keys:<16}", style="bold")
         text.append(f"{b.description}\n")
     text.append("\nDAG symbols\n", style="bold")
@@ -50,7 +68,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Static(help_text(self.bindings), id="help-body")
+            yield Static(help_text(self.bindings, self.app.get_key_display), id="help-body")
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TypeVar
 
 from rich.text import Text
 from textual.widgets import DataTable
 
+Sig = TypeVar("Sig", bound=Hashable)
+
 
 class KeyedTable(DataTable[Text]):
-    """Rows keyed by an id; `sync` touches only the cells whose text changed.
+    """Rows keyed by an id; `sync` touches only the rows, and in them the cells, that changed.
 
     Cells are always `Text`, so names and messages from workflows are never read as markup
     (a plain `str` cell would be).
@@ -23,30 +26,58 @@ class KeyedTable(DataTable[Text]):
         super().__init__(name=name, id=id, classes=classes, cursor_type="row")
         for label in self.COLUMNS:
             self.add_column(label, key=label)
+        self._sigs: dict[str, Hashable] = {}
+        self._cells: dict[str, list[Text]] = {}
 
-    def sync(self, rows: dict[str, list[Text]], *, ordered: bool = False) -> None:
-        """Make the table show `rows`. With `ordered`, a change of row order rebuilds the table
-        (keeping the cursor on the same key); that happens only when rows come or go."""
+    def sync(
+        self,
+        rows: Mapping[str, Sig],
+        render: Callable[[Sig], list[Text]],
+        *,
+        ordered: bool = False,
+    ) -> None:
+        """Make the table show `rows`: row key -> signature, a tuple of the plain values the row
+        shows (`render` turns one into the row's cells). A row whose signature is unchanged
+        costs a comparison: no `Text` is built and nothing is repainted. With `ordered`, a
+        change of row order rebuilds the table (keeping the cursor on the same key); that
+        happens only when rows come or go."""
         current = [k.value for k in self.rows]
         if ordered and current != list(rows):
-            self._rebuild(rows)
+            self._rebuild(rows, render)
             return
+        sigs = self._sigs
         for key in current:
-            if key not in rows:
+            if key is not None and key not in rows:
                 self.remove_row(key)
-        for key, cells in rows.items():
-            if key in self.rows:
-                for label, cell in zip(self.COLUMNS, cells, strict=True):
-                    if self.get_cell(key, label) != cell:
-                        self.update_cell(key, label, cell, update_width=True)
-            else:
-                self.add_row(*cells, key=key)
+                sigs.pop(key, None)
+                self._cells.pop(key, None)
+        for key, sig in rows.items():
+            if key not in self.rows:
+                self._add(key, sig, render)
+                continue
+            if sigs.get(key) == sig:
+                continue
+            sigs[key] = sig
+            cells = render(sig)
+            old = self._cells.get(key)
+            for n, (label, cell) in enumerate(zip(self.COLUMNS, cells, strict=True)):
+                if old is None or old[n] != cell:
+                    self.update_cell(key, label, cell, update_width=True)
+            self._cells[key] = cells
 
-    def _rebuild(self, rows: dict[str, list[Text]]) -> None:
+    def _add(self, key: str, sig: Hashable, render: Callable[[Sig], list[Text]]) -> None:
+        cells = render(sig)  # type: ignore[arg-type]
+        self.add_row(*cells, key=key)
+        self._sigs[key] = sig
+        self._cells[key] = cells
+
+    def _rebuild(self, rows: Mapping[str, Sig], render: Callable[[Sig], list[Text]]) -> None:
         selected = self.selected_key()
         self.clear()
-        for key, cells in rows.items():
-            self.add_row(*cells, key=key)
+        self._sigs.clear()
+        self._cells.clear()
+        for key, sig in rows.items():
+            self._add(key, sig, render)
         if selected is not None and selected in rows:
             self.move_cursor(row=self.get_row_index(selected), scroll=False)
 

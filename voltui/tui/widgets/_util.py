@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from rich.text import Text
+from textual.dom import DOMNode
 
 from voltui.safetext import clean
 
@@ -19,6 +20,17 @@ def clock(ts: float | None) -> str:
     if ts is None:
         return "-"
     return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def wall_now(node: DOMNode) -> float:
+    """The app's wall clock (`VoltApp.clock`; `time.time` in any other app): "now" for
+    uptime and the durations of running steps and runs."""
+    return getattr(node.app, "clock", time.time)()
+
+
+def mono_now(node: DOMNode) -> float:
+    """The app's monotonic clock (`VoltApp.monotonic`; `time.monotonic` in any other app)."""
+    return getattr(node.app, "monotonic", time.monotonic)()
 
 
 def bar(used: int, total: int, width: int = 8) -> str:

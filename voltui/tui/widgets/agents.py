@@ -10,17 +10,35 @@ from voltui.tui.state import DashboardState
 from voltui.tui.widgets._table import KeyedTable
 from voltui.tui.widgets._util import bar, safe
 
+AgentSig = tuple[str, int, int, int, int, str, bool, float, str]
 
-def _row(a: AgentLoad) -> list[Text]:
+
+def _sig(a: AgentLoad) -> AgentSig:
+    """What the row shows, as plain values (see `KeyedTable.sync`)."""
+    return (
+        a.id,
+        a.active,
+        a.capacity,
+        a.completed,
+        a.failed,
+        format_duration(a.mean_latency),
+        a.healthy,
+        a.weight,
+        a.kind,
+    )
+
+
+def _cells(sig: AgentSig) -> list[Text]:
+    aid, active, capacity, completed, failed, mean, healthy, weight, kind = sig
     return [
-        safe(a.id, max_len=30),
-        Text(f"{a.active}/{a.capacity} {bar(a.active, a.capacity, 6)}"),
-        Text(str(a.completed)),
-        Text(str(a.failed)),
-        Text(format_duration(a.mean_latency)),
-        Text("ok" if a.healthy else "SICK"),
-        Text(f"{a.weight:g}"),
-        safe(a.kind, max_len=12),
+        safe(aid, max_len=30),
+        Text(f"{active}/{capacity} {bar(active, capacity, 6)}"),
+        Text(str(completed)),
+        Text(str(failed)),
+        Text(mean),
+        Text("ok" if healthy else "SICK"),
+        Text(f"{weight:g}"),
+        safe(kind, max_len=12),
     ]
 
 
@@ -33,4 +51,4 @@ class AgentsTable(KeyedTable):
         """Rows sorted by agent id, so they never jump around as agents report load; the
         cursor stays on its agent when one comes or goes (`KeyedTable.sync`)."""
         agents = state.agents
-        self.sync({aid: _row(agents[aid]) for aid in sorted(agents)}, ordered=True)
+        self.sync({aid: _sig(agents[aid]) for aid in sorted(agents)}, _cells, ordered=True)

@@ -12,16 +12,23 @@ from voltui.tui.state import DashboardState
 from voltui.tui.widgets._table import KeyedTable
 from voltui.tui.widgets._util import safe
 
+CacheSig = tuple[str, int, int, float, int, int, int]
 
-def _row(c: CacheStats) -> list[Text]:
-    size = f"{c.size}/{c.max_size}" if c.max_size else str(c.size)
+
+def _sig(c: CacheStats) -> CacheSig:
+    """What the row shows, as plain values (see `KeyedTable.sync`)."""
+    return (c.namespace, c.hits, c.misses, c.hit_rate, c.size, c.max_size, c.evictions)
+
+
+def _cells(sig: CacheSig) -> list[Text]:
+    namespace, hits, misses, hit_rate, size, max_size, evictions = sig
     return [
-        safe(c.namespace, max_len=24),
-        Text(str(c.hits)),
-        Text(str(c.misses)),
-        Text(f"{c.hit_rate:.0%}"),
-        Text(size),
-        Text(str(c.evictions)),
+        safe(namespace, max_len=24),
+        Text(str(hits)),
+        Text(str(misses)),
+        Text(f"{hit_rate:.0%}"),
+        Text(f"{size}/{max_size}" if max_size else str(size)),
+        Text(str(evictions)),
     ]
 
 
@@ -42,6 +49,7 @@ class CachePanel(Vertical):
     def __init__(self, *, name: str | None = None, id: str | None = None) -> None:
         super().__init__(name=name, id=id)
         self._state: DashboardState | None = None
+        self._label = ""
 
     def compose(self) -> ComposeResult:
         yield CacheTable()
@@ -54,7 +62,7 @@ class CachePanel(Vertical):
 
     def refresh_from(self, state: DashboardState) -> None:
         self._state = state
-        self.table.sync({ns: _row(c) for ns, c in state.cache.items()})
+        self.table.sync({ns: _sig(c) for ns, c in state.cache.items()}, _cells)
         self._update_spark()
 
     def _update_spark(self) -> None:
@@ -62,9 +70,13 @@ class CachePanel(Vertical):
             return
         ns = self.table.selected_key()
         history = list(self._state.hit_rate_history.get(ns, ())) if ns else []
-        label = Text(f"hit rate: {ns}" if ns else "hit rate: no namespace yet")
-        self.query_one("#cache-spark-label", Static).update(label)
-        self.query_one(Sparkline).data = history
+        label = f"hit rate: {ns}" if ns else "hit rate: no namespace yet"
+        if label != self._label:  # one line: no layout pass needed
+            self._label = label
+            self.query_one("#cache-spark-label", Static).update(Text(label), layout=False)
+        spark = self.query_one(Sparkline)
+        if list(spark.data or ()) != history:
+            spark.data = history
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._update_spark()

@@ -3,15 +3,13 @@ uptime, active runs, event rate and engine resources."""
 
 from __future__ import annotations
 
-import time
-
 from textual.content import Content
 from textual.widgets import Static
 
 from voltui.engine.durations import format_duration
 from voltui.engine.models import HealthStatus
 from voltui.tui.state import DashboardState
-from voltui.tui.widgets._util import megabytes
+from voltui.tui.widgets._util import megabytes, wall_now
 
 HEALTH_STYLE = {
     HealthStatus.HEALTHY: "bold $success",
@@ -34,12 +32,16 @@ class HeaderBar(Static):
     HeaderBar { height: 1; background: $panel; color: $foreground; padding: 0 1; }
     """
 
+    def __init__(self, *, name: str | None = None, id: str | None = None) -> None:
+        super().__init__(name=name, id=id)
+        self._last = Content("")
+
     def render_state(
         self, state: DashboardState, *, read_only: bool = False, embedded: bool = True
     ) -> Content:
         """Build the line; kept separate from `refresh_from` so tests can read it."""
         health = HealthStatus(state.health)
-        uptime = format_duration(max(0.0, time.time() - state.started_at))
+        uptime = format_duration(max(0.0, wall_now(self) - state.started_at))
         parts: list[str | Content | tuple[str, str]] = [
             ("voltui ", "bold"),
             (f"{HEALTH_MARK[health]} {health.value}", HEALTH_STYLE[health]),
@@ -60,4 +62,9 @@ class HeaderBar(Static):
     def refresh_from(
         self, state: DashboardState, *, read_only: bool = False, embedded: bool = True
     ) -> None:
-        self.update(self.render_state(state, read_only=read_only, embedded=embedded))
+        content = self.render_state(state, read_only=read_only, embedded=embedded)
+        if content.plain == self._last.plain and content.spans == self._last.spans:
+            return
+        self._last = content
+        # One line whatever it says: no layout pass (which would redraw every panel).
+        self.update(content, layout=False)

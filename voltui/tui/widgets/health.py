@@ -3,7 +3,6 @@ just changed is highlighted for about a second, so a flapping component catches 
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
 from rich.style import Style
@@ -12,19 +11,28 @@ from rich.text import Text
 from voltui.engine.models import ComponentStatus
 from voltui.tui.state import DashboardState
 from voltui.tui.widgets._table import KeyedTable
-from voltui.tui.widgets._util import clock, safe
+from voltui.tui.widgets._util import clock, mono_now, safe
 
 FLASH_SECONDS = 1.0
 
 
-def _row(c: ComponentStatus, flash: Style | None = None) -> list[Text]:
-    latency = "-" if c.latency is None else f"{c.latency * 1000:.0f}ms"
+HealthSig = tuple[str, str, float | None, float | None, str, Style | None]
+
+
+def _sig(c: ComponentStatus, flash: Style | None) -> HealthSig:
+    """What the row shows, as plain values (see `KeyedTable.sync`); `flash` is the highlight
+    style while the row is highlighted."""
+    return (c.name, str(c.status), c.latency, c.last_check, c.message, flash)
+
+
+def _cells(sig: HealthSig) -> list[Text]:
+    name, status, latency, last_check, message, flash = sig
     cells = [
-        safe(c.name, max_len=30),
-        Text(str(c.status)),
-        Text(latency),
-        Text(clock(c.last_check)),
-        safe(c.message, max_len=120),
+        safe(name, max_len=30),
+        Text(status),
+        Text("-" if latency is None else f"{latency * 1000:.0f}ms"),
+        Text(clock(last_check)),
+        safe(message, max_len=120),
     ]
     if flash is not None:
         for cell in cells:
@@ -56,12 +64,12 @@ class HealthTable(KeyedTable):
     @property
     def flashing(self) -> set[str]:
         """Component ids highlighted right now."""
-        now = time.monotonic()
+        now = mono_now(self)
         return {cid for cid, until in self._flash_until.items() if until > now}
 
     def refresh_from(self, state: DashboardState) -> None:
         self._state = state
-        now = time.monotonic()
+        now = mono_now(self)
         for cid, c in state.components.items():
             old = self._status.get(cid)
             status = str(c.status)
@@ -77,9 +85,10 @@ class HealthTable(KeyedTable):
         flash = self.get_component_rich_style("health-table--flash", partial=True)
         self.sync(
             {
-                cid: _row(c, flash if cid in self._flash_until else None)
+                cid: _sig(c, flash if cid in self._flash_until else None)
                 for cid, c in state.components.items()
-            }
+            },
+            _cells,
         )
 
     def _unflash(self) -> None:

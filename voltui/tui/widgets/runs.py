@@ -8,7 +8,7 @@ from rich.text import Text
 from voltui.engine.durations import format_duration
 from voltui.tui.state import DashboardState, RunView
 from voltui.tui.widgets._table import KeyedTable
-from voltui.tui.widgets._util import bar, safe
+from voltui.tui.widgets._util import bar, safe, wall_now
 
 STATE_MARK = {
     "queued": "…",
@@ -20,16 +20,39 @@ STATE_MARK = {
 }
 
 
-def _row(view: RunView) -> list[Text]:
+RunSig = tuple[str, str, int, int, str, str]
+
+
+def _duration(view: RunView, now: float) -> float | None:
+    """The run's duration, up to `now` while it is still going."""
     run = view.run
-    state = str(run.state)
-    total = run.steps_total or len(view.steps)
+    if run.started_at is None:
+        return None
+    end = run.finished_at if run.finished_at is not None else now
+    return max(0.0, end - run.started_at)
+
+
+def _sig(view: RunView, now: float) -> RunSig:
+    """What the row shows, as plain values (see `KeyedTable.sync`)."""
+    run = view.run
+    return (
+        run.id[:8],
+        str(run.state),
+        run.steps_done,
+        run.steps_total or len(view.steps),
+        format_duration(_duration(view, now)),
+        run.workflow_name or run.workflow_id,
+    )
+
+
+def _cells(sig: RunSig) -> list[Text]:
+    short_id, state, done, total, took, name = sig
     return [
-        Text(run.id[:8]),
+        Text(short_id),
         Text(f"{STATE_MARK.get(state, '?')} {state}"),
-        Text(f"{run.steps_done}/{total} {bar(run.steps_done, total, 5)}"),
-        Text(format_duration(run.duration)),
-        safe(run.workflow_name or run.workflow_id, max_len=40),
+        Text(f"{done}/{total} {bar(done, total, 5)}"),
+        Text(took),
+        safe(name, max_len=40),
     ]
 
 
@@ -39,4 +62,6 @@ class RunsTable(KeyedTable):
     COLUMNS = ("run", "state", "progress", "time", "workflow")
 
     def refresh_from(self, state: DashboardState) -> None:
-        self.sync({v.run.id: _row(v) for v in state.runs_newest_first()}, ordered=True)
+        now = wall_now(self)
+        rows = {v.run.id: _sig(v, now) for v in state.runs_newest_first()}
+        self.sync(rows, _cells, ordered=True)
