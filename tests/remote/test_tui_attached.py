@@ -32,3 +32,29 @@ async def test_dashboard_on_a_remote_engine_catches_up_after_a_cut(
             assert remote.state == "connected"
     finally:
         await remote.close()
+
+
+async def test_header_says_when_the_link_is_down(
+    engine: Orchestrator, server: EngineServer, sock: Path
+) -> None:
+    from voltui.tui.widgets.header import HeaderBar
+
+    remote = RemoteEngine(socket_path=sock, read_only=True, max_backoff=0.5)
+    await remote.connect()
+    app = VoltApp(remote, embedded=False, read_only=True)
+    try:
+        async with app.run_test(size=(120, 40)):
+            header = app.query_one(HeaderBar)
+
+            def shown() -> str:
+                return header.render_state(
+                    app.state, embedded=False, connection=remote.connection
+                ).plain
+
+            await until(lambda: "attached" in shown(), what="attached in the header")
+            await server.stop()  # the server goes away: the dashboard must say so
+            await until(
+                lambda: "RECONNECTING" in str(header.render()), what="RECONNECTING in the header"
+            )
+    finally:
+        await remote.close()

@@ -465,7 +465,10 @@ class VoltApp(App[None]):
                 repaints[name] = repaints.get(name, 0) + 1
         if "header" in names:
             self.query_one(HeaderBar).refresh_from(
-                state, read_only=self.read_only, embedded=self.embedded
+                state,
+                read_only=self.read_only,
+                embedded=self.embedded,
+                connection=self.engine.connection,
             )
         if "health" in names:
             self.query_one(HealthTable).refresh_from(state)

@@ -25,6 +25,21 @@ HEALTH_MARK = {
 }
 
 
+LINK_TEXT = {
+    "connecting": ("  CONNECTING", "bold $warning"),
+    "reconnecting": ("  RECONNECTING", "bold $warning"),
+    "closed": ("  DISCONNECTED", "bold $error"),
+}
+
+
+def _link(embedded: bool, connection: str | None) -> tuple[str, str]:
+    """How the engine is reached; a remote link that is down is loud, since the figures are
+    then stale until it catches up."""
+    if embedded or connection in (None, "embedded"):
+        return ("  embedded" if embedded else "  attached", "$text-muted")
+    return LINK_TEXT.get(connection, ("  attached", "$text-muted"))
+
+
 class HeaderBar(Static):
     """One line of aggregate figures; the health word carries the meaning, colour only adds."""
 
@@ -37,7 +52,12 @@ class HeaderBar(Static):
         self._last = Content("")
 
     def render_state(
-        self, state: DashboardState, *, read_only: bool = False, embedded: bool = True
+        self,
+        state: DashboardState,
+        *,
+        read_only: bool = False,
+        embedded: bool = True,
+        connection: str | None = None,
     ) -> Content:
         """Build the line; kept separate from `refresh_from` so tests can read it."""
         health = HealthStatus(state.health)
@@ -45,7 +65,7 @@ class HeaderBar(Static):
         parts: list[str | Content | tuple[str, str]] = [
             ("voltui ", "bold"),
             (f"{HEALTH_MARK[health]} {health.value}", HEALTH_STYLE[health]),
-            ("  embedded" if embedded else "  attached", "$text-muted"),
+            _link(embedded, connection),
             f"  up {uptime}",
             f"  runs {state.active_runs()} active",
             f"  {state.events_per_second:.1f} ev/s",
@@ -60,9 +80,16 @@ class HeaderBar(Static):
         return Content.assemble(*parts)
 
     def refresh_from(
-        self, state: DashboardState, *, read_only: bool = False, embedded: bool = True
+        self,
+        state: DashboardState,
+        *,
+        read_only: bool = False,
+        embedded: bool = True,
+        connection: str | None = None,
     ) -> None:
-        content = self.render_state(state, read_only=read_only, embedded=embedded)
+        content = self.render_state(
+            state, read_only=read_only, embedded=embedded, connection=connection
+        )
         if content.plain == self._last.plain and content.spans == self._last.spans:
             return
         self._last = content
