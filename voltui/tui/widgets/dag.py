@@ -334,8 +334,11 @@ class DagView(VerticalScroll):
         else:
             content = render_dag(view, width if width > 0 else None, now=self._now())
         if content.plain != self._content.plain or content.spans != self._content.spans:
+            # A layout pass redraws every panel; only a change of size needs one (a running
+            # step's ticking duration does not).
+            resize = _extent(content) != _extent(self._content)
             self._content = content
-            self._body.update(content)
+            self._body.update(content, layout=resize)
 
     def _now(self) -> float | None:
         """The app's wall clock (`VoltApp.clock`) if it has one, so running steps are timed
@@ -355,3 +358,9 @@ class DagView(VerticalScroll):
     def text(self) -> str:
         """Plain text shown, for tests and copy."""
         return self._content.plain
+
+
+def _extent(content: Content) -> tuple[int, int]:
+    """Lines and widest line: what decides the body's size."""
+    lines = content.plain.split("\n")
+    return len(lines), max((len(line) for line in lines), default=0)
