@@ -164,3 +164,47 @@ async def test_finish_mode_lets_runs_end_and_a_dashboard_survives_a_restart(
     second.proc.send_signal(signal.SIGTERM)
     assert await wait_exit(second) == 0
     assert not sock.exists()
+
+
+async def test_two_clients_of_a_server_process_see_every_event_once_across_a_cut(
+    tmp_path: Path, short_dir: Path, procs: list[ServerProcess]
+) -> None:
+    """Start from one client, watch from both, drop one mid-stream: no gap, no duplicate."""
+    sock = short_dir / "t.sock"
+    server = ServerProcess(sock, tmp_path / "t.db", tmp_path / "server.log", speed=1)
+    procs.append(server)
+    starter = await attach(sock, server, max_backoff=0.2)
+    watcher = await attach(sock, server, max_backoff=0.2)
+    try:
+        since = (await starter.snapshot()).seq
+        run = await starter.start_workflow(StartRequest(workflow="simulated_load"))
+        final = "workflow:succeeded"
+
+        async def collect(client: RemoteEngine, cut_after: int | None) -> list[Event]:
+            got: list[Event] = []
+            stream = client.subscribe("*", since_seq=since)
+            async for batch in stream:
+                got.extend(e for e in batch if e.correlation_id == run.id)
+                if cut_after is not None and len(got) >= cut_after:
+                    cut_after = None
+                    assert client._writer is not None
+                    client._writer.transport.abort()  # the link drops mid-stream
+                if any(e.type == final for e in got):
+                    break
+            await stream.aclose()  # type: ignore[attr-defined]
+            return got
+
+        seen_a, seen_b = await asyncio.wait_for(
+            asyncio.gather(collect(starter, None), collect(watcher, 5)), 60
+        )
+        recorded = await starter.events(EventQuery(correlation_id=run.id))
+        want = [e.seq for e in recorded if e.seq <= seen_a[-1].seq]
+        assert [e.seq for e in seen_a] == want
+        assert [e.seq for e in seen_b] == want, "the cut client missed or repeated events"
+        assert len(want) > 20
+    finally:
+        await starter.close()
+        await watcher.close()
+        server.proc.send_signal(signal.SIGTERM)
+        await wait_exit(server)
+    assert not sock.exists()
