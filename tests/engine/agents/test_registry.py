@@ -48,7 +48,7 @@ def test_every_run_kind_has_an_agent() -> None:
             )
 
 
-def test_dask_needs_the_extra() -> None:
-    with pytest.raises(UserError, match=r"voltui\[dask\]"):
+def test_dask_agents_come_from_the_cluster_not_the_agent_list() -> None:
+    with pytest.raises(UserError, match=r"executor\.dask\.address"):
         create_agent(AgentSpec.model_validate({"id": "cluster", "kind": "dask"}))
     assert "dask" not in AGENT_KINDS

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from rich.text import Text
 from textual.widgets import DataTable
+from textual.widgets.data_table import RowKey
 
 Sig = TypeVar("Sig", bound=Hashable)
 
@@ -19,6 +20,16 @@ class KeyedTable(DataTable[Text]):
     """
 
     COLUMNS: Sequence[str] = ()
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        """Textual's DataTable measures new rows' widths on idle but keeps lines it cached at
+        the old widths, so a repaint in between showed cut-off columns until the next change.
+        Clearing the caches once the widths are known fixes that."""
+        new_rows = list(new_rows)
+        super()._update_dimensions(new_rows)
+        if new_rows:
+            self._clear_caches()
+            self.refresh()
 
     def __init__(
         self, *, name: str | None = None, id: str | None = None, classes: str | None = None
