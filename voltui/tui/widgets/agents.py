@@ -10,7 +10,7 @@ from voltui.tui.state import DashboardState
 from voltui.tui.widgets._table import KeyedTable
 from voltui.tui.widgets._util import bar, safe
 
-AgentSig = tuple[str, int, int, int, int, str, bool, float, str]
+AgentSig = tuple[str, int, int, int, int, str, bool, float, str, str]
 
 
 def _sig(a: AgentLoad) -> AgentSig:
@@ -25,11 +25,12 @@ def _sig(a: AgentLoad) -> AgentSig:
         a.healthy,
         a.weight,
         a.kind,
+        ",".join(a.capabilities),
     )
 
 
 def _cells(sig: AgentSig) -> list[Text]:
-    aid, active, capacity, completed, failed, mean, healthy, weight, kind = sig
+    aid, active, capacity, completed, failed, mean, healthy, weight, kind, caps = sig
     return [
         safe(aid, max_len=30),
         Text(f"{active}/{capacity} {bar(active, capacity, 6)}"),
@@ -39,13 +40,24 @@ def _cells(sig: AgentSig) -> list[Text]:
         Text("ok" if healthy else "SICK"),
         Text(f"{weight:g}"),
         safe(kind, max_len=12),
+        safe(caps, max_len=60),
     ]
 
 
 class AgentsTable(KeyedTable):
     """Who is doing the work and how loaded each agent is."""
 
-    COLUMNS = ("agent", "active", "done", "failed", "mean", "health", "weight", "kind")
+    COLUMNS = (
+        "agent",
+        "active",
+        "done",
+        "failed",
+        "mean",
+        "health",
+        "weight",
+        "kind",
+        "capabilities",
+    )
 
     def refresh_from(self, state: DashboardState) -> None:
         """Rows sorted by agent id, so they never jump around as agents report load; the

@@ -3,6 +3,8 @@ still show state and progress); the cursor row is the selected run whose DAG the
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 
 from voltui.engine.durations import format_duration
@@ -20,7 +22,7 @@ STATE_MARK = {
 }
 
 
-RunSig = tuple[str, str, int, int, str, str]
+RunSig = tuple[str, str, int, int, str, str, str]
 
 
 def _duration(view: RunView, now: float) -> float | None:
@@ -41,17 +43,23 @@ def _sig(view: RunView, now: float) -> RunSig:
         run.steps_done,
         run.steps_total or len(view.steps),
         format_duration(_duration(view, now)),
+        _started(run.started_at or run.created_at),
         run.workflow_name or run.workflow_id,
     )
 
 
+def _started(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
+
+
 def _cells(sig: RunSig) -> list[Text]:
-    short_id, state, done, total, took, name = sig
+    short_id, state, done, total, took, started, name = sig
     return [
         Text(short_id),
         Text(f"{STATE_MARK.get(state, '?')} {state}"),
         Text(f"{done}/{total} {bar(done, total, 5)}"),
         Text(took),
+        Text(started),
         safe(name, max_len=40),
     ]
 
@@ -59,7 +67,7 @@ def _cells(sig: RunSig) -> list[Text]:
 class RunsTable(KeyedTable):
     """Recent and active runs. Row keys are full run ids."""
 
-    COLUMNS = ("run", "state", "progress", "time", "workflow")
+    COLUMNS = ("run", "state", "progress", "time", "started", "workflow")
 
     def refresh_from(self, state: DashboardState) -> None:
         now = wall_now(self)
