@@ -43,9 +43,9 @@ from voltui.engine.api import (
     StartRequest,
     SubscriptionLagged,
 )
-from voltui.engine.errors import UserError
 from voltui.engine.models import Event
 from voltui.safetext import clean
+from voltui.tui.calls import engine_call
 from voltui.tui.commands import VoltCommands
 from voltui.tui.screens import ConfirmScreen, HelpScreen, StartScreen
 from voltui.tui.screens.replay import ReplayScreen
@@ -547,21 +547,7 @@ class VoltApp(App[None]):
     # ------------------------------------------------------------------ engine calls
 
     async def _engine_call(self, call: Awaitable[T]) -> T | None:
-        """Await an engine call; a user mistake or a transport failure becomes a notification,
-        never a crash of the dashboard."""
-        try:
-            return await call
-        except UserError as exc:
-            self.notify(str(exc), severity="error", timeout=8, markup=False)
-        except Exception as exc:
-            log.exception("engine call failed")
-            self.notify(
-                f"engine error: {clean(exc, max_len=300)}",
-                severity="error",
-                timeout=8,
-                markup=False,
-            )
-        return None
+        return await engine_call(self, call)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.read_only and action in WRITE_ACTIONS:

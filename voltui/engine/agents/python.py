@@ -139,10 +139,13 @@ def _is_machinery(filename: str) -> bool:
     return filename == __file__ or filename.startswith(_MACHINERY)
 
 
-def _report_exception(ctx: StepContext, exc: BaseException) -> None:
-    """The innermost frames are where the step's author needs to look; send those to stderr."""
+def report_exception(
+    ctx: StepContext, exc: BaseException, is_noise: Callable[[str], bool] = _is_machinery
+) -> None:
+    """The innermost frames are where the step's author needs to look; send those to stderr.
+    `is_noise` names the frames of whatever ran the step (this agent, or a Dask worker)."""
     frames = traceback.StackSummary.from_list(
-        [f for f in traceback.extract_tb(exc.__traceback__) if not _is_machinery(f.filename)][
+        [f for f in traceback.extract_tb(exc.__traceback__) if not is_noise(f.filename)][
             -TRACEBACK_FRAMES:
         ]
     )
@@ -225,10 +228,10 @@ class PythonAgent(Agent):
             if exc.code in (0, None):
                 result = None
             else:
-                _report_exception(ctx, exc)
+                report_exception(ctx, exc)
                 code = exc.code if isinstance(exc.code, int) else 1
                 raise StepError(f"SystemExit: {exc.code}", exit_code=code) from exc
         except Exception as exc:
-            _report_exception(ctx, exc)
+            report_exception(ctx, exc)
             raise StepError(f"{type(exc).__name__}: {exc}") from exc
         return jsonable(result, target)

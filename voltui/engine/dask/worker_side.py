@@ -31,7 +31,6 @@ import logging
 import os
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,13 @@ from typing import Any, Literal, TypeVar
 
 from voltui.engine.agents.base import StepContext
 from voltui.engine.agents.command import CommandAgent
-from voltui.engine.agents.python import _import_target, _is_async, _wants_context, jsonable
+from voltui.engine.agents.python import (
+    _import_target,
+    _is_async,
+    _wants_context,
+    jsonable,
+    report_exception,
+)
 from voltui.engine.errors import StepError
 from voltui.engine.models import AgentSpec, Step
 
@@ -51,7 +56,6 @@ OUTPUT_TOPIC = "voltui-step-output"
 """Scheduler event-log topic carrying step output lines and attempt start markers."""
 CANCEL_POLL = 0.25
 """Seconds between checks of an attempt's cancellation event on the worker."""
-TRACEBACK_FRAMES = 5
 
 Outcome = dict[str, Any]
 """`{"status": "ok" | "failed" | "cancelled", "lines": int, ...}`; see `run_step`."""
@@ -241,16 +245,7 @@ def _is_machinery(filename: str) -> bool:
 
 def _report_exception(ctx: StepContext, exc: BaseException) -> None:
     """The innermost frames of a failing Python step go to its stderr log, as locally."""
-    frames = traceback.StackSummary.from_list(
-        [f for f in traceback.extract_tb(exc.__traceback__) if not _is_machinery(f.filename)][
-            -TRACEBACK_FRAMES:
-        ]
-    )
-    lines = ["Traceback (most recent call last):", *frames.format()]
-    lines.extend(traceback.format_exception_only(type(exc), exc))
-    for chunk in lines:
-        for line in chunk.rstrip("\n").splitlines():
-            ctx.emit("stderr", line)
+    report_exception(ctx, exc, _is_machinery)
 
 
 def _run_python(ctx: StepContext, watch: _CancelWatch, where: str) -> Any:

@@ -25,10 +25,10 @@ from textual.widgets import Footer, Log, Static
 
 from voltui.engine.api import EngineAPI
 from voltui.engine.durations import format_duration
-from voltui.engine.errors import UserError
 from voltui.engine.models import Event, EventQuery, RunDetail, StepState
 from voltui.safetext import clean
 from voltui.summaries import summarize
+from voltui.tui.calls import engine_call
 from voltui.tui.state import DashboardState, RunView, StepView
 from voltui.tui.widgets.dag import SYMBOL
 
@@ -200,15 +200,7 @@ class ReplayScreen(Screen[None]):
         self.run_worker(self._load(), group="replay-load", exclusive=True)
 
     async def _call(self, call: Awaitable[T]) -> T | None:
-        try:
-            return await call
-        except UserError as exc:
-            self.app.notify(str(exc), severity="error", markup=False)
-        except Exception as exc:
-            self.app.notify(
-                f"engine error: {clean(exc, max_len=300)}", severity="error", markup=False
-            )
-        return None
+        return await engine_call(self.app, call)
 
     async def _load(self) -> None:
         detail = await self._call(self.engine.get_run(self.run_id))

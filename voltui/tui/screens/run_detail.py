@@ -25,9 +25,9 @@ from textual.widgets import DataTable, Footer, Log, Static
 
 from voltui.engine.api import EngineAPI
 from voltui.engine.durations import format_duration
-from voltui.engine.errors import UserError
 from voltui.engine.models import LogLine, RunDetail, RunState, StepRun, StepState
 from voltui.safetext import clean
+from voltui.tui.calls import engine_call
 from voltui.tui.state import compute_levels
 from voltui.tui.widgets.dag import SYMBOL
 
@@ -193,15 +193,7 @@ class RunDetailScreen(Screen[None]):
     # ------------------------------------------------------------------ engine
 
     async def _call(self, call: Awaitable[T]) -> T | None:
-        try:
-            return await call
-        except UserError as exc:
-            self.app.notify(str(exc), severity="error", markup=False)
-        except Exception as exc:
-            self.app.notify(
-                f"engine error: {clean(exc, max_len=300)}", severity="error", markup=False
-            )
-        return None
+        return await engine_call(self.app, call)
 
     def _tick(self) -> None:
         if self.finished:
