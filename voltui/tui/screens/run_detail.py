@@ -29,6 +29,7 @@ from voltui.engine.models import LogLine, RunDetail, RunState, StepRun, StepStat
 from voltui.safetext import clean
 from voltui.tui.calls import engine_call
 from voltui.tui.state import compute_levels
+from voltui.tui.widgets._util import wall_now
 from voltui.tui.widgets.dag import SYMBOL
 
 T = TypeVar("T")
@@ -69,13 +70,14 @@ def _clock(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
 
 
-def _span(start: float | None, end: float | None) -> str:
+def _span(start: float | None, end: float | None, now: float) -> str:
+    """How long it took, or has taken so far by `now` (the app's clock)."""
     if start is None:
         return "-"
-    return format_duration(max(0.0, (end if end is not None else time.time()) - start))
+    return format_duration(max(0.0, (end if end is not None else now) - start))
 
 
-def step_row(step_id: str, sr: StepRun | None) -> list[Text]:
+def step_row(step_id: str, sr: StepRun | None, now: float) -> list[Text]:
     """The table cells of one step (a step that has not started has no StepRun yet)."""
     if sr is None:
         blank = [Text("-") for _ in range(4)]
@@ -86,7 +88,7 @@ def step_row(step_id: str, sr: StepRun | None) -> list[Text]:
         Text(clean(sr.agent_id or "-", max_len=20)),
         Text(f"{sr.attempt}/{sr.max_attempts}"),
         Text(_clock(sr.started_at)),
-        Text(_span(sr.started_at, sr.finished_at)),
+        Text(_span(sr.started_at, sr.finished_at, now)),
         Text(clean(sr.error or "", max_len=80)),
     ]
 
@@ -239,6 +241,7 @@ class RunDetailScreen(Screen[None]):
         if detail is None:
             return
         run = detail.run
+        took = _span(run.started_at, run.finished_at, wall_now(self))
         parts: list[str | tuple[str, str]] = [
             ("Run ", "bold"),
             (run.id, "bold"),
@@ -247,7 +250,7 @@ class RunDetailScreen(Screen[None]):
             "  ",
             (str(run.state), _RUN_STYLE.get(run.state, "")),
             f"  {run.steps_done}/{run.steps_total} steps\n",
-            f"started {_clock(run.started_at)}  duration {_span(run.started_at, run.finished_at)}",
+            f"started {_clock(run.started_at)}  duration {took}",
         ]
         if run.replay_of:
             parts.append(f"  replay of {clean(run.replay_of)} ({run.replay_mode or 'failed'})")
@@ -266,7 +269,7 @@ class RunDetailScreen(Screen[None]):
             sid for level in compute_levels((s.id, s.depends_on) for s in wf_steps) for sid in level
         ]
         for step_id in order:
-            cells = step_row(step_id, by_id.get(step_id))
+            cells = step_row(step_id, by_id.get(step_id), wall_now(self))
             if step_id in table.rows:
                 for label, cell in zip(COLUMNS, cells, strict=True):
                     if table.get_cell(step_id, label) != cell:
