@@ -783,8 +783,13 @@ async def measure_dag(
         for _ in range(ACTION_SAMPLES // 2):
             await key("dag v", "v")  # compact on
             await key("dag v", "v")  # and off
-        level = getattr(dag, "bench_goto_largest_level", None)
-        if callable(level):
+        levels = app.state.runs[run.id].levels
+        largest = max(range(len(levels)), key=lambda d: len(levels[d]))
+
+        def level() -> None:
+            dag.move_cursor(("level", largest))
+
+        if hasattr(dag, "fold_version"):
             for _ in range(ACTION_SAMPLES // 2):
                 level()
                 await asyncio.sleep(0.05)

@@ -658,13 +658,19 @@ class VoltApp(App[None]):
 
     # ------------------------------------------------------------------ run screens
 
-    def action_detail(self, run_id: str | None = None) -> None:
-        """Open a run (the selected one by default) full screen: steps, logs, outputs."""
+    def action_detail(self, run_id: str | None = None, step: str | None = None) -> None:
+        """Open a run (the selected one by default) full screen: steps, logs, outputs; on
+        `step` if given (else on its first failed step, if any)."""
         run_id = run_id or self.selected_run
         if run_id is None:
             self.notify("select a run in the runs panel first", severity="warning", markup=False)
             return
-        self.push_screen(RunDetailScreen(self.engine, run_id))
+        self.push_screen(RunDetailScreen(self.engine, run_id, step=step))
+
+    def on_dag_view_step_chosen(self, message: DagView.StepChosen) -> None:
+        """`enter` on a step of the DAG panel opens the run on that step."""
+        message.stop()
+        self.action_detail(message.run_id, message.step_id)
 
     def action_replay_view(self, run_id: str | None = None) -> None:
         """Re-enact a finished run from its recorded events."""
@@ -751,7 +757,9 @@ class VoltApp(App[None]):
             self.screen.minimize()
         if not container.display:
             self.screen.maximize(container, container=False)
-        target.focus()
+        # At once, not with `focus()` (which defers to after the messages already queued): a
+        # key typed right after, such as `m` in `2m`, must act on the panel just focused.
+        self.screen.set_focus(target)
 
     def action_maximize_panel(self) -> None:
         if self.screen.maximized is not None:
