@@ -102,6 +102,8 @@ DASHBOARD_ACTIONS = frozenset(
 screens, which are plain screens and so still see the app's bindings."""
 TERMINAL_CHECK = 2.0
 """Seconds between checks that the terminal is still there (see `terminal_lost`)."""
+LINK_UP = frozenset({"embedded", "connected"})
+"""`EngineAPI.connection` values in which the dashboard's figures are live."""
 
 PANEL_KEYS: tuple[tuple[str, str, str], ...] = (
     ("1", "runs", "Runs"),
@@ -235,7 +237,10 @@ class VoltApp(App[None]):
         rate. Tests pass fixed ones so that screenshots do not change from run to run."""
         super().__init__()
         self.engine = engine
-        self.clock = clock
+        self._wall_clock = clock
+        self.clock: Callable[[], float] = self._now
+        """"Now" for everything shown relative to it: the wall clock, stopped while the
+        engine is out of reach (see `DashboardState.frozen_at`)."""
         self.monotonic = monotonic
         self.read_only = read_only
         self.refresh_hz = refresh_hz
@@ -261,6 +266,8 @@ class VoltApp(App[None]):
         self._hangup_installed = False
         self._previous_hangup: Any = None
         self._terminal_lost = False
+        self._link_lost = False
+        """The engine was out of reach and the state not yet replaced since it came back."""
 
     # ------------------------------------------------------------------ layout
 
@@ -374,6 +381,8 @@ class VoltApp(App[None]):
         self._pending.clear()
         self._resync = False
         self._dirty.clear()
+        self._detail_loading.clear()  # the new state has no DAGs yet: fetch them again
+        self.screen_stack[0].remove_class("-stale")
         with self.batch_update():
             self._refresh_panels(set(PANELS))
 
@@ -406,8 +415,48 @@ class VoltApp(App[None]):
             if self._resync:
                 await self._take_snapshot()
 
+    def _now(self) -> float:
+        """The wall clock, or while the engine is out of reach the moment it was last known
+        to be there: durations and uptime stop rather than run on with stale figures."""
+        state = self.state
+        if state is not None and state.frozen_at is not None:
+            return state.frozen_at
+        return self._wall_clock()
+
+    def _watch_link(self) -> None:
+        """While the engine is out of reach every panel is marked stale (dimmed, clocks
+        stopped, "last update" in the header); when it is back, a fresh snapshot replaces the
+        whole state before events resume (DESIGN.md rule 9). The remote client would resume
+        the event stream by itself, but a restarted server's runs, agents, health and uptime
+        are not in the events after the old seq."""
+        state = self.state
+        if state is None:
+            return
+        if self.engine.connection not in LINK_UP:
+            self._link_lost = True
+            if not state.stale:
+                state.mark_stale(self.monotonic(), self._wall_clock())
+                self.screen_stack[0].add_class("-stale")
+                self._dirty |= {"header", "runs", "dag"}  # shown once more, clocks stopped
+        elif self._link_lost:
+            self._link_lost = False
+            self.run_worker(self._resync_link(), name="resync", group="resync", exclusive=True)
+
+    async def _resync_link(self) -> None:
+        """The link is back: stop the old event stream, replace the state, then resubscribe
+        from the new snapshot's seq."""
+        self.workers.cancel_group(self, "events")
+        try:
+            await self._take_snapshot()
+        except Exception as exc:  # lost again, or gone for good: stay stale, try on return
+            log.warning("resync after reconnecting failed: %s", exc)
+            self._link_lost = True
+            return
+        self.run_worker(self._consume(), name="events", group="events", exclusive=True)
+
     def _tick(self) -> None:
         """Fold what arrived, then repaint the panels that changed and whose turn it is."""
+        self._watch_link()
         state = self.state
         if state is None or self._resync:
             return
