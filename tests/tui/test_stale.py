@@ -8,14 +8,14 @@ A fake `EngineAPI` plays the server, so the test decides when the link drops, wh
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from textual.pilot import Pilot
 
-from voltui.engine.api import EngineSnapshot, WorkflowInfo
+from tests.tui.fake_engine import FakeEngine
+from voltui.engine.api import EngineSnapshot
 from voltui.engine.models import (
     AgentLoad,
     Event,
@@ -71,46 +71,6 @@ def detail(run: Run, b: StepState, b_error: str | None = None) -> RunDetail:
                 finished_at=None if b is StepState.RUNNING else T0 + 3, error=b_error),
     ]  # fmt: skip
     return RunDetail(run=run, workflow=WORKFLOW, steps=steps)
-
-
-class FakeEngine:
-    """An `EngineAPI` whose link the test cuts and restores; a new `snap` and `details` play a
-    restarted server."""
-
-    def __init__(self, snap: EngineSnapshot, details: dict[str, RunDetail]) -> None:
-        self.connection = "connected"
-        self.snap = snap
-        self.details = details
-        self.streams: list[asyncio.Queue[list[Event]]] = []
-        self.since: list[int | None] = []
-        self.snapshots = 0
-
-    async def snapshot(self) -> EngineSnapshot:
-        self.snapshots += 1
-        return self.snap.model_copy(deep=True)
-
-    def subscribe(
-        self, pattern: str = "*", since_seq: int | None = None
-    ) -> AsyncIterator[list[Event]]:
-        queue: asyncio.Queue[list[Event]] = asyncio.Queue()
-        self.streams.append(queue)
-        self.since.append(since_seq)
-
-        async def stream() -> AsyncIterator[list[Event]]:
-            while True:
-                yield await queue.get()
-
-        return stream()
-
-    def send(self, events: list[Event]) -> None:
-        """Deliver to the newest subscription (the one a live dashboard holds)."""
-        self.streams[-1].put_nowait(events)
-
-    async def get_run(self, run_id: str) -> RunDetail:
-        return self.details[run_id].model_copy(deep=True)
-
-    async def list_workflows(self) -> list[WorkflowInfo]:
-        return []
 
 
 async def until(pilot: Pilot[Any], cond: Callable[[], object], what: str) -> None:

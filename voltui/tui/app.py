@@ -43,9 +43,10 @@ from voltui.engine.api import (
     StartRequest,
     SubscriptionLagged,
 )
-from voltui.engine.models import Event
+from voltui.engine.models import Event, Run
 from voltui.safetext import clean
 from voltui.tui.calls import engine_call
+from voltui.tui.catalogue import REFRESH_SECONDS, WorkflowCatalogue
 from voltui.tui.commands import VoltCommands
 from voltui.tui.screens import ConfirmScreen, HelpScreen, StartScreen
 from voltui.tui.screens.replay import ReplayScreen
@@ -237,6 +238,8 @@ class VoltApp(App[None]):
         rate. Tests pass fixed ones so that screenshots do not change from run to run."""
         super().__init__()
         self.engine = engine
+        self.catalogue = WorkflowCatalogue(engine)
+        """The engine's workflows, fetched in the background for the palette and `s`."""
         self._wall_clock = clock
         self.clock: Callable[[], float] = self._now
         """"Now" for everything shown relative to it: the wall clock, stopped while the
@@ -296,6 +299,11 @@ class VoltApp(App[None]):
         self.query_one(RunsTable).focus()
         self.run_worker(self._consume(), name="events", group="events", exclusive=True)
         self.set_interval(1 / max(0.5, self.refresh_hz), self._tick, name="fold")
+        self._refresh_catalogue()
+        self.set_interval(REFRESH_SECONDS, self._refresh_catalogue, name="catalogue")
+
+    def _refresh_catalogue(self) -> None:
+        self.run_worker(self.catalogue.refresh(), name="catalogue", group="catalogue")
 
     def on_unmount(self) -> None:
         self._remove_hangup_handler()
@@ -651,9 +659,15 @@ class VoltApp(App[None]):
     @work(group="action", exclusive=True)
     async def action_start(self, workflow: str | None = None) -> None:
         """The start dialog, over all workflows or (from the palette) just `workflow`."""
-        workflows = await self._engine_call(self.engine.list_workflows())
-        if workflows is None:
+        workflows = await self.catalogue.get()
+        if not workflows and self.catalogue.error:
+            self.notify(
+                f"cannot list the engine's workflows: {clean(self.catalogue.error)}",
+                severity="error",
+                markup=False,
+            )
             return
+        self._refresh_catalogue()  # while the dialog is open: the next one is up to date
         if workflow is not None:
             workflows = [wf for wf in workflows if wf.id == workflow] or workflows
         request: StartRequest | None = await self.push_screen_wait(StartScreen(workflows))
@@ -670,8 +684,17 @@ class VoltApp(App[None]):
             return
         run = await self._engine_call(self.engine.start_workflow(request))
         if run is not None:
-            self._want_select = run.id
+            self._show_new_run(run)
             self.notify(f"started {clean(run.workflow_name)} as run {run.id[:12]}", markup=False)
+
+    def _show_new_run(self, run: Run) -> None:
+        """Put a run just started on screen, selected, now: its first event reaches the fold a
+        tick or two later and then fills in its DAG."""
+        self._want_select = run.id
+        if self.state is not None:
+            self.state.add_run(run)
+            with self.batch_update():
+                self._refresh_panels({"runs"})
 
     def _selected_view_or_warn(self) -> Any:
         view = self.context_run()
@@ -702,7 +725,7 @@ class VoltApp(App[None]):
         request = ReplayRequest(run_id=view.run.id, mode=mode)
         run = await self._engine_call(self.engine.replay_run(request))
         if run is not None:
-            self._want_select = run.id
+            self._show_new_run(run)
             self.notify(f"replaying {view.run.id[:12]} ({mode}) as run {run.id[:12]}", markup=False)
 
     # ------------------------------------------------------------------ run screens
