@@ -266,8 +266,10 @@ class Frames:
         self.count = 0
         self.available = False
         self.probe: Callable[[], bool] | None = None
-        """Checked at every frame until true; `hit` is then when that frame was handed over."""
+        """Checked at every frame until true; `hit` is then when that frame was handed over
+        (perf_counter) and `hit_cpu` the event loop thread's CPU time then (thread_time)."""
         self.hit: float | None = None
+        self.hit_cpu: float | None = None
 
     def instrument(self, app: Any) -> None:
         original = getattr(app, "_display", None)
@@ -281,6 +283,7 @@ class Frames:
                 probe = self.probe
                 if probe is not None and probe():
                     self.hit = time.perf_counter()
+                    self.hit_cpu = time.thread_time()
                     self.probe = None
             return original(screen, renderable)
 
@@ -591,14 +594,18 @@ class Actions:
     effect never showed within `LATENCY_LIMIT`."""
 
     samples: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+    """CPU time of the event loop thread over the same spans: what the action cost, apart
+    from waiting for a core on a busy machine."""
     lost: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, name: str, value: float | None) -> None:
+    def add(self, name: str, value: tuple[float, float] | None) -> None:
         if value is None:
             self.lost[name] = self.lost.get(name, 0) + 1
         else:
-            self.samples.setdefault(name, []).append(value)
+            self.samples.setdefault(name, []).append(value[0])
+            self.cpu.setdefault(name, []).append(value[1])
 
 
 def actions_config(db: Path) -> OrchestratorConfig:
@@ -606,13 +613,17 @@ def actions_config(db: Path) -> OrchestratorConfig:
     return OrchestratorConfig(db=db, workflows_dir=ROOT / "sample-workflows")
 
 
-def dag_workflow(steps: int) -> Workflow:
+def dag_workflow(steps: int, *, quiet: bool = False) -> Workflow:
     """A wide run: `prepare`, then 78% of the steps in one level (2% of them fail), a level of
-    merges each fed by four shards, and a `report` fed by every 50th merge."""
+    merges each fed by four shards, and a `report` fed by every 50th merge. `quiet`: every step
+    takes ten minutes and none fails, so once 16 run nothing changes (the keys' own cost)."""
     wide = int(steps * 0.78)
     merges = max(1, steps - wide - 2)
-    sim: dict[str, Any] = {"simulated": {"duration": 0.3, "jitter": 0.3}}
-    flaky: dict[str, Any] = {"simulated": {"duration": 0.3, "jitter": 0.3, "failure_rate": 0.02}}
+    duration = 600.0 if quiet else 0.3
+    sim: dict[str, Any] = {"simulated": {"duration": duration, "jitter": 0.3}}
+    flaky: dict[str, Any] = {
+        "simulated": {"duration": duration, "jitter": 0.3, "failure_rate": 0.0 if quiet else 0.02}
+    }
     body: list[dict[str, Any]] = [{"id": "prepare", "requires": ["simulated"], "run": sim}]
     body += [
         {"id": f"shard_{i:04d}", "depends_on": ["prepare"], "requires": ["simulated"], "run": flaky}
@@ -658,16 +669,18 @@ def press(app: Any, term: PtyTerminal | None, key: str) -> float:
 
 async def timed(
     frames: Frames, act: Callable[[], float], shown: Callable[[], bool]
-) -> float | None:
+) -> tuple[float, float] | None:
     """Seconds from `act()` (which returns when it acted) to the first frame for which
-    `shown()` holds; None if none did within `LATENCY_LIMIT`."""
-    frames.hit = None
+    `shown()` holds, and the event loop thread's CPU seconds over that span; None if no such
+    frame came within `LATENCY_LIMIT`."""
+    frames.hit = frames.hit_cpu = None
     frames.probe = shown
+    cpu = time.thread_time()
     sent = act()
     deadline = sent + LATENCY_LIMIT
     while time.perf_counter() < deadline:
-        if frames.hit is not None:
-            return frames.hit - sent
+        if frames.hit is not None and frames.hit_cpu is not None:
+            return frames.hit - sent, frames.hit_cpu - cpu
         await asyncio.sleep(0.001)
     frames.probe = None
     return None
@@ -736,12 +749,21 @@ async def measure_start(app: Any, orch: Orchestrator, frames: Frames, out: Actio
 
 
 async def measure_dag(
-    app: Any, orch: Orchestrator, term: PtyTerminal | None, frames: Frames, out: Actions
+    app: Any,
+    orch: Orchestrator,
+    term: PtyTerminal | None,
+    frames: Frames,
+    out: Actions,
+    *,
+    quiet: bool,
 ) -> None:
-    """Keys in the DAG panel while a `DAG_STEPS`-step run goes on."""
+    """Keys in the DAG panel while a `DAG_STEPS`-step run goes on: a busy one (steps finishing
+    all the time, so the embedded engine works on the same event loop and the panel repaints
+    4 times a second) or a quiet one (the keys' own cost)."""
     from voltui.tui.widgets import DagView, RunsTable
 
-    run = await orch.run_workflow(dag_workflow(DAG_STEPS))
+    kind = "quiet" if quiet else "busy"
+    run = await orch.run_workflow(dag_workflow(DAG_STEPS, quiet=quiet))
     try:
         runs = app.query_one(RunsTable)
         dag = app.query_one(DagView)
@@ -774,7 +796,8 @@ async def measure_dag(
         async def key(name: str, key: str) -> None:
             seen = look()
             out.add(
-                name, await timed(frames, lambda: press(app, term, key), lambda: look() != seen)
+                f"{name} {kind}",
+                await timed(frames, lambda: press(app, term, key), lambda: look() != seen),
             )
             await asyncio.sleep(0.05)
 
@@ -829,7 +852,8 @@ async def actions_phase(args: argparse.Namespace, folder: Path) -> Actions:
             await asyncio.sleep(1.0)
             await measure_palette(app, term, frames, out, workflow)
             await measure_start(app, orch, frames, out)
-            await measure_dag(app, orch, term, frames, out)
+            await measure_dag(app, orch, term, frames, out, quiet=False)
+            await measure_dag(app, orch, term, frames, out, quiet=True)
     finally:
         await orch.stop()
     return out
@@ -839,17 +863,22 @@ def report_actions(args: argparse.Namespace, actions: Actions) -> str:
     names = {
         "palette": "palette open (ctrl+p -> catalogue listed)",
         "start": "start -> run row shown",
-        "dag down": f"DAG {DAG_STEPS:,} steps: down",
-        "dag v": f"DAG {DAG_STEPS:,} steps: v (compact on/off)",
-        "dag enter (level)": f"DAG {DAG_STEPS:,} steps: enter (open/fold a level)",
-        "dag G": f"DAG {DAG_STEPS:,} steps: G (last row)",
-        "dag g": f"DAG {DAG_STEPS:,} steps: g (first row)",
     }
+    for kind in ("busy", "quiet"):
+        where = f"DAG {DAG_STEPS:,} steps, {kind} run:"
+        names |= {
+            f"dag down {kind}": f"{where} down",
+            f"dag v {kind}": f"{where} v (compact on/off)",
+            f"dag enter (level) {kind}": f"{where} enter (open/fold a level)",
+            f"dag G {kind}": f"{where} G (last row)",
+            f"dag g {kind}": f"{where} g (first row)",
+        }
     rows = [
         (
             label,
             _ms(actions.samples.get(name, []), 0.5),
             _ms(actions.samples.get(name, []), 0.95),
+            _ms(actions.cpu.get(name, []), 0.5),
             f"{len(actions.samples.get(name, []))}/{actions.lost.get(name, 0)}",
         )
         for name, label in names.items()
@@ -859,8 +888,16 @@ def report_actions(args: argparse.Namespace, actions: Actions) -> str:
     out = [f"actions, no flood, {SIZE[0]}x{SIZE[1]}, {mode} (time to the first frame showing it)"]
     if rows:
         w0 = max(len(r[0]) for r in rows)
-        out.append(f"{'':<{w0}}  {'median':>9}  {'p95':>9}  {'ok/lost':>7}")
-        out += [f"{a:<{w0}}  {b:>9}  {c:>9}  {d:>7}" for a, b, c, d in rows]
+        out.append(f"{'':<{w0}}  {'median':>9}  {'p95':>9}  {'CPU med.':>9}  {'ok/lost':>7}")
+        out += [f"{a:<{w0}}  {b:>9}  {c:>9}  {d:>9}  {e:>7}" for a, b, c, d, e in rows]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cores = os.cpu_count()
+    out.append(
+        f"CPU med. = event loop thread CPU over the same span; load average {load:.1f} on "
+        f"{cores} cores during the bench"
+        if load is not None
+        else "CPU med.: event loop thread"
+    )
     out += [f"note: {n}" for n in actions.notes]
     return "\n".join(out)
 

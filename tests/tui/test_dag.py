@@ -8,6 +8,7 @@ markup-laden ids and every step state are built directly.
 from __future__ import annotations
 
 import asyncio
+import html
 import random
 import re
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from textual import events
 from textual.app import App, ComposeResult
+from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
@@ -563,3 +565,46 @@ async def test_a_panel_key_and_m_typed_together_maximise_the_new_panel(
         app.post_message(events.Key("m", "m"))
         await pilot.pause()
         assert app.screen.maximized is app.query_one(DagView)
+
+
+async def test_a_changed_row_is_redrawn_on_screen() -> None:
+    """Only rows whose text changed are handed back to Textual: the screen must still show
+    every change (read from a screenshot, i.e. what the terminal gets)."""
+    view, _ids = wide_view(40, {"shard_005": StepState.RUNNING})
+    view.steps["shard_005"].last_line = "working"
+    app = _Host()
+    async with app.run_test(size=(90, 30)) as pilot:
+        dag = app.query_one(DagView)
+        dag.refresh_from(view)
+        dag.fold_all(False)
+        await pilot.pause()
+
+        def screen() -> str:
+            svg = app.export_screenshot()
+            return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
+
+        assert "working" in screen()
+        view.steps["shard_005"].state = StepState.FAILED
+        view.steps["shard_005"].error = "exit code 9"
+        view.changed_steps.add("shard_005")
+        dag.refresh_from(view)
+        await pilot.pause()
+        shown = screen()
+        assert "exit code 9" in shown and "working" not in shown
+        # The cursor moving is drawn too: the row it left and the row it reached, as the
+        # compositor gets them (Textual's line cache, refreshed only where asked).
+        dag.focus()
+        await pilot.pause()
+        cursor_bg = dag.get_visual_style("dag--cursor").rich_style.bgcolor
+
+        def highlighted(row: int) -> bool:
+            strip = dag.render_lines(Region(0, row - int(dag.scroll_y), dag.size.width, 1))[0]
+            return any(seg.style is not None and seg.style.bgcolor == cursor_bg for seg in strip)
+
+        first = dag._cursor_y()
+        assert first is not None and highlighted(first)
+        dag.move_cursor(("step", "shard_005"))
+        await pilot.pause()
+        y = dag._cursor_y()
+        assert y is not None and y != first
+        assert highlighted(y) and not highlighted(first)

@@ -316,7 +316,9 @@ class DagLayout:
             self._see_agent(self.steps[sid])
         self._edges: tuple[dict[str, list[str]], dict[str, list[str]]] | None = None
         self._placed: dict[str, tuple[str, str]] = {}
-        self.prefix = common_prefix(self.order) if compact else ""
+        self._prefix: str | None = None
+        self._cell_id_width: int | None = None
+        self._grid: tuple[list[Row], dict[Row, int]] | None = None
         self.blocks: list[list[Row]] = []
         self.rows: list[Row] = []
         self.index: dict[Row, int] = {}
@@ -408,14 +410,15 @@ class DagLayout:
         return True
 
     def _join(self) -> None:
-        if self.compact:
+        if self.compact:  # the level blocks wait, still marked, for the way back
             per_line = self.per_line
             lines = (len(self.order) + per_line - 1) // per_line
             self.rows = [("grid", n) for n in range(lines)]
             self.index = {}
-            self.selectable = [("step", sid) for sid in self.order]
-            self.rank = {row: n for n, row in enumerate(self.selectable)}
-            self._dirty_blocks.clear()
+            if self._grid is None:
+                grid: list[Row] = [("step", sid) for sid in self.order]
+                self._grid = (grid, {row: n for n, row in enumerate(grid)})
+            self.selectable, self.rank = self._grid
             return
         while len(self.blocks) < len(self.levels):
             self.blocks.append([])
@@ -455,15 +458,32 @@ class DagLayout:
         )
         return ranked[:ATTENTION_ROWS]
 
+    def set_compact(self, compact: bool) -> None:
+        """Switch between the level layout and the grid; counts and folds are kept."""
+        if compact != self.compact:
+            self.compact = compact
+            self._join()
+
+    @property
+    def prefix(self) -> str:
+        """The id prefix every step shares, left out of the grid's cells (computed once)."""
+        if self._prefix is None:
+            self._prefix = common_prefix(self.order)
+        return self._prefix
+
+    @property
+    def cell_id_width(self) -> int:
+        """Columns of the id part of a grid cell (computed once)."""
+        if self._cell_id_width is None:
+            n = len(self.prefix)
+            longest = max((len(sid) for sid in self.order), default=n + 1) - n
+            self._cell_id_width = max(1, min(COMPACT_ID, longest))
+        return self._cell_id_width
+
     @property
     def per_line(self) -> int:
         """Cells per line of the compact grid."""
         return max(1, ((self.width or 80) + 1) // (self.cell_id_width + 3))
-
-    @property
-    def cell_id_width(self) -> int:
-        n = len(self.prefix)
-        return min(COMPACT_ID, max((len(sid) - n for sid in self.order), default=1))
 
     # ------------------------------------------------------------------ edges
 
@@ -649,7 +669,8 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
         self._layout: DagLayout | None = None
         self._header: list[Content] = [Content(NO_RUN)]
         self._cursor: Row | None = None
-        self._painted: list[tuple[str, Any]] | None = None
+        self._painted: tuple[Any, list[tuple[str, Any]], int | None] | None = None
+        self._contents: dict[int, Content] = {}
         self.fold_version = 0
         """Counts folds and unfolds (for benchmarks to see a key's effect)."""
 
@@ -732,26 +753,45 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
         if size != self.virtual_size:
             self.virtual_size = size
 
-    def _visible(self) -> list[tuple[str, Any]]:
-        top = int(self.scroll_y)
-        out: list[tuple[str, Any]] = []
-        for y in range(top, min(self.row_count, top + self.scrollable_content_region.height)):
-            content = self._row(y)
-            out.append(("", None) if content is None else (content.plain, tuple(content.spans)))
-        return out
-
     def _repaint(self) -> None:
-        """Repaint the rows on screen if what they show changed (a quiet panel writes nothing
-        to the terminal)."""
-        shown = [*self._visible(), (self._cursor, self.has_focus, self.size)]
-        if shown != self._painted:
-            self._painted = shown
+        """Have Textual redraw the rows on screen whose text changed (or all of them after a
+        scroll, a resize or a change of focus); a quiet panel writes nothing to the terminal.
+
+        The rows' text is built here once and kept for `render_line`, so a row on screen is
+        built once per repaint, whatever the size of the run.
+        """
+        top = int(self.scroll_y)
+        height = self.scrollable_content_region.height
+        contents: dict[int, Content] = {}
+        shown: list[tuple[str, Any]] = []
+        for y in range(top, min(self.row_count, top + height)):
+            content = self._row(y)
+            if content is not None:
+                contents[y] = content
+            shown.append(("", ()) if content is None else (content.plain, tuple(content.spans)))
+        frame = (top, height, self.size, self.has_focus, self.compact)
+        cursor_y = self._cursor_y()
+        self._contents = contents
+        last = self._painted
+        self._painted = (frame, shown, cursor_y)
+        if last is None or last[0] != frame or len(last[1]) != len(shown):
             self.refresh()
+            return
+        _frame, before, old_cursor = last
+        lines = {top + n for n, (a, b) in enumerate(zip(before, shown, strict=True)) if a != b}
+        if cursor_y != old_cursor:
+            lines |= {
+                y for y in (cursor_y, old_cursor) if y is not None and top <= y < top + height
+            }
+        for y in lines:
+            self.refresh_line(y)
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         index = int(self.scroll_y) + y
-        content = self._row(index)
+        content = self._contents.get(index)
+        if content is None:
+            content = self._row(index)
         layout = self._layout
         cursor_row = (
             self._cursor is not None
@@ -994,18 +1034,11 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
 
     def set_compact(self, compact: bool) -> None:
         self.compact = compact
-        self.set_class(compact, "-compact")
-        cursor = self._cursor
         layout = self._layout
         if layout is not None:
-            folds = layout.folded
-            self._layout = DagLayout(layout.view, self._width(), compact)
-            for depth, folded in enumerate(folds):
-                self._layout.set_folded(depth, folded)
-        self._cursor = cursor
+            layout.set_compact(compact)
+            self._header = layout.header()
         self._fix_cursor()
-        if self._layout is not None:
-            self._header = self._layout.header()
         self._resize()
         self.scroll_to(y=0, animate=False, immediate=True)
         self._scroll_to_cursor()
@@ -1027,6 +1060,7 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
         self._painted = None
+        self._contents = {}
 
     def on_click(self, event: events.Click) -> None:
         """A click puts the cursor on the row (or the compact cell) clicked."""
