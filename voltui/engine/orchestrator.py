@@ -335,7 +335,7 @@ class Orchestrator:
         run = await self._find(run_id)
         if run.state.finished:
             raise UserError(f"run {run.id} already ended as {run.state.value}; nothing to cancel")
-        if self.workflows.live(run.id) is None:
+        if not self.workflows.is_active(run.id):
             raise UserError(
                 f"run {run.id} is owned by another voltui process (pid {run.owner_pid}); "
                 "cancel it from there"
@@ -375,16 +375,16 @@ class Orchestrator:
     # ------------------------------------------------------------------ queries
 
     async def _find(self, run_id: str) -> Run:
-        live = self.workflows.live(run_id)
+        live = self.workflows.live_run(run_id)
         if live is not None:
-            return live[0]
+            return live
         run = await self.store.find_run(run_id)
         if run is None:
             raise NotFoundError(
                 f"unknown run id {run_id!r}; `voltui list` shows the runs this engine knows"
             )
-        live = self.workflows.live(run.id)
-        return live[0] if live is not None else run
+        live = self.workflows.live_run(run.id)
+        return live if live is not None else run
 
     async def get_run(self, run_id: str) -> RunDetail:
         run = await self._find(run_id)

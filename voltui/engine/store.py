@@ -70,7 +70,7 @@ BATCH_ROWS = 1000
 """Appended rows that trigger a commit without waiting for `BATCH_INTERVAL`."""
 BUSY_TIMEOUT_MS = 5000
 
-_ACTIVE_RUN_STATES = (RunState.QUEUED.value, RunState.RUNNING.value)
+_ACTIVE_RUN_STATES = tuple(s.value for s in RunState if not s.finished)
 _UNFINISHED_STEP_STATES = (
     StepState.PENDING.value,
     StepState.WAITING.value,
@@ -135,6 +135,24 @@ _MIGRATIONS: list[list[str]] = [
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL,
             expires_at REAL
+        )""",
+    ],
+    [
+        # The definition lives apart from the run row: the row is rewritten on every state
+        # change and a 10,000-step definition is megabytes. Old rows keep `runs.workflow`.
+        """CREATE TABLE IF NOT EXISTS run_workflows (
+            run_id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL
+        )""",
+        # Requests any process sharing the file can make of a run's owner (cancel), which the
+        # owner polls; `handled_at` is set once acted on.
+        """CREATE TABLE IF NOT EXISTS run_requests (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            requested_by TEXT,
+            handled_at REAL
         )""",
     ],
 ]
@@ -206,6 +224,51 @@ def _now() -> float:
     return time.time()
 
 
+def step_row(step: StepRun) -> tuple[str, str, str, str]:
+    """The row a step state is stored as; made at call time because the engine keeps mutating
+    the same StepRun. Raises StoreError for an output that is not JSON."""
+    try:
+        data = step.model_dump_json()
+    except Exception as exc:
+        raise StoreError(
+            f"step {step.step_id!r} of run {step.run_id} cannot be saved: its output is not "
+            f"JSON-serialisable ({exc})"
+        ) from exc
+    return (step.run_id, step.step_id, step.state.value, data)
+
+
+def run_row(run: Run) -> tuple[Any, ...]:
+    return (
+        run.id,
+        run.workflow_id,
+        run.state.value,
+        run.created_at,
+        run.owner_pid,
+        run.model_dump_json(),
+    )
+
+
+def _upsert_steps(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str]]) -> None:
+    conn.executemany(
+        """INSERT INTO steps (run_id, step_id, state, data) VALUES (?, ?, ?, ?)
+        ON CONFLICT (run_id, step_id) DO UPDATE SET
+            state = excluded.state, data = excluded.data""",
+        rows,
+    )
+
+
+def _upsert_runs(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    conn.executemany(
+        """INSERT INTO runs (id, workflow_id, state, created_at, owner_pid, data)
+        VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT (id) DO UPDATE SET
+            workflow_id = excluded.workflow_id, state = excluded.state,
+            created_at = excluded.created_at, owner_pid = excluded.owner_pid,
+            data = excluded.data""",
+        rows,
+    )
+
+
 # --------------------------------------------------------------------------- writer queue items
 
 
@@ -215,10 +278,12 @@ class _Append:
 
     events: Sequence[Event] = ()
     logs: Sequence[LogLine] = ()
+    steps: Sequence[tuple[str, str, str, str]] = ()
+    runs: Sequence[tuple[Any, ...]] = ()
 
     @property
     def rows(self) -> int:
-        return len(self.events) + len(self.logs)
+        return len(self.events) + len(self.logs) + len(self.steps) + len(self.runs)
 
 
 @dataclass(slots=True)
@@ -371,53 +436,49 @@ class RunStore:
     # ------------------------------------------------------------------ writes
 
     async def save_run(self, run: Run, workflow: Workflow | None = None) -> None:
-        """Upsert `run`; `workflow` is stored when given and kept when later saves omit it.
+        """Upsert `run`; `workflow` is stored (once, in its own table) when given.
 
         Serialised here, at call time, because the caller keeps mutating the same `Run`.
         """
-        row = (
-            run.id,
-            run.workflow_id,
-            run.state.value,
-            run.created_at,
-            run.owner_pid,
-            run.model_dump_json(),
-            json.dumps(workflow.model_dump(mode="json")) if workflow is not None else None,
+        row = run_row(run)
+        definition = (
+            (run.id, workflow.model_dump_json(exclude_defaults=False))
+            if workflow is not None
+            else None
         )
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                """INSERT INTO runs (id, workflow_id, state, created_at, owner_pid, data, workflow)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET
-                    workflow_id = excluded.workflow_id, state = excluded.state,
-                    created_at = excluded.created_at, owner_pid = excluded.owner_pid,
-                    data = excluded.data, workflow = COALESCE(excluded.workflow, runs.workflow)""",
-                row,
-            )
+            _upsert_runs(conn, [row])
+            if definition is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO run_workflows (run_id, workflow) VALUES (?, ?)",
+                    definition,
+                )
 
         await self._submit(write)
 
     async def save_step(self, step: StepRun) -> None:
         """Upsert by (run_id, step_id); the first save fixes the step's place in `get_steps`."""
-        try:
-            data = step.model_dump_json()
-        except Exception as exc:
-            raise StoreError(
-                f"step {step.step_id!r} of run {step.run_id} cannot be saved: its output is not "
-                f"JSON-serialisable ({exc})"
-            ) from exc
-        row = (step.run_id, step.step_id, step.state.value, data)
+        row = step_row(step)
+        await self._submit(lambda conn: _upsert_steps(conn, [row]))
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                """INSERT INTO steps (run_id, step_id, state, data) VALUES (?, ?, ?, ?)
-                ON CONFLICT (run_id, step_id) DO UPDATE SET
-                    state = excluded.state, data = excluded.data""",
-                row,
-            )
+    def append_steps(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Queue step rows (from `step_row`) for the next batch; never blocks.
 
-        await self._submit(write)
+        The engine appends every step change and then awaits one `flush()` for all the steps
+        that changed in the same loop tick, so a thousand steps finishing together cost one
+        commit instead of a thousand round trips to the writer thread. Rows commit in queue
+        order, so a later state of a step always overwrites an earlier one.
+        """
+        if rows:
+            self._check_writable()
+            self._queue.put(_Append(steps=rows))
+
+    def append_runs(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Queue run rows (from `run_row`) for the next batch; never blocks."""
+        if rows:
+            self._check_writable()
+            self._queue.put(_Append(runs=rows))
 
     async def cache_put(self, key: str, value: Any, expires_at: float | None) -> None:
         """Remember a step result under its cache key until `expires_at` (None: no expiry)."""
@@ -482,7 +543,8 @@ class RunStore:
         def write(conn: sqlite3.Connection) -> list[str]:
             now = _now()
             rows = conn.execute(
-                "SELECT id, owner_pid, data FROM runs WHERE state IN (?, ?) ORDER BY created_at",
+                f"SELECT id, owner_pid, data FROM runs WHERE state IN "
+                f"({','.join('?' * len(_ACTIVE_RUN_STATES))}) ORDER BY created_at",
                 _ACTIVE_RUN_STATES,
             ).fetchall()
             changed: list[str] = []
@@ -547,9 +609,14 @@ class RunStore:
 
     async def get_workflow(self, run_id: str) -> Workflow | None:
         """The definition stored with the run, so replays use what actually ran."""
-        row = await self._read(
-            lambda c: c.execute("SELECT workflow FROM runs WHERE id = ?", (run_id,)).fetchone()
-        )
+
+        def query(c: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row = c.execute(
+                "SELECT workflow FROM run_workflows WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return row or c.execute("SELECT workflow FROM runs WHERE id = ?", (run_id,)).fetchone()
+
+        row = await self._read(query)
         if not row or row[0] is None:
             return None
         return Workflow.model_validate_json(row[0])
@@ -935,6 +1002,8 @@ class RunStore:
         outcomes: list[tuple[_Call, Any, BaseException | None]] = []
         events: list[Event] = []
         logs: list[LogLine] = []
+        steps: list[tuple[str, str, str, str]] = []
+        runs: list[tuple[Any, ...]] = []
         n_events = n_logs = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -943,13 +1012,15 @@ class RunStore:
                     if isinstance(item, _Append):
                         events.extend(item.events)
                         logs.extend(item.logs)
+                        steps.extend(item.steps)
+                        runs.extend(item.runs)
                         continue
                     # Rows queued before this call are written before it runs, so a flush or a
                     # save returns only once every earlier append is in the same commit.
                     n_events += len(events)
                     n_logs += len(logs)
-                    self._write_rows(conn, events, logs)
-                    events, logs = [], []
+                    self._write_rows(conn, events, logs, steps, runs)
+                    events, logs, steps, runs = [], [], [], []
                     conn.execute("SAVEPOINT call")
                     try:
                         outcomes.append((item, item.fn(conn), None))
@@ -959,7 +1030,7 @@ class RunStore:
                     conn.execute("RELEASE call")
                 n_events += len(events)
                 n_logs += len(logs)
-                self._write_rows(conn, events, logs)
+                self._write_rows(conn, events, logs, steps, runs)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -1007,9 +1078,27 @@ class RunStore:
                 _resolve(call, result)
 
     def _write_rows(
-        self, conn: sqlite3.Connection, events: list[Event], logs: list[LogLine]
+        self,
+        conn: sqlite3.Connection,
+        events: list[Event],
+        logs: list[LogLine],
+        steps: list[tuple[str, str, str, str]] | None = None,
+        runs: list[tuple[Any, ...]] | None = None,
     ) -> None:
         """Insert appended rows; a failed group is recorded, not raised, so calls still commit."""
+        for rows, upsert, what in (
+            (steps, _upsert_steps, "step state(s)"),
+            (runs, _upsert_runs, "run state(s)"),
+        ):
+            if not rows:
+                continue
+            conn.execute("SAVEPOINT appends")
+            try:
+                upsert(conn, rows)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO appends")
+                self._note_append_failure(exc, len(rows), what)
+            conn.execute("RELEASE appends")
         if events:
             conn.execute("SAVEPOINT appends")
             try:
