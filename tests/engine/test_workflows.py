@@ -86,7 +86,12 @@ async def test_linear_dag_runs_in_order_and_passes_outputs(engine: Orchestrator)
     assert started == ["a", "b"]
     progress = [e.data for e in run_events(engine, detail.run.id) if e.type == "workflow:progress"]
     assert progress[-1] == {
-        "done": 2, "total": 2, "succeeded": 2, "failed": 0, "skipped": 0, "cancelled": 0
+        "done": 2,
+        "total": 2,
+        "succeeded": 2,
+        "failed": 0,
+        "skipped": 0,
+        "cancelled": 0,
     }
 
 
