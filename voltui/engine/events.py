@@ -128,6 +128,7 @@ class EventDispatcher:
         self._clock = clock
         self._subscriber_queue = subscriber_queue
         self._seq = start_seq
+        self._blocks: list[tuple[int, int]] = [(start_seq, 2**62)]
         self._seq_limit: int | None = None
         self._seq_renew: Callable[[], tuple[int, int]] | None = None
         # The last seq handed to history, sinks and subscribers; lags `_seq` only inside a
@@ -214,10 +215,15 @@ class EventDispatcher:
         self._seq = self._delivered_seq = start_seq
         self._seq_limit = limit
         self._seq_renew = renew
+        self._blocks = [(start_seq, limit if limit is not None else 2**62)]
 
     @property
     def last_seq(self) -> int:
         return self._seq
+
+    def owns_seq(self, seq: int) -> bool:
+        """Whether `seq` was numbered by this dispatcher (its leased blocks since start)."""
+        return any(lo < seq <= hi for lo, hi in self._blocks)
 
     @property
     def sink_errors(self) -> int:
@@ -232,6 +238,7 @@ class EventDispatcher:
         *,
         priority: Priority = Priority.NORMAL,
         correlation_id: str | None = None,
+        foreign: bool = False,
     ) -> Event:
         """Record an event and hand it to sinks, subscribers and (later) handlers.
 
@@ -241,6 +248,7 @@ class EventDispatcher:
         """
         if self._seq_limit is not None and self._seq >= self._seq_limit and self._seq_renew:
             self._seq, self._seq_limit = self._seq_renew()
+            self._blocks.append((self._seq, self._seq_limit))
         self._seq += 1
         event = Event(
             seq=self._seq,
@@ -250,6 +258,7 @@ class EventDispatcher:
             priority=priority,
             correlation_id=correlation_id,
             data=data if data is not None else {},
+            foreign=foreign,
         )
         if self._emitting:
             self._pending.append(event)

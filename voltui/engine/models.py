@@ -503,6 +503,11 @@ class Event(BaseModel):
     priority: Priority = Priority.NORMAL
     correlation_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    foreign: bool = Field(
+        False,
+        description="recorded by another engine process sharing the store and relayed here; "
+        "its number there is data['origin_seq']",
+    )
 
 
 class EventQuery(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ from voltui.engine.models import (
     Workflow,
 )
 from voltui.engine.reaper import reap_orphan
-from voltui.engine.store import RunStore
+from voltui.engine.store import RunStore, default_is_alive
 from voltui.engine.watcher import SystemWatcher
 from voltui.engine.workflows import WorkflowManager, new_run_id
 
@@ -47,6 +48,8 @@ SOURCE = "orchestrator"
 RECENT_RUNS = 50
 _ONE_SHOT_NOISE = frozenset({"agent:registered", "agent:unregistered"})
 FOLLOW_POLL = 0.25
+STORE_POLL = 0.5
+"""Seconds between looks at the shared store for requests and other processes' events."""
 
 
 def _workflow_info(wf: Workflow) -> WorkflowInfo:
@@ -109,6 +112,8 @@ class Orchestrator:
         self._watching = False
         self._cache_task: asyncio.Task[None] | None = None
         self._dask: Any = None
+        self._follower: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
         self.interrupted_on_start: list[str] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -168,6 +173,7 @@ class Orchestrator:
                 self._started = False
                 await self._abort_start()
                 raise
+        self._follower = asyncio.create_task(self._follow_store(relay=watch), name="store-follower")
         if watch:
             await self.watcher.start()
             self._cache_task = asyncio.create_task(self._report_cache(), name="cache-stats")
@@ -198,6 +204,10 @@ class Orchestrator:
         if not self._started:
             return
         self._started = False
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+            self._follower = None
         await self.workflows.stop()
         if self._dask is not None:  # after the runs stopped, so their Dask steps end cleanly
             await self._dask.stop()
@@ -226,7 +236,47 @@ class Orchestrator:
                 )
             await asyncio.sleep(self.config.metrics_collection_interval)
 
+    async def _follow_store(self, *, relay: bool) -> None:
+        """Act on requests other processes left in the store, and relay their events.
+
+        Many processes, one store, one truth: a `voltui cancel` in another terminal is a row
+        here within STORE_POLL seconds; with `relay`, runs another process drives show up in
+        this engine's event stream (marked `foreign`) so a dashboard sees every run.
+        """
+        own_pid = os.getpid()
+        last_request = await self.store.last_request_id()
+        cursor = await self.store.last_ins() if relay else 0
+        while True:
+            await asyncio.sleep(STORE_POLL)
+            try:
+                for request_id, run_id, kind, _by in await self.store.requests_after(last_request):
+                    last_request = request_id
+                    if kind == "cancel" and self.workflows.is_active(run_id):
+                        await self.store.mark_handled(request_id)
+                        task = asyncio.create_task(self.workflows.cancel(run_id))
+                        self._background.add(task)
+                        task.add_done_callback(self._background.discard)
+                if relay:
+                    events, cursor = await self.store.events_after_ins(cursor)
+                    for event in events:
+                        if self.dispatcher.owns_seq(event.seq):
+                            continue
+                        self.dispatcher.emit(
+                            event.type,
+                            event.source,
+                            {**event.data, "origin_seq": event.seq},
+                            priority=event.priority,
+                            correlation_id=event.correlation_id,
+                            foreign=True,
+                        )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a busy or damaged store must not end the follower
+                log.warning("following the store (pid %d) failed: %s", own_pid, exc)
+
     def _persist(self, event: Event) -> None:
+        if event.foreign:
+            return  # already stored by the process that recorded it
         if event.type == "metrics:system" and not self.config.enable_telemetry:
             return
         if not self._watching and event.type in _ONE_SHOT_NOISE:
@@ -332,15 +382,27 @@ class Orchestrator:
         return await self.workflows.submit(workflow, resolve_inputs(workflow, inputs or {}))
 
     async def cancel_run(self, run_id: str) -> Run:
+        """Cancel a run wherever it runs: here directly, in another process via the store."""
         run = await self._find(run_id)
         if run.state.finished:
             raise UserError(f"run {run.id} already ended as {run.state.value}; nothing to cancel")
-        if not self.workflows.is_active(run.id):
-            raise UserError(
-                f"run {run.id} is owned by another voltui process (pid {run.owner_pid}); "
-                "cancel it from there"
-            )
-        return await self.workflows.cancel(run.id)
+        if self.workflows.is_active(run.id):
+            return await self.workflows.cancel(run.id)
+        if not default_is_alive(run.owner_pid):
+            await self.store.mark_interrupted()
+            return await self._find(run.id)
+        await self.store.request(run.id, "cancel", f"pid {os.getpid()}")
+        # The owner polls every STORE_POLL s, then stops the steps (commands get cancel_grace).
+        deadline = time.monotonic() + STORE_POLL * 4 + self.config.cancel_grace + 5
+        while time.monotonic() < deadline:
+            await asyncio.sleep(FOLLOW_POLL)
+            run = await self._find(run.id)
+            if run.state.finished:
+                return run
+        raise UserError(
+            f"asked the voltui process that owns run {run.id} (pid {run.owner_pid}) to cancel "
+            f"it, but it has not confirmed yet; `voltui watch {run.id}` shows when it ends"
+        )
 
     async def replay_run(self, request: ReplayRequest) -> Run:
         run = await self._find(request.run_id)

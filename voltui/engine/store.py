@@ -154,6 +154,8 @@ _MIGRATIONS: list[list[str]] = [
             requested_by TEXT,
             handled_at REAL
         )""",
+        "ALTER TABLE events ADD COLUMN ins INTEGER",
+        "CREATE INDEX IF NOT EXISTS events_ins ON events (ins)",
     ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -582,6 +584,64 @@ class RunStore:
 
         result: list[str] = await self._submit(write)
         return result
+
+    # ------------------------------------------------------------------ requests between processes
+
+    async def request(self, run_id: str, kind: str, by: str) -> int:
+        """Ask the process that owns `run_id` to act on it (`cancel`); returns the request id.
+
+        Any process sharing the file can ask; the owner polls `requests_after` and acts within
+        a second, so a CLI, a dashboard and a server can each act on runs the others started.
+        """
+
+        def write(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO run_requests (run_id, kind, requested_at, requested_by) "
+                "VALUES (?, ?, ?, ?)",
+                (run_id, kind, _now(), by),
+            )
+            return int(cur.lastrowid or 0)
+
+        result: int = await self._submit(write)
+        return result
+
+    async def requests_after(self, after_id: int) -> list[tuple[int, str, str, str | None]]:
+        """Unhandled requests with an id above `after_id`: (id, run_id, kind, requested_by)."""
+        return await self._read(
+            lambda c: c.execute(
+                "SELECT id, run_id, kind, requested_by FROM run_requests "
+                "WHERE id > ? AND handled_at IS NULL ORDER BY id LIMIT 1000",
+                (after_id,),
+            ).fetchall()
+        )
+
+    async def last_request_id(self) -> int:
+        row = await self._read(lambda c: c.execute("SELECT MAX(id) FROM run_requests").fetchone())
+        return int(row[0] or 0) if row else 0
+
+    async def mark_handled(self, request_id: int) -> None:
+        await self._submit(
+            lambda conn: conn.execute(
+                "UPDATE run_requests SET handled_at = ? WHERE id = ?", (_now(), request_id)
+            )
+        )
+
+    async def last_ins(self) -> int:
+        """Where a follower of other processes' events starts: the newest row now."""
+        row = await self._read(lambda c: c.execute("SELECT MAX(ins) FROM events").fetchone())
+        return int(row[0] or 0) if row else 0
+
+    async def events_after_ins(self, cursor: int, limit: int = 2000) -> tuple[list[Event], int]:
+        """Events committed after `cursor` (by any process) in commit order, and the new cursor."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT ins, data FROM events WHERE ins > ? ORDER BY ins LIMIT ?",
+                (cursor, limit),
+            ).fetchall()
+        )
+        if not rows:
+            return [], cursor
+        return [Event.model_validate_json(r[1]) for r in rows], int(rows[-1][0])
 
     async def prune_events(self, keep: int) -> int:
         """Delete all but the newest `keep` events; returns how many were deleted."""
@@ -1102,10 +1162,17 @@ class RunStore:
         if events:
             conn.execute("SAVEPOINT appends")
             try:
+                # `ins` numbers rows in commit order across every process sharing the file:
+                # computed under the write lock, so a follower reading `ins > cursor` never
+                # misses a row that commits later with a smaller number.
+                base = conn.execute("SELECT COALESCE(MAX(ins), 0) FROM events").fetchone()[0]
                 cur = conn.executemany(
-                    "INSERT OR IGNORE INTO events (seq, ts, type, correlation_id, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(e.seq, e.ts, e.type, e.correlation_id, _dump_event(e)) for e in events],
+                    "INSERT OR IGNORE INTO events (seq, ts, type, correlation_id, data, ins) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (e.seq, e.ts, e.type, e.correlation_id, _dump_event(e), base + i)
+                        for i, e in enumerate(events, start=1)
+                    ],
                 )
                 if 0 <= cur.rowcount < len(events):
                     logger.warning(
