@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -38,7 +39,7 @@ from voltui.engine.models import (
     Workflow,
 )
 from voltui.engine.reaper import reap_orphan
-from voltui.engine.store import RunStore, default_is_alive
+from voltui.engine.store import PruneReport, RunStore, default_is_alive
 from voltui.engine.watcher import SystemWatcher
 from voltui.engine.workflows import WorkflowManager, new_run_id
 
@@ -50,6 +51,19 @@ _ONE_SHOT_NOISE = frozenset({"agent:registered", "agent:unregistered"})
 FOLLOW_POLL = 0.25
 STORE_POLL = 0.5
 """Seconds between looks at the shared store for requests and other processes' events."""
+
+
+def _remove_folders(folders: list[str], runs_dir: Path) -> None:
+    """Delete pruned runs' folders, but only real folders inside `runs_dir` (never a link,
+    never something a stored path points at elsewhere)."""
+    root = runs_dir.resolve()
+    for folder in folders:
+        path = Path(folder)
+        if path.is_symlink() or not path.is_dir():
+            continue
+        if root not in path.resolve().parents:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _workflow_info(wf: Workflow) -> WorkflowInfo:
@@ -111,6 +125,7 @@ class Orchestrator:
         self._started = False
         self._watching = False
         self._cache_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
         self._dask: Any = None
         self._follower: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -177,6 +192,7 @@ class Orchestrator:
         if watch:
             await self.watcher.start()
             self._cache_task = asyncio.create_task(self._report_cache(), name="cache-stats")
+            self._retention_task = asyncio.create_task(self._retain(), name="retention")
         if watch:
             self.dispatcher.emit(
                 "engine:started", SOURCE, {"db": str(self.store.path)}, priority=Priority.HIGH
@@ -212,10 +228,11 @@ class Orchestrator:
         if self._dask is not None:  # after the runs stopped, so their Dask steps end cleanly
             await self._dask.stop()
             self._dask = None
-        if self._cache_task is not None:
-            self._cache_task.cancel()
-            await asyncio.gather(self._cache_task, return_exceptions=True)
-            self._cache_task = None
+        for task in (self._cache_task, self._retention_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._cache_task = self._retention_task = None
         await self.watcher.stop()
         if self._watching:
             self.dispatcher.emit("engine:stopped", SOURCE, {}, priority=Priority.HIGH)
@@ -235,6 +252,56 @@ class Orchestrator:
                     "cache:stats", SOURCE, {"namespaces": stats}, priority=Priority.LOW
                 )
             await asyncio.sleep(self.config.metrics_collection_interval)
+
+    async def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        keep: int | None = None,
+        dry_run: bool = False,
+    ) -> PruneReport:
+        """Apply the retention policy (or the given limits) and say what was removed.
+
+        Without arguments the configured policy applies. Run folders are deleted only when
+        they lie inside this engine's runs folder and are real folders, not links.
+        """
+        policy = self.config.retention
+        if older_than is None and keep is None:
+            older_than, keep = policy.max_age, policy.keep_runs
+        report = await self.store.prune_runs(
+            older_than=older_than, keep=keep, now=self._clock(), dry_run=dry_run
+        )
+        total = await self.store.count_events()
+        report.extra_events = max(0, total - self.config.max_stored_events)
+        if not dry_run:
+            if report.extra_events:
+                await self.store.prune_events(self.config.max_stored_events)
+            if policy.delete_run_folders and report.folders:
+                await asyncio.to_thread(_remove_folders, report.folders, self.config.runs_dir())
+        return report
+
+    async def _retain(self) -> None:
+        """Apply the retention policy now and then every `retention.interval` seconds."""
+        while True:
+            try:
+                report = await self.prune()
+                if report.runs or report.extra_events:
+                    self.dispatcher.emit(
+                        "store:pruned",
+                        SOURCE,
+                        {
+                            "runs": len(report.runs),
+                            "events": report.events + report.extra_events,
+                            "log_lines": report.log_lines,
+                            "folders": len(report.folders),
+                        },
+                        priority=Priority.LOW,
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("retention pass failed: %s", exc)
+            await asyncio.sleep(self.config.retention.interval)
 
     async def _follow_store(self, *, relay: bool) -> None:
         """Act on requests other processes left in the store, and relay their events.

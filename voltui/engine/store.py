@@ -53,6 +53,7 @@ __all__ = [
     "BATCH_ROWS",
     "SCHEMA_VERSION",
     "AmbiguousRunIdError",
+    "PruneReport",
     "RunStore",
     "StoreError",
     "StoreStats",
@@ -297,6 +298,20 @@ class _Call:
     future: asyncio.Future[Any]
     is_flush: bool = False
     stop: bool = False
+
+
+@dataclass(slots=True)
+class PruneReport:
+    """What a retention pass removed (or would remove)."""
+
+    runs: list[str] = field(default_factory=list)
+    steps: int = 0
+    log_lines: int = 0
+    events: int = 0
+    folders: list[str] = field(default_factory=list)
+    """Run folders no remaining run uses; the caller deletes them."""
+    extra_events: int = 0
+    """Events beyond `max_stored_events` (not tied to a pruned run)."""
 
 
 @dataclass(slots=True)
@@ -642,6 +657,87 @@ class RunStore:
         if not rows:
             return [], cursor
         return [Event.model_validate_json(r[1]) for r in rows], int(rows[-1][0])
+
+    async def prune_runs(
+        self,
+        *,
+        older_than: float | None,
+        keep: int | None,
+        now: float,
+        dry_run: bool = False,
+    ) -> PruneReport:
+        """Delete finished runs older than `older_than` seconds or beyond the newest `keep`,
+        with their steps, logs, events, definition and requests.
+
+        Active runs are never touched. Returns what went (or would go, with `dry_run`),
+        including run folders no remaining run uses, for the caller to delete: the store
+        never deletes files itself.
+        """
+        finished = [s.value for s in RunState if s.finished]
+        marks = ",".join("?" * len(finished))
+
+        def work(conn: sqlite3.Connection) -> PruneReport:
+            doomed: dict[str, str | None] = {}
+            if older_than is not None:
+                for run_id, data in conn.execute(
+                    f"SELECT id, data FROM runs WHERE state IN ({marks}) AND created_at < ?",
+                    (*finished, now - older_than),
+                ):
+                    doomed[run_id] = json.loads(data).get("run_dir")
+            if keep is not None:
+                for run_id, data in conn.execute(
+                    f"SELECT id, data FROM runs WHERE state IN ({marks}) "
+                    "ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?",
+                    (*finished, keep),
+                ):
+                    doomed[run_id] = json.loads(data).get("run_dir")
+            report = PruneReport(runs=sorted(doomed))
+            if not doomed:
+                return report
+            ids = list(doomed)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                q = ",".join("?" * len(chunk))
+                report.steps += conn.execute(
+                    f"SELECT COUNT(*) FROM steps WHERE run_id IN ({q})", chunk
+                ).fetchone()[0]
+                report.log_lines += conn.execute(
+                    f"SELECT COUNT(*) FROM logs WHERE run_id IN ({q})", chunk
+                ).fetchone()[0]
+                report.events += conn.execute(
+                    f"SELECT COUNT(*) FROM events WHERE correlation_id IN ({q})", chunk
+                ).fetchone()[0]
+                if dry_run:
+                    continue
+                for table, column in (
+                    ("steps", "run_id"),
+                    ("logs", "run_id"),
+                    ("events", "correlation_id"),
+                    ("run_workflows", "run_id"),
+                    ("run_requests", "run_id"),
+                    ("runs", "id"),
+                ):
+                    conn.execute(f"DELETE FROM {table} WHERE {column} IN ({q})", chunk)
+            # A replay --failed shares its parent's folder: keep folders a kept run still uses.
+            folders = {d for d in doomed.values() if d}
+            if folders:
+                in_use = {
+                    json.loads(data).get("run_dir")
+                    for (data,) in conn.execute("SELECT data FROM runs")
+                    if not dry_run or json.loads(data).get("id") not in doomed
+                }
+                report.folders = sorted(folders - in_use)
+            return report
+
+        if dry_run:
+            result: PruneReport = await self._read(work)
+        else:
+            result = await self._submit(work)
+        return result
+
+    async def count_events(self) -> int:
+        row = await self._read(lambda c: c.execute("SELECT COUNT(*) FROM events").fetchone())
+        return int(row[0]) if row else 0
 
     async def prune_events(self, keep: int) -> int:
         """Delete all but the newest `keep` events; returns how many were deleted."""
