@@ -29,6 +29,10 @@ def _config(tmp_path: Path, **extra: Any) -> OrchestratorConfig:
     )
 
 
+def _is_dir(folder: str | Path | None) -> bool:
+    return Path(folder or "").is_dir()
+
+
 def _count(db: Path, table: str) -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
@@ -48,7 +52,7 @@ async def test_prune_keeps_the_newest_runs_and_removes_all_they_own(tmp_path: Pa
         old = await _runs(engine, 5)
         new = await _runs(engine, 3)
         for run_id in old:
-            assert Path((await engine.get_run(run_id)).run.run_dir or "").is_dir()
+            assert _is_dir((await engine.get_run(run_id)).run.run_dir)
         await engine.store.flush()
 
         preview = await engine.prune(keep=3, dry_run=True)
@@ -66,7 +70,7 @@ async def test_prune_keeps_the_newest_runs_and_removes_all_they_own(tmp_path: Pa
             left = {r[0] for r in conn.execute("SELECT DISTINCT correlation_id FROM events")}
         assert not left & set(old)
         for folder in report.folders:
-            assert not Path(folder).exists()
+            assert not _is_dir(folder)
         assert len(report.folders) == 5
 
 
@@ -88,25 +92,27 @@ async def test_prune_by_age_spares_active_runs_and_shared_replay_folders(
         assert sorted(report.runs) == sorted([failed, replay.id])
         assert young not in report.runs
         detail = await engine.get_run(young)
-        assert Path(detail.run.run_dir or "").is_dir()
+        assert _is_dir(detail.run.run_dir)
 
 
 async def test_replay_folder_is_kept_while_the_replay_is_kept(tmp_path: Path) -> None:
     now = [1_000_000.0]
     async with Orchestrator(_config(tmp_path), clock=lambda: now[0]) as engine:
         failed = (await _runs(engine, 1, fail=True))[0]
-        folder = Path((await engine.get_run(failed)).run.run_dir or "")
+        folder = (await engine.get_run(failed)).run.run_dir
         now[0] += 40 * 86400
         replay = await engine.replay_run(ReplayRequest(run_id=failed, mode="failed"))
         await engine.wait_run(replay.id)
         report = await engine.prune(older_than=30 * 86400)
         assert report.runs == [failed]
         assert report.folders == []  # the replay (kept) writes into the same folder
-        assert folder.is_dir()
+        assert _is_dir(folder)
 
 
 async def test_max_stored_events_is_enforced(tmp_path: Path) -> None:
-    async with Orchestrator(_config(tmp_path, max_stored_events=1000)) as engine:
+    engine = Orchestrator(_config(tmp_path, max_stored_events=1000))
+    await engine.start(watch=False)  # no periodic pass racing this explicit one
+    try:
         for i in range(1500):
             engine.dispatcher.emit("test:filler", "test", {"i": i})
         await engine.store.flush()
@@ -117,6 +123,8 @@ async def test_max_stored_events_is_enforced(tmp_path: Path) -> None:
         with sqlite3.connect(engine.store.path) as conn:
             fillers = conn.execute("SELECT data FROM events WHERE type = 'test:filler'").fetchall()
         assert '"i":1499' in fillers[-1][0] and len(fillers) <= 1000
+    finally:
+        await engine.stop()
 
 
 async def test_a_watching_engine_applies_the_policy_and_stays_bounded(tmp_path: Path) -> None:
@@ -133,11 +141,11 @@ async def test_a_watching_engine_applies_the_policy_and_stays_bounded(tmp_path: 
         assert any(e.type == "store:pruned" for e in engine.dispatcher.history())
 
 
-async def _wait_for(cond: Any, timeout: float = 10.0) -> None:
+async def _wait_for(cond: Any) -> None:
     import asyncio
     import time
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 10
     while not cond():
         assert time.monotonic() < deadline, "condition never held"
         await asyncio.sleep(0.05)
