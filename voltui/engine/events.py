@@ -264,6 +264,11 @@ class EventDispatcher:
     def last_seq(self) -> int:
         return self._seq
 
+    @property
+    def blocks(self) -> list[tuple[int, int]]:
+        """The seq ranges `(lo, hi]` this dispatcher numbers events from."""
+        return list(self._blocks)
+
     def owns_seq(self, seq: int) -> bool:
         """Whether `seq` was numbered by this dispatcher (its leased blocks since start)."""
         return any(lo < seq <= hi for lo, hi in self._blocks)

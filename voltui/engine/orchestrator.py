@@ -50,6 +50,7 @@ RECENT_RUNS = 50
 _ONE_SHOT_NOISE = frozenset({"agent:registered", "agent:unregistered"})
 FOLLOW_POLL = 0.25
 STORE_POLL = 0.5
+RELAY_PAGE = 5000
 """Seconds between looks at the shared store for requests and other processes' events."""
 
 
@@ -323,8 +324,11 @@ class Orchestrator:
                         task = asyncio.create_task(self.workflows.cancel(run_id))
                         self._background.add(task)
                         task.add_done_callback(self._background.discard)
-                if relay:
-                    events, cursor = await self.store.events_after_ins(cursor)
+                while relay:  # pages until caught up, so a busy store never leaves it behind
+                    before = cursor
+                    events, cursor = await self.store.events_after_ins(
+                        cursor, RELAY_PAGE, skip=self.dispatcher.blocks
+                    )
                     for event in events:
                         if self.dispatcher.owns_seq(event.seq):
                             continue
@@ -336,6 +340,8 @@ class Orchestrator:
                             correlation_id=event.correlation_id,
                             foreign=True,
                         )
+                    if cursor - before < RELAY_PAGE:
+                        break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a busy or damaged store must not end the follower

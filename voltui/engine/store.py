@@ -666,17 +666,28 @@ class RunStore:
         row = await self._read(lambda c: c.execute("SELECT MAX(ins) FROM events").fetchone())
         return int(row[0] or 0) if row else 0
 
-    async def events_after_ins(self, cursor: int, limit: int = 2000) -> tuple[list[Event], int]:
-        """Events committed after `cursor` (by any process) in commit order, and the new cursor."""
+    async def events_after_ins(
+        self, cursor: int, limit: int = 2000, *, skip: Sequence[tuple[int, int]] = ()
+    ) -> tuple[list[Event], int]:
+        """Events committed after `cursor` (by any process) in commit order, and the new cursor.
+
+        `skip` lists seq ranges `(lo, hi]` whose events the caller already has (its own): they
+        advance the cursor but are neither returned nor parsed, so a follower's cost is the
+        other processes' events, not its own.
+        """
+        own = " OR ".join("(seq > ? AND seq <= ?)" for _ in skip) or "0"
+        args: list[Any] = [x for pair in skip for x in pair]
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT ins, data FROM events WHERE ins > ? ORDER BY ins LIMIT ?",
-                (cursor, limit),
+                f"SELECT ins, CASE WHEN {own} THEN NULL ELSE data END FROM events "
+                "WHERE ins > ? ORDER BY ins LIMIT ?",
+                (*args, cursor, limit),
             ).fetchall()
         )
         if not rows:
             return [], cursor
-        return [Event.model_validate_json(r[1]) for r in rows], int(rows[-1][0])
+        events = [Event.model_validate_json(r[1]) for r in rows if r[1] is not None]
+        return events, int(rows[-1][0])
 
     async def prune_runs(
         self,
