@@ -19,7 +19,6 @@ from voltui.engine.agents.base import Agent, StepContext
 from voltui.engine.errors import StepError
 from voltui.engine.models import RunKind, SimulatedCall
 
-
 _SHARED = random.Random()
 
 
