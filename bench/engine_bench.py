@@ -16,6 +16,8 @@ something on a busy 2-core machine where absolute times do not:
 * memory (in a fresh subprocess): 100 concurrent runs of 100 simulated steps; peak RSS and RSS
   after they finish.
 
+`BENCH_HISTORY=N` sets the in-memory event history (default 10,000) to see what it retains.
+
 Usage: `python bench/engine_bench.py [--sizes 1000,10000,50000] [--only steps,events,cache,memory]
 [--profile N]` (`--profile N` prints a cProfile of one engine run of N steps instead).
 """
@@ -139,6 +141,7 @@ def engine_config(folder: Path) -> OrchestratorConfig:
         workflows_dir=None,
         workflow_timeout=None,
         max_stored_events=10_000_000,
+        event_history=int(os.environ.get("BENCH_HISTORY", "10000")),
         agents=[
             AgentSpec(id="py", kind="python", capabilities=[], capacity=PARALLEL),
             AgentSpec(id="sim", kind="simulated", capabilities=[], capacity=PARALLEL),
