@@ -119,6 +119,8 @@ class Orchestrator:
             workflow_timeout=self.config.workflow_timeout,
             cancel_grace=self.config.cancel_grace,
             settings=self.config.agent_settings(),
+            max_log_lines=self.config.max_log_lines,
+            live_output_lines=self.config.live_output_lines,
             clock=clock,
             timer=timer,
             new_id=new_id,
