@@ -14,6 +14,10 @@ never reading, sending garbage) can stop a run, block the event loop or disturb 
 - The socket is guarded by an `flock`ed `<socket>.lock` file holding the owner's pid: a second
   server is refused by name, and a socket left by a crashed server is recognised as stale and
   replaced, without racing another server starting at the same moment.
+- Socket and lock live only in a folder no other local user can change (created 0700 when
+  missing; see `voltui.remote.paths.prepare_socket_dir`), the socket is born 0600, and the lock
+  is opened with O_NOFOLLOW: a symlink planted at `<socket>.lock` is refused, never followed to
+  truncate its target.
 
 The wire format is documented in `voltui.remote.protocol`.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -40,8 +45,14 @@ from voltui.engine.api import SubscriptionLagged
 from voltui.engine.errors import UserError
 from voltui.engine.models import Event, Priority
 from voltui.engine.orchestrator import Orchestrator
+from voltui.engine.private import PRIVATE_FILE, private_umask
 from voltui.remote import protocol as proto
-from voltui.remote.paths import MAX_SOCKET_PATH, default_socket_path, default_token_path
+from voltui.remote.paths import (
+    MAX_SOCKET_PATH,
+    default_socket_path,
+    default_token_path,
+    prepare_socket_dir,
+)
 from voltui.remote.paths import load_or_create_token as load_or_create_token
 
 try:
@@ -533,17 +544,14 @@ class EngineServer:
                 f"socket path {path} is {len(os.fsencode(path))} bytes long; Unix sockets allow "
                 f"at most {MAX_SOCKET_PATH}. Choose a shorter --socket path"
             )
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prepare_socket_dir(path)
         self._acquire_lock()
         try:
             await self._clear_stale(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            old_umask = os.umask(0o177)  # born 0600: no window where others could connect
-            try:
+            with private_umask():  # born 0600: no window where others could connect
                 sock.bind(os.fspath(path))
-            finally:
-                os.umask(old_umask)
-            os.chmod(path, 0o600)
+            os.chmod(path, PRIVATE_FILE)
             self._socket_id = _file_id(path)
             unix = await asyncio.start_unix_server(self._on_unix, sock=sock, limit=self.max_frame)
             self._servers.append(unix)
@@ -710,7 +718,7 @@ class EngineServer:
         if fcntl is None:  # pragma: no cover
             return
         for _ in range(5):
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = self._open_lock()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -730,6 +738,32 @@ class EngineServer:
                 return
             os.close(fd)
         raise UserError(f"could not lock {self._lock_path}: it keeps being replaced; try again")
+
+    def _open_lock(self) -> int:
+        """The lock file, opened without following a link and checked to be a plain file of
+        ours (a hard link to another file would otherwise be truncated)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self._lock_path, flags, PRIVATE_FILE)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UserError(
+                    f"{self._lock_path} is a symbolic link; refusing to follow it (writing the "
+                    "lock through it would overwrite whatever it points to). Remove it and "
+                    "check who put it there"
+                ) from None
+            raise UserError(
+                f"cannot open the lock file {self._lock_path}: {exc.strerror or exc}"
+            ) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+            os.close(fd)
+            raise UserError(
+                f"{self._lock_path} is not a plain file of yours (a hard link or another "
+                "user's file); refusing to write to it. Remove it and check who put it there"
+            )
+        os.fchmod(fd, PRIVATE_FILE)
+        return fd
 
     def _release_lock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
