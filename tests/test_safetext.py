@@ -6,7 +6,7 @@ import sys
 import unicodedata
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from voltui import safetext
@@ -156,7 +156,6 @@ def test_class_covers_this_python_unicode_database() -> None:
     assert not missing, f"safetext misses {missing} (Unicode {unicodedata.unidata_version})"
 
 
-@settings(max_examples=500, deadline=None)
 @given(hostile_text, st.one_of(st.none(), st.integers(1, 80)))
 def test_clean_never_emits_unsafe(text: str, max_len: int | None) -> None:
     out = clean(text, max_len=max_len)
@@ -168,7 +167,6 @@ def test_clean_never_emits_unsafe(text: str, max_len: int | None) -> None:
     assert clean(out) == out  # idempotent: cleaning twice shows the same thing
 
 
-@settings(max_examples=300, deadline=None)
 @given(hostile_text)
 def test_clean_multiline_never_emits_unsafe(text: str) -> None:
     for line in clean_multiline(text).split("\n"):

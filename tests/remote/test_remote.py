@@ -231,7 +231,9 @@ async def test_no_server_gives_a_clear_message(short_dir: Path) -> None:
 async def test_tcp_requires_the_token_and_records_refusals(
     engine: Orchestrator, sock: Path
 ) -> None:
-    srv = EngineServer(engine, socket_path=sock, tcp=("127.0.0.1", 0), token="s3cret-token")
+    srv = EngineServer(
+        engine, socket_path=sock, tcp=("127.0.0.1", 0), token="s3cret-token", auth_fail_window=0.3
+    )
     await srv.start()
     try:
         assert srv.tcp_address is not None
@@ -250,8 +252,13 @@ async def test_tcp_requires_the_token_and_records_refusals(
         async with RemoteEngine(tcp=addr, token="s3cret-token") as good:
             assert (await good.snapshot()).seq > 0
 
+        # The first refusal is recorded at once, the second with the end of its window.
+        await until(
+            lambda: len(engine.dispatcher.history(EventQuery(type="remote:auth_failed"))) == 2
+        )
         refused = engine.dispatcher.history(EventQuery(type="remote:auth_failed"))
         assert [e.data["reason"] for e in refused] == ["missing token", "wrong token"]
+        assert [e.data["count"] for e in refused] == [1, 1]
         assert all(e.data["peer"].startswith("tcp:127.0.0.1:") for e in refused)
         assert all(e.priority == "high" for e in refused)
         assert "s3cret" not in repr([e.data for e in refused]) + repr(refused)

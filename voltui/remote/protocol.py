@@ -22,8 +22,9 @@ Handshake (the server speaks first, so a client can name what it reached):
 A client whose `protocol` differs gets `{"id": null, "error": {"kind": "protocol", ...}}` naming
 both versions, and the connection is closed; the client likewise refuses a server hello with
 another protocol number. On TCP the first client frame must carry the right token; a wrong or
-missing one gets `kind: auth`, is logged as a `remote:auth_failed` engine event (peer and
-reason, never the token) and the connection is closed. A hello must arrive within
+missing one gets `kind: auth` and the connection is closed. Refusals are recorded as
+`remote:auth_failed` engine events (peer, reason, count and source hosts; never the token),
+at most one per 10 s window: the first at once, the rest of the window aggregated. A hello must arrive within
 `HELLO_TIMEOUT` seconds.
 
 Requests and responses (ids are the client's, any JSON number or string; responses may come
@@ -37,7 +38,8 @@ out of order, since requests run concurrently and `wait_run` can take hours):
 `start_workflow` takes `{"request": {...StartRequest...}}`. Error kinds: the engine's
 `UserError`, `NotFoundError`, `InvalidInputError`, `WorkflowFileError` (with `path` and
 `problems`), which the client re-raises as the same classes; and the protocol's own
-`read_only`, `auth`, `protocol`, `bad_frame` (not JSON, not an object, truncated),
+`read_only`, `auth`, `protocol`, `bad_frame` (not JSON, not an object, truncated, nested
+deeper than `MAX_DEPTH`),
 `frame_too_large`, `unknown_method`, `unknown_message`, `invalid_params`, `busy` and
 `internal`. A frame whose id cannot be read is answered with `"id": null`. No error ever closes
 the connection except `auth`, `protocol` and a missing hello.
@@ -280,12 +282,43 @@ def encode_error(request_id: int | str | None, error: dict[str, Any]) -> bytes:
     return encode({"id": request_id, "error": error})
 
 
-def decode(line: bytes) -> dict[str, Any]:
-    """Parse one frame; ValueError with a short reason if it is not a JSON object."""
+MAX_DEPTH: Final = 64
+"""Deepest nesting of arrays and objects a frame may have. Real frames nest a handful of levels.
+`json.loads` on a few thousand levels raises RecursionError, which escaped the reader (a
+traceback and a dropped connection, before authentication on TCP); a few hundred levels parse,
+but could then fail deep inside the engine (pydantic, the store's JSON encoder)."""
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether parsed JSON nests more than `limit` arrays/objects deep (iterative: no
+    recursion to exhaust, and it stops at the first path that is too deep)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def decode(line: bytes, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Parse one frame; ValueError with a short reason if it is not a JSON object or nests
+    deeper than `max_depth`.
+
+    A frame with no more opening brackets than `max_depth` cannot be too deep, so the walk
+    that checks the depth only runs for the rare frames with many (two C-level counts
+    otherwise). Counting brackets inside strings too only ever errs towards walking.
+    """
     try:
         frame = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"nested deeper than {max_depth} levels") from None
+    if isinstance(frame, dict | list) and line.count(b"[") + line.count(b"{") > max_depth:
+        if deeper_than(frame, max_depth):
+            raise ValueError(f"nested deeper than {max_depth} levels")
     if not isinstance(frame, dict):
         raise ValueError(f"expected a JSON object, got {type(frame).__name__}")
     return frame
