@@ -342,6 +342,8 @@ class RemoteEngine:
                 raise proto.error_from_payload(reply["error"])
             if reply.get("type") != "welcome":
                 raise proto.RemoteError(f"unexpected handshake reply from {self.address}")
+            if reply.get("read_only") is True:
+                self.read_only = True  # the server decides (a read-only token); the UI greys
         except BaseException:
             writer.close()
             raise

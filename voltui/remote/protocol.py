@@ -19,13 +19,17 @@ Handshake (the server speaks first, so a client can name what it reached):
         "read_only": false, "token": "..."}          # token only where auth is "token" (TCP)
     S: {"type": "welcome", "protocol": 1, "client_id": 3, "read_only": false, "seq": 1234}
 
+`read_only` in the welcome is what the server enforces for this connection: what the client
+asked, or true whatever it asked when it gave the server's read-only token (TCP). Read-only
+connections get `read_only` errors for every mutating method (`Method.mutating`).
+
 A client whose `protocol` differs gets `{"id": null, "error": {"kind": "protocol", ...}}` naming
 both versions, and the connection is closed; the client likewise refuses a server hello with
 another protocol number. On TCP the first client frame must carry the right token; a wrong or
 missing one gets `kind: auth` and the connection is closed. Refusals are recorded as
 `remote:auth_failed` engine events (peer, reason, count and source hosts; never the token),
-at most one per 10 s window: the first at once, the rest of the window aggregated. A hello must arrive within
-`HELLO_TIMEOUT` seconds.
+at most one per 10 s window: the first at once, the rest of the window aggregated. A hello
+must arrive within `HELLO_TIMEOUT` seconds.
 
 Requests and responses (ids are the client's, any JSON number or string; responses may come
 out of order, since requests run concurrently and `wait_run` can take hours):

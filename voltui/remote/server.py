@@ -95,6 +95,7 @@ class _Client:
         self.peer = peer
         self.needs_token = needs_token
         self.read_only = False
+        self.forced_read_only = False  # gave the read-only token (TCP)
         self.ready = False  # said hello (and, on TCP, gave the token)
         self.closed = False
         self.task: asyncio.Task[None] | None = None
@@ -277,21 +278,27 @@ class _Client:
                     "missing token",
                 )
                 return False
-            expected = self.server.token or ""
-            if not secrets.compare_digest(token.encode(), expected.encode()):
+            given = token.encode()
+            # Both compared every time: how long the check takes says nothing about which.
+            full = secrets.compare_digest(given, (self.server.token or "").encode())
+            viewer = secrets.compare_digest(given, (self.server.read_only_token or "").encode())
+            viewer = viewer and self.server.read_only_token is not None
+            if not (full or viewer):
                 self._refuse(
                     "auth",
                     "wrong token: use the token file the server was started with (--token-file)",
                     "wrong token",
                 )
                 return False
+            self.forced_read_only = viewer and not full
         if hello.get("protocol") != proto.PROTOCOL_VERSION:
             message = proto.mismatch_message(
                 hello.get("protocol"), hello.get("version", "unknown"), we_are="server"
             )
             self.send_error(None, "protocol", message)
             return False
-        self.read_only = bool(hello.get("read_only", False))
+        # A client may ask to be read-only; one that gave the read-only token is, whatever it asks.
+        self.read_only = self.forced_read_only or hello.get("read_only", False) is True
         self.ready = True
         self.push(
             proto.encode(
@@ -336,7 +343,12 @@ class _Client:
                 rid,
                 "read_only",
                 f"{name} refused: this client attached read-only, so it cannot start, "
-                "cancel or replay runs; attach without --read-only to do that",
+                "cancel or replay runs; "
+                + (
+                    "it gave the server's read-only token: use the full token to act"
+                    if self.forced_read_only
+                    else "attach without --read-only to do that"
+                ),
             )
             return
         raw = frame.get("params")
@@ -488,6 +500,10 @@ class EngineServer:
 
     `socket_path=None` means `default_socket_path()`. With `tcp`, a token is required from
     every TCP client: `token`, or else the one in `default_token_path()` (created if missing).
+    A client that gives `read_only_token` instead (TCP only) is read-only, whatever its hello
+    asks: it can watch and query, but not start, cancel, replay or act on runs in any way.
+    On the Unix socket there is no token: whoever can connect (the owner, see
+    `voltui.remote.paths`) can act on every run, and `read_only` is only what a client asks.
     `client_queue` bounds each client's queued events; a subscription whose next batch does not
     fit while its client makes no progress for `stall_timeout` seconds is told to resync.
     Refused TCP connections are recorded as at most one `remote:auth_failed` event per
@@ -501,6 +517,7 @@ class EngineServer:
         socket_path: Path | None,
         tcp: tuple[str, int] | None = None,
         token: str | None = None,
+        read_only_token: str | None = None,
         max_frame: int = proto.DEFAULT_MAX_FRAME,
         client_queue: int = 10_000,
         stall_timeout: float = 2.0,
@@ -514,6 +531,7 @@ class EngineServer:
         self.socket_path = Path(socket_path) if socket_path is not None else default_socket_path()
         self.tcp = tcp
         self.token = token
+        self.read_only_token = read_only_token
         self.max_frame = max_frame
         self.client_queue = client_queue
         self.stall_timeout = stall_timeout
@@ -544,6 +562,11 @@ class EngineServer:
     async def start(self) -> None:
         if self._started:
             return
+        if self.read_only_token is not None and self.tcp is None:
+            raise UserError(
+                "a read-only token needs --tcp: the Unix socket has no tokens (its owner alone "
+                "can connect); give --tcp HOST:PORT too, or drop the read-only token"
+            )
         path = self.socket_path
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise UserError(
@@ -583,6 +606,11 @@ class EngineServer:
     async def _start_tcp(self, host: str, port: int) -> None:
         if self.token is None:
             self.token = load_or_create_token(default_token_path())
+        if self.read_only_token is not None and self.read_only_token in ("", self.token):
+            raise UserError(
+                "the read-only token must differ from the token: give --read-only-token-file "
+                "another file than --token-file"
+            )
         try:
             server = await asyncio.start_server(self._on_tcp, host, port, limit=self.max_frame)
         except OSError as exc:
@@ -1036,6 +1064,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", type=Path, default=None, help="Unix socket path")
     parser.add_argument("--tcp", default=None, help="also listen on HOST:PORT (token required)")
     parser.add_argument("--token-file", type=Path, default=None)
+    parser.add_argument("--read-only-token-file", type=Path, default=None)
     parser.add_argument("--on-stop", choices=("cancel", "finish"), default="cancel")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -1050,8 +1079,13 @@ def _main(argv: list[str] | None = None) -> int:
                 if args.token_file.exists()
                 else load_or_create_token(args.token_file)
             )
+        viewer = None
+        if args.read_only_token_file is not None:
+            viewer = load_or_create_token(args.read_only_token_file)
         async with Orchestrator(config) as engine:
-            server = EngineServer(engine, socket_path=args.socket, tcp=tcp, token=token)
+            server = EngineServer(
+                engine, socket_path=args.socket, tcp=tcp, token=token, read_only_token=viewer
+            )
             await server.serve_forever(on_stop=args.on_stop)
 
     try:
