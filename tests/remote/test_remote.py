@@ -382,7 +382,8 @@ async def test_incompatible_protocol_gets_a_clear_message(
 
     # And the client refuses a server from the future, in words.
     async def future_server(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        w.write(proto.encode({"type": "hello", "protocol": 2, "version": "2.0.0", "pid": 1}))
+        future = {"type": "hello", "protocol": 99, "version": "99.0.0", "pid": 1}
+        w.write(proto.encode(future))
         await w.drain()
         await r.read()
         w.close()
@@ -393,7 +394,7 @@ async def test_incompatible_protocol_gets_a_clear_message(
         client = RemoteEngine(socket_path=other)
         with pytest.raises(proto.ProtocolMismatchError) as err:
             await client.connect()
-        assert "protocol 2 (voltui 2.0.0)" in str(err.value)
+        assert "protocol 99 (voltui 99.0.0)" in str(err.value)
         assert f"protocol {proto.PROTOCOL_VERSION}" in str(err.value)
     finally:
         fake.close()

@@ -660,11 +660,44 @@ class RemoteEngine:
     async def step_log(
         self, run_id: str, step_id: str, attempt: int | None = None, tail: int | None = None
     ) -> list[LogLine]:
-        params = {"run_id": run_id, "step_id": step_id, "attempt": attempt, "tail": tail}
-        return await self._call("step_log", params)
+        """Every line asked for: the server answers in pages, gathered here."""
+        return [
+            line
+            async for page in self.step_log_pages(run_id, step_id, attempt, tail)
+            for line in page
+        ]
+
+    async def step_log_pages(
+        self, run_id: str, step_id: str, attempt: int | None = None, tail: int | None = None
+    ) -> AsyncIterator[list[LogLine]]:
+        """The lines page by page (at most the server's page size each), for callers that
+        can use them as they come instead of holding all of them."""
+        params: dict[str, Any] = {
+            "run_id": run_id,
+            "step_id": step_id,
+            "attempt": attempt,
+            "tail": tail,
+        }
+        while True:
+            page: proto.LogPage = await self._call("step_log", params)
+            yield page.lines
+            if page.next is None:
+                return
+            params["cursor"] = page.next.model_dump()
 
     async def events(self, query: EventQuery) -> list[Event]:
-        return await self._call("events", {"query": query.model_dump(mode="json")})
+        """Every event asked for: the server answers in pages, gathered here."""
+        return [event async for page in self.events_pages(query) for event in page]
+
+    async def events_pages(self, query: EventQuery) -> AsyncIterator[list[Event]]:
+        """The events page by page, oldest first (at most the server's page size each)."""
+        params: dict[str, Any] = {"query": query.model_dump(mode="json")}
+        while True:
+            page: proto.EventsPage = await self._call("events", params)
+            yield page.events
+            if page.next is None:
+                return
+            params["cursor"] = page.next.model_dump()
 
     async def wait_run(self, run_id: str) -> Run:
         """Waits across reconnects too: the run goes on in the server whatever happens here."""

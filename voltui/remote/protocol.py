@@ -48,6 +48,14 @@ deeper than `MAX_DEPTH`),
 `internal`. A frame whose id cannot be read is answered with `"id": null`. No error ever closes
 the connection except `auth`, `protocol` and a missing hello.
 
+Bounded answers: `events` answers `{"events": [...], "next": null | {"after": N, "upto": M}}`
+and `step_log` `{"lines": [...], "next": ...}`, at most the server's page size each (5,000
+events, 10,000 log lines by default); a request repeated with `"cursor": <next>` in its params
+gets the following page, in the order one query would have given (oldest first; the listing
+ends where it ended when the first page was asked for). A `limit`/`tail` within one page is
+answered in one page. `list_runs` takes at most `MAX_RUNS` runs. Nothing a client asks makes
+the server hold more than one page of history in memory for it.
+
 `ping` answers `{"ts": <server time>}`; clients use it as a heartbeat.
 
 Subscriptions: `subscribe` with `{"pattern": "*", "since_seq": N | null}` answers
@@ -81,7 +89,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from voltui import __version__
 from voltui.engine.api import (
@@ -99,11 +107,14 @@ from voltui.engine.errors import (
 )
 from voltui.engine.models import Event, EventQuery, LogLine, Run, RunDetail, RunState
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2  # 2: `events` and `step_log` answer in pages
 VERSION: Final = __version__
 DEFAULT_MAX_FRAME: Final = 1 << 20
 CLIENT_MAX_FRAME: Final = 1 << 28  # the client trusts its own server; big query results are fine
 HELLO_TIMEOUT: Final = 10.0
+MAX_RUNS: Final = 10_000  # list_runs: the most runs one answer may hold
+MAX_EVENTS: Final = 5_000  # events: the most events one page holds (see voltui.remote.pages)
+MAX_LOG_LINES: Final = 10_000  # step_log: the most lines one page holds
 
 
 # --------------------------------------------------------------------------- errors
@@ -202,7 +213,39 @@ class RunIdParams(_Params):
 
 class ListRunsParams(_Params):
     state: RunState | None = None
-    limit: int = Field(50, ge=1, le=100_000)
+    limit: int = Field(50, ge=1, le=MAX_RUNS)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+class PageCursor(BaseModel):
+    """Where the next page starts (after this seq or log row id) and where the listing ends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: int
+    upto: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PageCursor:
+        if self.after > self.upto:
+            raise ValueError("cursor: after must not be beyond upto")
+        return self
+
+
+class EventsPage(BaseModel):
+    """One answer to `events`: at most the server's page size; `next` is None on the last."""
+
+    events: list[Event]
+    next: PageCursor | None = None
+
+
+class LogPage(BaseModel):
+    """One answer to `step_log`, like `EventsPage`."""
+
+    lines: list[LogLine]
+    next: PageCursor | None = None
 
 
 class StepLogParams(_Params):
@@ -210,10 +253,12 @@ class StepLogParams(_Params):
     step_id: str = Field(max_length=256)
     attempt: int | None = None
     tail: int | None = Field(None, ge=0)
+    cursor: PageCursor | None = None
 
 
 class EventsParams(_Params):
     query: EventQuery
+    cursor: PageCursor | None = None
 
 
 class SubscribeParams(_Params):
@@ -253,8 +298,8 @@ METHODS: Final[dict[str, Method]] = {
     "replay_run": Method(ReplayParams, _RUN, mutating=True),
     "get_run": Method(RunIdParams, TypeAdapter(RunDetail)),
     "list_runs": Method(ListRunsParams, TypeAdapter(list[Run])),
-    "step_log": Method(StepLogParams, TypeAdapter(list[LogLine])),
-    "events": Method(EventsParams, TypeAdapter(list[Event])),
+    "step_log": Method(StepLogParams, TypeAdapter(LogPage)),
+    "events": Method(EventsParams, TypeAdapter(EventsPage)),
     "wait_run": Method(RunIdParams, _RUN),
     "subscribe": Method(SubscribeParams, TypeAdapter(Subscribed)),
     "unsubscribe": Method(UnsubscribeParams, TypeAdapter(dict[str, bool])),

@@ -48,6 +48,7 @@ from voltui.engine.models import Event, Priority
 from voltui.engine.orchestrator import Orchestrator
 from voltui.engine.private import PRIVATE_FILE, private_umask
 from voltui.remote import protocol as proto
+from voltui.remote.pages import events_page, step_log_page
 from voltui.remote.paths import (
     MAX_SOCKET_PATH,
     default_socket_path,
@@ -397,7 +398,16 @@ class _Client:
         self, rid: RequestId, name: str, method: proto.Method, kwargs: dict[str, Any]
     ) -> None:
         try:
-            value = await getattr(self.server.engine, name)(**kwargs)
+            if name == "events":
+                value: Any = await events_page(
+                    self.server.engine, max_items=self.server.max_events_page, **kwargs
+                )
+            elif name == "step_log":
+                value = await step_log_page(
+                    self.server.engine, max_items=self.server.max_log_page, **kwargs
+                )
+            else:
+                value = await getattr(self.server.engine, name)(**kwargs)
             frame = proto.encode_result(rid, method, value)
         except UserError as exc:
             frame = proto.encode_error(rid, proto.error_payload(exc))
@@ -507,7 +517,8 @@ class EngineServer:
     `client_queue` bounds each client's queued events; a subscription whose next batch does not
     fit while its client makes no progress for `stall_timeout` seconds is told to resync.
     Refused TCP connections are recorded as at most one `remote:auth_failed` event per
-    `auth_fail_window` seconds (see `_Refusals`).
+    `auth_fail_window` seconds (see `_Refusals`). `events` and `step_log` answer in pages of
+    at most `max_events_page` events / `max_log_page` lines (`voltui.remote.pages`).
     """
 
     def __init__(
@@ -522,16 +533,22 @@ class EngineServer:
         client_queue: int = 10_000,
         stall_timeout: float = 2.0,
         auth_fail_window: float = AUTH_FAIL_WINDOW,
+        max_events_page: int = proto.MAX_EVENTS,
+        max_log_page: int = proto.MAX_LOG_LINES,
     ) -> None:
         if max_frame < 1024:
             raise ValueError("max_frame must be at least 1024 bytes")
         if client_queue < 1:
             raise ValueError("client_queue must be at least 1")
+        if max_events_page < 1 or max_log_page < 1:
+            raise ValueError("page sizes must be at least 1")
         self.engine = engine
         self.socket_path = Path(socket_path) if socket_path is not None else default_socket_path()
         self.tcp = tcp
         self.token = token
         self.read_only_token = read_only_token
+        self.max_events_page = max_events_page
+        self.max_log_page = max_log_page
         self.max_frame = max_frame
         self.client_queue = client_queue
         self.stall_timeout = stall_timeout
