@@ -196,7 +196,7 @@ def _event_line(event: Event) -> Text:
     if event.correlation_id:
         line.append(clean(event.correlation_id) + " ", style="dim")
     style = "red" if event.type.endswith(("failed", "error")) else ""
-    line.append(f"{event.type:<18} ", style=style or "bold")
+    line.append(f"{clean(event.type, max_len=40):<18} ", style=style or "bold")
     line.append(summarize(event))
     return line
 
