@@ -15,8 +15,9 @@ form field, a toast, a border title), it goes through `clean` (one line) or `cle
   line or break a panel border.
 
 Callers then render the result as `rich.text.Text` (never markup). The common case (a printable
-ASCII line) costs two C-level `str` checks; other lines go through the precompiled patterns below
-(one scan, plus one for escape sequences only when an ESC or CSI byte is present).
+line) costs one C-level `str.isprintable()` call (plus one small scan when it is not ASCII);
+other lines go through the precompiled patterns below (one scan, plus one for escape sequences
+only when an ESC or CSI byte is present).
 """
 
 from __future__ import annotations
@@ -53,15 +54,17 @@ _INVISIBLE_CLASS = (
     "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
     "\U000e0001\U000e0020-\U000e007f"
 )
-_UNSAFE = re.compile(f"([{_CONTROL_CLASS}])|[{_INVISIBLE_CLASS}]")
+_UNSAFE = re.compile(f"[{_CONTROL_CLASS}{_INVISIBLE_CLASS}]")  # one class: far faster than |
+# The only unsafe characters `str.isprintable()` accepts (letters and marks that render blank).
+_PRINTABLE_FILLERS = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0]")
 _LINE_BREAKS = re.compile(r"\r\n|\r|\n")
 _ANY_UNSAFE = re.compile(f"[\x1b{_CONTROL_CLASS}{_INVISIBLE_CLASS}]")
 
 
 def _visible(match: re.Match[str]) -> str:
-    if match.group(1) is not None:
-        return ""  # a control character: dropped, as it always was
     code = ord(match.group())
+    if code <= 0x9F:
+        return ""  # a C0/C1 control character: dropped, as it always was
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
@@ -69,7 +72,9 @@ def clean(text: object, *, max_len: int | None = None) -> str:
     """Printable, single-line text: escapes stripped, controls dropped, tabs kept, invisible
     and bidi characters shown as `\\uXXXX`; cut to `max_len` characters with `…`."""
     value = text if isinstance(text, str) else str(text)
-    if not (value.isascii() and value.isprintable()):  # the common case skips the patterns
+    # Printable text (most lines) skips the patterns: `isprintable` is false for every control,
+    # Cf/Zl/Zp/Cs character (and tabs, NBSP: harmless, they just take the slow path).
+    if not value.isprintable() or (not value.isascii() and _PRINTABLE_FILLERS.search(value)):
         value = value.replace("\r\n", " ").replace("\n", " ")
         if "\x1b" in value or "\x9b" in value:
             value = _ESCAPES.sub("", value)
