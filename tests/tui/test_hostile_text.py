@@ -119,7 +119,10 @@ class HostileServer:
 
     def _event(self, event: Event) -> Event:
         cid = event.correlation_id
-        return event.model_copy(update={"correlation_id": poison(cid) if cid else cid})
+        # Rebuilt, not model_copy: the engine builds trusted events without validation.
+        return Event.model_validate(
+            {**event.model_dump(), "correlation_id": poison(cid) if cid else cid}
+        )
 
     async def snapshot(self) -> EngineSnapshot:
         snap = await self.engine.snapshot()
