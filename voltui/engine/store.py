@@ -48,6 +48,7 @@ from voltui.engine.models import (
     StepState,
     Workflow,
 )
+from voltui.engine.private import secure_store
 
 __all__ = [
     "BATCH_INTERVAL",
@@ -445,7 +446,7 @@ class RunStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.notices = secure_store(self.path)  # 0600 files, 0700 folders; what was tightened
         self._queue: queue.SimpleQueue[_Append | _Call] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._read_conn: sqlite3.Connection | None = None

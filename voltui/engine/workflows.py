@@ -47,6 +47,7 @@ from voltui.engine.models import (
     Workflow,
     validate_dag,
 )
+from voltui.engine.private import ensure_private_dir
 from voltui.engine.reaper import process_start_time
 from voltui.engine.retry import backoff_delay, should_retry
 from voltui.engine.store import RunStore, run_row, step_row
@@ -408,7 +409,7 @@ class WorkflowManager:
         try:
             run.state = RunState.RUNNING
             run.started_at = self._clock()
-            ex.run_dir.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(ex.run_dir)  # 0700: step artefacts are the owner's alone
             self._store.append_runs([run_row(run)])
             self._events.emit(
                 "workflow:started",
