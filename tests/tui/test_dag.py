@@ -30,7 +30,14 @@ from voltui.tui.app import VoltApp
 from voltui.tui.screens.run_detail import RunDetailScreen
 from voltui.tui.state import DashboardState, RunView, StepView, compute_levels
 from voltui.tui.widgets import RunsTable
-from voltui.tui.widgets.dag import SYMBOL, DagLayout, DagView, dag_edges, render_dag
+from voltui.tui.widgets.dag import (
+    SYMBOL,
+    DagLayout,
+    DagView,
+    dag_edges,
+    render_compact,
+    render_dag,
+)
 
 SHARDS = [f"shard_{i}" for i in range(8)]
 _FINAL = {f"workflow:{s.value}" for s in RunState if s.finished}
@@ -608,3 +615,15 @@ async def test_a_changed_row_is_redrawn_on_screen() -> None:
         y = dag._cursor_y()
         assert y is not None and y != first
         assert highlighted(y) and not highlighted(first)
+
+
+def test_render_compact_draws_the_whole_grid() -> None:
+    view, _ids = wide_view(98, {"shard_007": StepState.FAILED})
+    text = render_compact(view, 40).plain
+    lines = text.splitlines()
+    assert "ids: " not in text  # `prepare`, `shard_…` and `merge` share no prefix
+    grid = lines[2:]
+    assert all(len(line) <= 40 for line in grid)
+    cells = " ".join(grid).split()
+    assert cells.count("✗") == 1 and cells.count("·") == 98 and cells.count("✓") == 1
+    assert len(grid) == -(-100 // ((40 + 1) // (10 + 3)))  # 100 cells, 3 to a line of 40

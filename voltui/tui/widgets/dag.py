@@ -120,7 +120,7 @@ def _run_header(view: RunView) -> list[Content]:
     lines = [
         Content.assemble(
             (clean(run.workflow_name or run.workflow_id, max_len=60), "bold"),
-            f"  {run.id[:12]}  {run.state}",
+            f"  {clean(run.id[:12])}  {run.state}",
         )
     ]
     if run.error:
@@ -1102,3 +1102,16 @@ def render_dag(
         *(layout.row_content(row, now) for row in layout.rows),
     ]
     return Content("\n").join(lines)
+
+
+def render_compact(view: RunView | None, width: int) -> Content:
+    """The whole compact grid (one cell per step, wrapped to `width` columns) as one `Content`,
+    for tests and for callers without a widget; the panel renders only the rows on screen."""
+    if view is None or not view.steps:
+        return render_dag(view, width)
+    changed = set(view.changed_steps)
+    layout = DagLayout(view, width, compact=True)
+    view.changed_steps |= changed
+    return Content("\n").join(
+        [*layout.header(), *(layout.row_content(r, None) for r in layout.rows)]
+    )
