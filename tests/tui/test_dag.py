@@ -382,8 +382,9 @@ async def test_counts_follow_only_what_changed() -> None:
         ]
     )
     view = state.runs["r1"]
+    view.watched = True  # as the panel does for the run it shows
     layout = DagLayout(view, 100, compact=False)
-    kinds = ["started", "succeeded", "failed", "retrying", "cancelled", "skipped", "cached"]
+    kinds = ["running", "succeeded", "failed", "retrying", "cancelled", "skipped", "cached"]
     for _round in range(40):
         batch = []
         for _ in range(rng.randint(1, 30)):
@@ -627,3 +628,39 @@ def test_render_compact_draws_the_whole_grid() -> None:
     cells = " ".join(grid).split()
     assert cells.count("✗") == 1 and cells.count("·") == 98 and cells.count("✓") == 1
     assert len(grid) == -(-100 // ((40 + 1) // (10 + 3)))  # 100 cells, 3 to a line of 40
+
+
+async def test_only_the_run_on_the_panel_records_step_changes() -> None:
+    """Runs nobody shows keep no change sets (memory stays bounded by what is on screen)."""
+    state = DashboardState()
+    dag = [["a", []], ["b", ["a"]]]
+    state.apply(
+        [
+            Event(seq=n, ts=1.0, type="workflow:queued", source="t", correlation_id=rid,
+                  data={"workflow_id": "w", "dag": dag})
+            for n, rid in ((1, "shown"), (2, "hidden"))
+        ]
+    )  # fmt: skip
+
+    def step(seq: int, rid: str, sid: str, kind: str) -> Event:
+        return Event(seq=seq, ts=2.0, type=f"step:{kind}", source="t", correlation_id=rid,
+                     data={"step": sid, "attempt": 1})  # fmt: skip
+
+    app = _Host()
+    async with app.run_test(size=(80, 20)) as pilot:
+        panel = app.query_one(DagView)
+        panel.refresh_from(state.runs["shown"])
+        await pilot.pause()
+        state.apply([step(3, "shown", "a", "running"), step(4, "hidden", "a", "running")])
+        assert state.runs["shown"].changed_steps == {"a"}
+        assert state.runs["hidden"].changed_steps == set()
+        panel.refresh_from(state.runs["shown"])
+        assert state.runs["shown"].changed_steps == set()  # taken by the panel
+        assert "▾ L0  ▶ 1 / 1" in panel.text().splitlines()
+        # The panel moves to the other run: the first one stops recording.
+        panel.refresh_from(state.runs["hidden"])
+        state.apply([step(5, "shown", "a", "succeeded"), step(6, "hidden", "a", "failed")])
+        assert state.runs["shown"].changed_steps == set()
+        assert state.runs["hidden"].changed_steps == {"a"}
+        panel.refresh_from(state.runs["hidden"])
+        assert "▾ L0  ✗ 1 / 1" in panel.text().splitlines()

@@ -141,11 +141,13 @@ class RunView:
     early_steps: dict[str, StepView] = field(default_factory=dict)
     """Steps folded before the DAG was known; merged into `steps` by `add_run_detail`, so an
     event that arrives while `get_run` is in flight is not lost."""
+    watched: bool = False
+    """Whether the DAG panel shows this run (it sets and clears the flag): only then does the
+    fold record `changed_steps`."""
     changed_steps: set[str] = field(default_factory=set)
-    """Ids of steps whose state changed since the DAG panel last looked. The panel takes and
-    clears it, so its per-level counts cost what changed, not the size of the run; it holds at
-    most one entry per step while nobody looks. A new `steps` dict (a loaded DAG) means "look
-    at everything again" instead."""
+    """Ids of steps whose state changed since the DAG panel last looked (kept only while
+    `watched`). The panel takes and clears it, so its per-level counts cost what changed, not
+    the size of the run. A new `steps` dict (a loaded DAG) means "look at everything again"."""
 
     def ordered_steps(self) -> list[StepView]:
         """Steps level by level (the DAG's reading order)."""
@@ -525,7 +527,7 @@ class DashboardState:
         state = _STEP_STATES.get(d.get("state") or ev.type[5:])  # 5 == len("step:")
         if state is None:
             return _NONE
-        if state is not sv.state:
+        if rv.watched and state is not sv.state:
             rv.changed_steps.add(sv.id)
         sv.state = state
         attempt = d.get("attempt")

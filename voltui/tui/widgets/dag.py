@@ -681,6 +681,8 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
         screen are repainted only if what they show changed."""
         width = self._width()
         layout = self._layout
+        if view is not self._view:
+            self._watch(view)
         if view is None or not view.steps:
             self._view, self._layout, self._steps, self._levels = view, None, None, None
             self._cursor = None
@@ -716,6 +718,16 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
         self._fix_cursor()
         self._resize()
         self._repaint()
+
+    def _watch(self, view: RunView | None) -> None:
+        """Tell the fold which run's step changes to record for this panel (and drop what it
+        recorded for the run shown before), so runs nobody shows keep no change sets."""
+        old = self._view
+        if old is not None:
+            old.watched = False
+            old.changed_steps.clear()
+        if view is not None:
+            view.watched = True
 
     def _width(self) -> int | None:
         width = self.scrollable_content_region.width
