@@ -115,12 +115,32 @@ class StepView:
     error: str | None = None
     last_line: str | None = None
     """Last `step:output` line, already cleaned with `voltui.safetext.clean`."""
+    took: float | None = None
+    """The engine's own duration of the final attempt (the `duration` of its final event):
+    attempt start to end, the figure the run detail, the CLI and the event line show."""
+    waiting_at: float | None = None
+    """Event ts of `step:waiting` (of the latest attempt): the start of its queue wait."""
+    queue_wait: float | None = None
+    """Seconds the latest attempt waited for an agent (`step:waiting` to `step:started`),
+    shown apart from the duration."""
 
     @property
     def duration(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
+        """Attempt start to end (DESIGN.md rule 10): the engine's figure when its final event
+        carried one, else the span between the attempt's events; None while still going."""
+        if self.finished_at is None or self.started_at is None:
             return None
+        if self.took is not None:
+            return self.took
         return max(0.0, self.finished_at - self.started_at)
+
+    def elapsed(self, now: float) -> float | None:
+        """`duration` once finished; while running, the time since the attempt started."""
+        if self.started_at is None:
+            return None
+        if self.finished_at is not None:
+            return self.duration
+        return max(0.0, now - self.started_at)
 
     @property
     def seen(self) -> bool:
@@ -141,6 +161,55 @@ class RunView:
     early_steps: dict[str, StepView] = field(default_factory=dict)
     """Steps folded before the DAG was known; merged into `steps` by `add_run_detail`, so an
     event that arrives while `get_run` is in flight is not lost."""
+    tally: dict[StepState, int] = field(default_factory=dict)
+    """Steps per state, kept as step events fold in (O(1) per event); complete once
+    `detail_loaded`. What the progress bar's succeeded / failed / cancelled segments show."""
+
+    def progress(self) -> Progress:
+        """Succeeded / failed / cancelled of total: from the step tally once the DAG is known,
+        else from the run's own counters (the engine's `steps_succeeded`, ... when it sends
+        them; a finished run's `steps_done` otherwise)."""
+        run = self.run
+        total = run.steps_total or len(self.steps)
+        if self.detail_loaded and self.tally:
+            t = self.tally
+            return Progress(
+                succeeded=t.get(StepState.SUCCEEDED, 0) + t.get(StepState.CACHED, 0),
+                failed=t.get(StepState.FAILED, 0),
+                cancelled=t.get(StepState.CANCELLED, 0) + t.get(StepState.SKIPPED, 0),
+                total=total,
+            )
+        succeeded = getattr(run, "steps_succeeded", None)
+        if isinstance(succeeded, int):
+            return Progress(
+                succeeded=succeeded,
+                failed=getattr(run, "steps_failed", 0) or 0,
+                cancelled=getattr(run, "steps_cancelled", 0) or 0,
+                total=total,
+            )
+        if run.state is RunState.SUCCEEDED:
+            return Progress(succeeded=run.steps_done, total=total)
+        return Progress(total=total, unknown=run.steps_done)
+
+    def recount(self) -> None:
+        """Rebuild `tally` from the steps (once per DAG load; events then keep it)."""
+        tally: dict[StepState, int] = {}
+        for sv in self.steps.values():
+            tally[sv.state] = tally.get(sv.state, 0) + 1
+        self.tally = tally
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A run's progress in steps: how many ended which way, of `total`."""
+
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    """Cancelled or skipped: ended without running to an outcome."""
+    total: int = 0
+    unknown: int = 0
+    """Steps known to have ended, but not how (a run whose steps are not loaded yet)."""
 
     def ordered_steps(self) -> list[StepView]:
         """Steps level by level (the DAG's reading order)."""
@@ -289,10 +358,11 @@ class DashboardState:
             "metrics:system": self._on_metrics,
             "cache:stats": self._on_cache_stats,
         }
+        self._handlers["health:checked"] = self._on_health_checked
         for state in StepState:
             if state is not StepState.PENDING:
-                self._handlers[f"step:{state.value}"] = self._on_step
-        self._handlers["step:started"] = self._on_step  # the engine's name for "now running"
+                self._handlers[f"step:{state.value}"] = self._on_step_tallied
+        self._handlers["step:started"] = self._on_step_tallied  # the engine's "now running"
         for run_state in RunState:
             if run_state.finished:
                 self._handlers[f"workflow:{run_state.value}"] = self._on_run_finished
@@ -444,6 +514,7 @@ class DashboardState:
                 rv.steps[sid] = sv
             rv.levels = compute_levels(dag)
             rv.detail_loaded = True
+            rv.recount()
         return _RUN_CHANGE
 
     def _on_run_started(self, ev: Event) -> frozenset[str]:
@@ -548,6 +619,33 @@ class DashboardState:
         sv.last_line = clean(line[: LINE_CHARS * 2], max_len=LINE_CHARS)
         return _STEP_CHANGE
 
+    def _on_step_tallied(self, ev: Event) -> frozenset[str]:
+        """`_on_step`, plus what the runs panel needs: the run's step tally (moved by one in
+        O(1)), the engine's own duration of a finished attempt, and the queue wait."""
+        rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
+        sv = None if rv is None or not rv.detail_loaded else rv.steps.get(ev.data.get("step"))
+        before = None if sv is None else sv.state
+        changed = self._on_step(ev)
+        if sv is None or rv is None:
+            return changed
+        after = sv.state
+        if after is StepState.WAITING:
+            sv.waiting_at = ev.ts
+            sv.queue_wait = None
+        elif after is StepState.RUNNING:
+            sv.took = None
+            waited = sv.waiting_at
+            sv.queue_wait = None if waited is None else max(0.0, ev.ts - waited)
+        elif after.finished:
+            took = ev.data.get("duration")
+            sv.took = float(took) if isinstance(took, int | float) and took >= 0 else None
+        if after is not before and before is not None:
+            tally = rv.tally
+            tally[before] = tally.get(before, 1) - 1
+            tally[after] = tally.get(after, 0) + 1
+            return changed | _PROGRESS_CHANGE
+        return changed
+
     # ------------------------------------------------------------------ agents
 
     def _on_agent_load(self, ev: Event) -> frozenset[str]:
@@ -591,6 +689,25 @@ class DashboardState:
             kind=old.kind if old else "?",
             status=status,
             last_check=ev.ts,
+            latency=d.get("latency"),
+            message=_text(d.get("message")) or "",
+        )
+        return _COMPONENT_CHANGE
+
+    def _on_health_checked(self, ev: Event) -> frozenset[str]:
+        """Every check as it happens (`health:checked`): its time, latency and message, so
+        the panel is live, not frozen at the last change of status."""
+        d = ev.data
+        cid = d["component"]
+        old = self.components.get(cid)
+        status = _HEALTH_STATES.get(d.get("status"), HealthStatus.UNKNOWN)  # type: ignore[arg-type]
+        checked = d.get("checked_at")
+        self.components[cid] = ComponentStatus(
+            id=cid,
+            name=_text(d.get("name"), 200) or (old.name if old else cid),
+            kind=old.kind if old else d.get("kind") or "?",
+            status=status,
+            last_check=checked if isinstance(checked, int | float) else ev.ts,
             latency=d.get("latency"),
             message=_text(d.get("message")) or "",
         )
@@ -656,6 +773,7 @@ class DashboardState:
         rv.steps = steps
         rv.levels = compute_levels((s.id, s.depends_on) for s in detail.workflow.steps)
         rv.detail_loaded = True
+        rv.recount()
         if rv.run.state.finished:
             rv.run.steps_done = sum(1 for sv in steps.values() if sv.state.finished)
         if len(self.runs) > self.max_runs:

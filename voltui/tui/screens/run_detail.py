@@ -25,12 +25,13 @@ from textual.widgets import DataTable, Footer, Log, Static
 
 from voltui.engine.api import EngineAPI
 from voltui.engine.durations import format_duration
-from voltui.engine.models import LogLine, RunDetail, RunState, StepRun, StepState
+from voltui.engine.models import LogLine, RunDetail, StepRun, StepState
 from voltui.safetext import clean
+from voltui.states import label as state_label
+from voltui.states import look
 from voltui.tui.calls import engine_call
 from voltui.tui.state import compute_levels
 from voltui.tui.widgets._util import wall_now
-from voltui.tui.widgets.dag import SYMBOL
 
 T = TypeVar("T")
 
@@ -43,15 +44,6 @@ COLUMNS = ("state", "step", "agent", "attempt", "started", "duration", "error")
 STREAM_PREFIX = {"stdout": "  ", "stderr": "! ", "engine": "# "}
 """Marks each log line's stream, so stderr reads as such without colour."""
 
-_RUN_STYLE = {
-    RunState.SUCCEEDED: "$success",
-    RunState.FAILED: "bold $error",
-    RunState.RUNNING: "bold $primary",
-    RunState.CANCELLED: "$warning",
-    RunState.INTERRUPTED: "$warning",
-    RunState.QUEUED: "$text-muted",
-}
-
 
 def clean_lines(text: object, *, max_len: int = 500) -> str:
     """Multi-line untrusted text, each line cleaned (clean() alone would join the lines)."""
@@ -60,7 +52,7 @@ def clean_lines(text: object, *, max_len: int = 500) -> str:
 
 def state_cell(state: StepState, attempt: int, max_attempts: int) -> str:
     """`✓ succeeded`, `↻ 2/4 retrying`: the symbol carries the meaning without colour."""
-    mark = SYMBOL.get(state, ("?", ""))[0]
+    mark = look(state).glyph
     if state is StepState.RETRYING:
         mark = f"{mark} {attempt}/{max_attempts}"
     return f"{mark} {state.value}"
@@ -248,7 +240,7 @@ class RunDetailScreen(Screen[None]):
             "  ",
             (clean(run.workflow_name or run.workflow_id, max_len=60), "bold"),
             "  ",
-            (str(run.state), _RUN_STYLE.get(run.state, "")),
+            (state_label(run.state), look(run.state).theme_style),
             f"  {run.steps_done}/{run.steps_total} steps\n",
             f"started {_clock(run.started_at)}  duration {took}",
         ]
