@@ -36,7 +36,14 @@ class _AgentState:
     """Registration order; stable tie-breaker that survives dict re-creation."""
     active: int = 0
     completed: int = 0
+    """Attempts that succeeded (a step succeeded here)."""
     failed: int = 0
+    """Attempts that errored and were the step's last: the step failed here. An attempt that
+    is retried is `retried`; a cancelled one counts nowhere."""
+    retried: int = 0
+    """Attempts that errored and were tried again."""
+    attempts: int = 0
+    """Attempts with an outcome (`completed + failed + retried`): what latency is averaged on."""
     latency_sum: float = 0.0
     ewma_latency: float | None = None
     ewma_success: float | None = None
@@ -68,7 +75,7 @@ class _AgentState:
             capacity=self.capacity,
             completed=self.completed,
             failed=self.failed,
-            mean_latency=self.latency_sum / finished if finished else None,
+            mean_latency=self.latency_sum / self.attempts if self.attempts else None,
             success_rate=self.completed / finished if finished else None,
             healthy=self.healthy,
             weight=self.weight,
@@ -190,7 +197,7 @@ class LoadBalancer:
         return best
 
     def _performance(self, eligible: list[_AgentState]) -> _AgentState:
-        untried = [s for s in eligible if s.finished == 0]
+        untried = [s for s in eligible if s.attempts == 0]
         if untried:
             # Without a measurement there is nothing to compare; measure everyone first.
             return min(untried, key=lambda s: (s.load_ratio, s.active, s.order))
@@ -217,12 +224,31 @@ class LoadBalancer:
             )
         state.active += 1
 
-    def release(self, agent_id: str, *, latency: float, success: bool) -> None:
+    def release(
+        self,
+        agent_id: str,
+        *,
+        latency: float,
+        success: bool,
+        final: bool = True,
+        cancelled: bool = False,
+    ) -> None:
+        """Give back the slot and record how the attempt went.
+
+        A failed attempt counts in `failed` only when it is `final` (the step failed); one that
+        will be retried counts in `retried`. Both lower the agent's success score (the
+        `performance` strategy should know an agent errs). A `cancelled` attempt records
+        nothing but the freed slot: stopping work is not the agent's failure."""
         state = self._take_back(agent_id)
+        if cancelled:
+            return
         if success:
             state.completed += 1
-        else:
+        elif final:
             state.failed += 1
+        else:
+            state.retried += 1
+        state.attempts += 1
         latency = max(0.0, latency)
         state.latency_sum += latency
         outcome = 1.0 if success else 0.0

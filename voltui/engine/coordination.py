@@ -160,12 +160,31 @@ class CoordinationEngine:
                 self._queue.remove(waiter)
             raise
 
-    def release(self, agent: Agent, *, latency: float, success: bool) -> None:
+    def release(
+        self,
+        agent: Agent,
+        *,
+        latency: float,
+        success: bool,
+        final: bool = True,
+        cancelled: bool | None = None,
+    ) -> None:
+        """The attempt on `agent` ended: free its slot and record the outcome.
+
+        `final=False` marks a failed attempt that will be retried (not a failure of the step
+        on this agent). `cancelled` defaults to "the calling task is being cancelled", which is
+        the case when a run or step is cancelled mid-attempt; a cancelled attempt is not
+        counted as a failure (a step's own timeout is: it raises TimeoutError, not this)."""
         if self._agents.get(agent.id) is not agent:
             # Unregistered (or replaced by a new agent with the same id) while the step ran:
             # its slot no longer exists, so there is nothing to give back.
             return
-        self._balancer.release(agent.id, latency=latency, success=success)
+        if cancelled is None:
+            task = asyncio.current_task()
+            cancelled = not success and task is not None and task.cancelling() > 0
+        self._balancer.release(
+            agent.id, latency=latency, success=success, final=final, cancelled=cancelled
+        )
         self._emit_load(agent.id)
         self._dispatch()
 
