@@ -667,3 +667,130 @@ def test_step_started_event_marks_the_step_running() -> None:
     step = state.runs["r1"].steps["a"]
     assert step.state is StepState.RUNNING
     assert step.agent == "x" and step.started_at == 11.0
+
+
+# --------------------------------------------------------------------------- issue 9 folds
+
+
+def test_step_duration_is_the_engines_attempt_time_and_queue_wait_is_apart() -> None:
+    """The same step must not read 177 ms live and 14 ms in its event: the fold takes the
+    duration the engine reports on the final event (attempt start to end), not the gap between
+    event timestamps, which includes the store write before the event."""
+    st = DashboardState()
+    st.apply([queued(1, "r", [["a", []]], ts=T0)])
+    st.apply(
+        [
+            ev(2, "step:waiting", {"step": "a", "state": "waiting"}, "r", ts=T0 + 1.0),
+            ev(3, "step:started", {"step": "a", "state": "running"}, "r", ts=T0 + 1.5),
+        ]
+    )
+    sv = st.runs["r"].steps["a"]
+    assert sv.queue_wait == pytest.approx(0.5)
+    assert sv.duration is None and sv.elapsed(T0 + 2.0) == pytest.approx(0.5)
+    st.apply(
+        [
+            ev(
+                4,
+                "step:succeeded",
+                {"step": "a", "state": "succeeded", "duration": 0.014},
+                "r",
+                ts=T0 + 1.677,
+            )
+        ]
+    )
+    assert sv.duration == pytest.approx(0.014)
+    assert sv.elapsed(T0 + 100) == pytest.approx(0.014)
+    assert sv.queue_wait == pytest.approx(0.5)
+
+
+def test_step_tally_moves_in_o1_and_progress_splits_outcomes() -> None:
+    st = DashboardState()
+    st.apply([queued(1, "r", [["a", []], ["b", ["a"]], ["c", ["a"]]])])
+    rv = st.runs["r"]
+    assert rv.tally == {StepState.PENDING: 3}
+    changed = st.apply(
+        [
+            step_ev(2, "r", "a", "running"),
+            step_ev(3, "r", "a", "succeeded"),
+            step_ev(4, "r", "b", "running"),
+            step_ev(5, "r", "b", "failed", error="boom"),
+            step_ev(6, "r", "c", "cancelled", reason="run cancelled"),
+        ]
+    )
+    assert "runs" in changed
+    assert rv.tally == {
+        StepState.PENDING: 0,
+        StepState.RUNNING: 0,
+        StepState.SUCCEEDED: 1,
+        StepState.FAILED: 1,
+        StepState.CANCELLED: 1,
+    }
+    p = rv.progress()
+    assert (p.succeeded, p.failed, p.cancelled, p.total) == (1, 1, 1, 3)
+
+
+def test_cancelled_run_without_a_finished_step_is_not_full() -> None:
+    st = DashboardState()
+    st.apply([queued(1, "r", [["a", []], ["b", ["a"]], ["c", ["b"]]])])
+    st.apply(
+        [
+            step_ev(2, "r", "a", "running"),
+            step_ev(3, "r", "a", "cancelled"),
+            step_ev(4, "r", "b", "skipped"),
+            step_ev(5, "r", "c", "skipped"),
+            ev(6, "workflow:cancelled", {"state": "cancelled"}, "r"),
+        ]
+    )
+    p = st.runs["r"].progress()
+    assert (p.succeeded, p.failed, p.cancelled, p.total) == (0, 0, 3, 3)
+
+
+def test_snapshot_runs_use_the_engines_counters_when_it_sends_them() -> None:
+    run = Run(
+        id="r",
+        workflow_id="w",
+        workflow_name="w",
+        created_at=T0,
+        steps_total=4,
+        steps_done=4,
+        state=RunState.FAILED,
+    )
+    view = RunView(run=run)
+    p = view.progress()
+    assert p.unknown == 4 and p.succeeded == 0, "a failed run's outcomes are not guessed"
+    extra = run.model_copy(update={"state": RunState.SUCCEEDED})
+    assert RunView(run=extra).progress().succeeded == 4
+    counted = run.model_copy()
+    object.__setattr__(counted, "steps_succeeded", 2)
+    object.__setattr__(counted, "steps_failed", 1)
+    object.__setattr__(counted, "steps_cancelled", 1)
+    p = RunView(run=counted).progress()
+    assert (p.succeeded, p.failed, p.cancelled, p.total) == (2, 1, 1, 4)
+
+
+def test_every_health_check_updates_the_component() -> None:
+    st = DashboardState()
+    data = {
+        "component": "store",
+        "name": "Run store",
+        "kind": "store",
+        "status": "healthy",
+        "message": "last seq 1",
+        "latency": 0.002,
+        "checked_at": T0 + 5,
+    }
+    assert st.apply([ev(1, "health:checked", data)]) == {"health", "events"}
+    c = st.components["store"]
+    assert (c.last_check, c.latency, c.message, c.kind) == (T0 + 5, 0.002, "last seq 1", "store")
+    st.apply(
+        [
+            ev(
+                2,
+                "health:checked",
+                {**data, "checked_at": T0 + 35, "latency": 0.004, "message": "last seq 9\x1b[31m"},
+            )
+        ]
+    )
+    c = st.components["store"]
+    assert (c.last_check, c.latency) == (T0 + 35, 0.004)
+    assert "\x1b" not in c.message

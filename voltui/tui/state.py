@@ -148,6 +148,19 @@ class StepView:
         return self.attempt > 0 or self.state is not StepState.PENDING
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A run's progress in steps: how many ended which way, of `total`."""
+
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    """Cancelled or skipped: ended without running to an outcome."""
+    total: int = 0
+    unknown: int = 0
+    """Steps known to have ended, but not how (a run whose steps are not loaded yet)."""
+
+
 @dataclass
 class RunView:
     """One run with its steps; `levels` groups step ids by dependency depth for the DAG layout."""
@@ -197,19 +210,6 @@ class RunView:
         for sv in self.steps.values():
             tally[sv.state] = tally.get(sv.state, 0) + 1
         self.tally = tally
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A run's progress in steps: how many ended which way, of `total`."""
-
-    succeeded: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    """Cancelled or skipped: ended without running to an outcome."""
-    total: int = 0
-    unknown: int = 0
-    """Steps known to have ended, but not how (a run whose steps are not loaded yet)."""
 
     def ordered_steps(self) -> list[StepView]:
         """Steps level by level (the DAG's reading order)."""
@@ -643,7 +643,8 @@ class DashboardState:
             tally = rv.tally
             tally[before] = tally.get(before, 1) - 1
             tally[after] = tally.get(after, 0) + 1
-            return changed | _PROGRESS_CHANGE
+            if after.finished or before.finished:  # the runs panel shows outcomes only
+                return changed | _PROGRESS_CHANGE
         return changed
 
     # ------------------------------------------------------------------ agents
