@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, OptionList, Static
+from textual.widgets import Button, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from voltui.engine.api import StartRequest, WorkflowInfo
@@ -103,9 +103,11 @@ class StartScreen(ModalScreen[StartRequest | None]):
         Binding("ctrl+s", "submit", "Start", id="start.submit"),
     ]
 
-    def __init__(self, workflows: list[WorkflowInfo]) -> None:
+    def __init__(self, workflows: list[WorkflowInfo], *, chosen: str | None = None) -> None:
+        """`chosen` (a workflow id) opens that workflow's inputs form at once."""
         super().__init__()
         self.workflows = workflows
+        self._initial = chosen
         self.chosen: WorkflowInfo | None = None
         """The workflow whose form is shown; None while picking."""
         self.errors: dict[str, str] = {}
@@ -123,6 +125,12 @@ class StartScreen(ModalScreen[StartRequest | None]):
             else:
                 yield Static(Text("No workflows found in the workflows folder."))
             yield VerticalScroll(id="start-form")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        wf = next((w for w in self.workflows if w.id == self._initial), None)
+        if wf is not None and wf.inputs:
+            await self._open_form(wf)
 
     # ------------------------------------------------------------------ picking
 

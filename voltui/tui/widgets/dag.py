@@ -41,12 +41,11 @@ def step_symbol(step: StepView) -> tuple[str, str]:
 
 
 def _duration(step: StepView, now: float | None = None) -> str:
+    """`StepView.elapsed`: the engine's attempt duration once finished, the time so far while
+    running (one definition for every view)."""
     if step.started_at is None:
         return ""
-    end = step.finished_at
-    if end is None:
-        end = time.time() if now is None else now
-    return format_duration(max(0.0, end - step.started_at))
+    return format_duration(step.elapsed(time.time() if now is None else now))
 
 
 def _run_header(view: RunView) -> list[str | Content | tuple[str, str]]:
