@@ -132,6 +132,12 @@ class StartScreen(ModalScreen[StartRequest | None]):
         if wf is not None and wf.inputs:
             await self._open_form(wf)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """ctrl+s (start) only means something, and only shows, on the inputs form."""
+        if action == "submit":
+            return self.chosen is not None
+        return True
+
     # ------------------------------------------------------------------ picking
 
     async def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
@@ -176,6 +182,7 @@ class StartScreen(ModalScreen[StartRequest | None]):
             Text.assemble("Inputs of ", (clean(wf.name, max_len=60), "bold"))
         )
         self.add_class("-form")
+        self.refresh_bindings()
         for key in self._fields:
             self._check(key)
         self.query_one(f"#input-{next(iter(self._fields))}", Input).focus()
@@ -183,6 +190,7 @@ class StartScreen(ModalScreen[StartRequest | None]):
     def _back_to_list(self) -> None:
         self.chosen = None
         self.remove_class("-form")
+        self.refresh_bindings()
         self.query_one("#start-title", Static).update(
             Text("Start a workflow (enter to choose, escape to close)")
         )

@@ -146,9 +146,10 @@ class RunsTable(KeyedTable):
     COLUMNS = ("run", "workflow", "state", "progress", "time", "started")
     BINDINGS: ClassVar[list[BindingType]] = [
         *NAV_BINDINGS,
-        Binding("e", "toggle_failed", "Failed only", id="runs.failed"),
-        Binding("o", "cycle_sort", "Sort", id="runs.sort"),
-        Binding("u", "parent", "Parent run", show=False, id="runs.parent"),
+        # Off the footer (it must fit 80 columns); `?` and the README list them.
+        Binding("e", "toggle_failed", "Failed runs only", show=False, id="runs.failed"),
+        Binding("o", "cycle_sort", "Sort runs", show=False, id="runs.sort"),
+        Binding("u", "parent", "Jump to the replayed run", show=False, id="runs.parent"),
     ]
 
     def __init__(
