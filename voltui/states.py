@@ -51,6 +51,7 @@ STATES: dict[str, StateLook] = {
     "cached": StateLook("◆", "$success", "green"),
     "failed": StateLook("✗", "$error", "red", bold=True),
     "skipped": StateLook("\u2013", "$text-muted", "bright_black"),  # en dash
+    "cancelling": StateLook("□", "$warning", "magenta", bold=True),
     "cancelled": StateLook("■", "$warning", "magenta"),
     "interrupted": StateLook("!", "$warning", "magenta"),
 }

@@ -87,11 +87,6 @@ async def test_final_failure_counts_once(engine: Orchestrator, tmp_path: Path) -
     assert (load.completed, load.failed) == (0, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="WorkflowManager releases an attempt before it decides to retry it; it must pass "
-    "CoordinationEngine.release(final=False) for a retried attempt (engine core, lead's file)",
-)
 async def test_retried_attempt_is_not_a_failure(engine: Orchestrator, tmp_path: Path) -> None:
     run = await engine.start_workflow(StartRequest(workflow=write(tmp_path, "f", FLAKY)))
     assert (await engine.wait_run(run.id)).state is RunState.SUCCEEDED

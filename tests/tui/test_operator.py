@@ -23,6 +23,7 @@ from voltui.tui.app import QUIT_CONFIRM, VoltApp
 from voltui.tui.screens import ConfirmScreen, HelpScreen, StartScreen, WorkflowsScreen
 from voltui.tui.screens.run_detail import RunDetailScreen
 from voltui.tui.widgets import AgentsTable, DagView, EventsLog, RunsTable
+from voltui.tui.widgets._table import NavTable
 from voltui.tui.widgets.logview import LogView
 
 SLOW = (
@@ -462,6 +463,9 @@ async def test_log_follows_attempts_searches_wraps_and_saves(
         await until(pilot, lambda: bool(screen.query(LogView)))
         log = screen.query_one(LogView)
         await until(pilot, lambda: any("attempt 3" in x for x in log.lines))
+        steps = screen.query_one("#detail-steps", NavTable)
+        await until(pilot, lambda: "wobbly" in steps.rows)
+        assert steps.get_cell("wobbly", "waited").plain.endswith("s")  # queue wait, apart
         separators = [x for x in log.lines if x.startswith("── attempt")]
         assert separators == ["── attempt 1 ──", "── attempt 2 ──", "── attempt 3 ──"]
         assert log.scroll_y == log.max_scroll_y  # followed to the last attempt

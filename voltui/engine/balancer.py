@@ -36,14 +36,7 @@ class _AgentState:
     """Registration order; stable tie-breaker that survives dict re-creation."""
     active: int = 0
     completed: int = 0
-    """Attempts that succeeded (a step succeeded here)."""
     failed: int = 0
-    """Attempts that errored and were the step's last: the step failed here. An attempt that
-    is retried is `retried`; a cancelled one counts nowhere."""
-    retried: int = 0
-    """Attempts that errored and were tried again."""
-    attempts: int = 0
-    """Attempts with an outcome (`completed + failed + retried`): what latency is averaged on."""
     latency_sum: float = 0.0
     ewma_latency: float | None = None
     ewma_success: float | None = None
@@ -75,7 +68,7 @@ class _AgentState:
             capacity=self.capacity,
             completed=self.completed,
             failed=self.failed,
-            mean_latency=self.latency_sum / self.attempts if self.attempts else None,
+            mean_latency=self.latency_sum / finished if finished else None,
             success_rate=self.completed / finished if finished else None,
             healthy=self.healthy,
             weight=self.weight,
@@ -197,7 +190,7 @@ class LoadBalancer:
         return best
 
     def _performance(self, eligible: list[_AgentState]) -> _AgentState:
-        untried = [s for s in eligible if s.attempts == 0]
+        untried = [s for s in eligible if s.finished == 0]
         if untried:
             # Without a measurement there is nothing to compare; measure everyone first.
             return min(untried, key=lambda s: (s.load_ratio, s.active, s.order))
@@ -224,33 +217,21 @@ class LoadBalancer:
             )
         state.active += 1
 
-    def release(
-        self,
-        agent_id: str,
-        *,
-        latency: float,
-        success: bool,
-        final: bool = True,
-        cancelled: bool = False,
-    ) -> None:
-        """Give back the slot and record how the attempt went.
+    def release(self, agent_id: str, *, latency: float, success: bool, final: bool = True) -> None:
+        """Give back a slot with the attempt's outcome.
 
-        A failed attempt counts in `failed` only when it is `final` (the step failed); one that
-        will be retried counts in `retried`. Both lower the agent's success score (the
-        `performance` strategy should know an agent errs). A `cancelled` attempt records
-        nothing but the freed slot: stopping work is not the agent's failure."""
+        `final=False` is a failed attempt that will be retried: it still teaches the
+        performance strategy (EWMAs) but is not counted as a failure, since the step may yet
+        succeed. Cancellations use `abandon` and teach nothing.
+        """
         state = self._take_back(agent_id)
-        if cancelled:
-            return
+        latency = max(0.0, latency)
         if success:
             state.completed += 1
         elif final:
             state.failed += 1
-        else:
-            state.retried += 1
-        state.attempts += 1
-        latency = max(0.0, latency)
-        state.latency_sum += latency
+        if success or final:
+            state.latency_sum += latency
         outcome = 1.0 if success else 0.0
         a = self.ewma_alpha
         if state.ewma_latency is None or state.ewma_success is None:
@@ -274,6 +255,10 @@ class LoadBalancer:
         return state
 
     # ------------------------------------------------------------------ reporting
+
+    def any_free(self) -> bool:
+        """Whether any healthy agent has a free slot (no snapshots built)."""
+        return any(state.free for state in self._agents.values())
 
     def load(self, agent_id: str) -> AgentLoad:
         return self._state(agent_id).snapshot()

@@ -174,42 +174,23 @@ class RunView:
     early_steps: dict[str, StepView] = field(default_factory=dict)
     """Steps folded before the DAG was known; merged into `steps` by `add_run_detail`, so an
     event that arrives while `get_run` is in flight is not lost."""
-    tally: dict[StepState, int] = field(default_factory=dict)
-    """Steps per state, kept as step events fold in (O(1) per event); complete once
-    `detail_loaded`. What the progress bar's succeeded / failed / cancelled segments show."""
 
     def progress(self) -> Progress:
-        """Succeeded / failed / cancelled of total: from the step tally once the DAG is known,
-        else from the run's own counters (the engine's `steps_succeeded`, ... when it sends
-        them; a finished run's `steps_done` otherwise)."""
+        """Succeeded / failed / cancelled of total, from the run's own counters (the engine
+        keeps them per step, `Run.steps_succeeded` ...; the fold copies them from every
+        `workflow:progress` and final event). Counters that do not add up to `steps_done`
+        (an older engine without them) say only how many steps ended (`unknown`), except for
+        a run that succeeded, whose steps all did."""
         run = self.run
         total = run.steps_total or len(self.steps)
-        if self.detail_loaded and self.tally:
-            t = self.tally
-            return Progress(
-                succeeded=t.get(StepState.SUCCEEDED, 0) + t.get(StepState.CACHED, 0),
-                failed=t.get(StepState.FAILED, 0),
-                cancelled=t.get(StepState.CANCELLED, 0) + t.get(StepState.SKIPPED, 0),
-                total=total,
-            )
-        succeeded = getattr(run, "steps_succeeded", None)
-        if isinstance(succeeded, int):
-            return Progress(
-                succeeded=succeeded,
-                failed=getattr(run, "steps_failed", 0) or 0,
-                cancelled=getattr(run, "steps_cancelled", 0) or 0,
-                total=total,
-            )
+        succeeded = run.steps_succeeded
+        failed = run.steps_failed
+        stopped = run.steps_cancelled + run.steps_skipped
+        if succeeded + failed + stopped == run.steps_done:
+            return Progress(succeeded=succeeded, failed=failed, cancelled=stopped, total=total)
         if run.state is RunState.SUCCEEDED:
             return Progress(succeeded=run.steps_done, total=total)
         return Progress(total=total, unknown=run.steps_done)
-
-    def recount(self) -> None:
-        """Rebuild `tally` from the steps (once per DAG load; events then keep it)."""
-        tally: dict[StepState, int] = {}
-        for sv in self.steps.values():
-            tally[sv.state] = tally.get(sv.state, 0) + 1
-        self.tally = tally
 
     def ordered_steps(self) -> list[StepView]:
         """Steps level by level (the DAG's reading order)."""
@@ -361,11 +342,13 @@ class DashboardState:
         self._handlers["health:checked"] = self._on_health_checked
         for state in StepState:
             if state is not StepState.PENDING:
-                self._handlers[f"step:{state.value}"] = self._on_step_tallied
-        self._handlers["step:started"] = self._on_step_tallied  # the engine's "now running"
+                self._handlers[f"step:{state.value}"] = self._on_step_timed
+        self._handlers["step:started"] = self._on_step_timed  # the engine's "now running"
         for run_state in RunState:
             if run_state.finished:
-                self._handlers[f"workflow:{run_state.value}"] = self._on_run_finished
+                self._handlers[f"workflow:{run_state.value}"] = self._on_run_counted
+        self._handlers["workflow:progress"] = self._on_run_counted
+        self._handlers["workflow:cancelling"] = self._on_run_cancelling
 
     @classmethod
     def from_snapshot(
@@ -514,7 +497,6 @@ class DashboardState:
                 rv.steps[sid] = sv
             rv.levels = compute_levels(dag)
             rv.detail_loaded = True
-            rv.recount()
         return _RUN_CHANGE
 
     def _on_run_started(self, ev: Event) -> frozenset[str]:
@@ -619,33 +601,55 @@ class DashboardState:
         sv.last_line = clean(line[: LINE_CHARS * 2], max_len=LINE_CHARS)
         return _STEP_CHANGE
 
-    def _on_step_tallied(self, ev: Event) -> frozenset[str]:
-        """`_on_step`, plus what the runs panel needs: the run's step tally (moved by one in
-        O(1)), the engine's own duration of a finished attempt, and the queue wait."""
+    def _on_step_timed(self, ev: Event) -> frozenset[str]:
+        """`_on_step`, plus the step's figures by the one definition: the engine's own
+        duration of a finished attempt (its final event's `duration`: attempt start to end)
+        and the queue wait (`step:waiting` to `step:started`)."""
+        changed = self._on_step(ev)
         rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
         sv = None if rv is None or not rv.detail_loaded else rv.steps.get(ev.data.get("step"))
-        before = None if sv is None else sv.state
-        changed = self._on_step(ev)
-        if sv is None or rv is None:
+        if sv is None:
             return changed
-        after = sv.state
-        if after is StepState.WAITING:
+        state = sv.state
+        if state is StepState.WAITING:
             sv.waiting_at = ev.ts
             sv.queue_wait = None
-        elif after is StepState.RUNNING:
+        elif state is StepState.RUNNING:
             sv.took = None
-            waited = sv.waiting_at
-            sv.queue_wait = None if waited is None else max(0.0, ev.ts - waited)
-        elif after.finished:
+            wait = ev.data.get("queue_wait")
+            if isinstance(wait, int | float):
+                sv.queue_wait = max(0.0, float(wait))
+            else:
+                waited = sv.waiting_at
+                sv.queue_wait = None if waited is None else max(0.0, ev.ts - waited)
+        elif state.finished:
             took = ev.data.get("duration")
             sv.took = float(took) if isinstance(took, int | float) and took >= 0 else None
-        if after is not before and before is not None:
-            tally = rv.tally
-            tally[before] = tally.get(before, 1) - 1
-            tally[after] = tally.get(after, 0) + 1
-            if after.finished or before.finished:  # the runs panel shows outcomes only
-                return changed | _PROGRESS_CHANGE
         return changed
+
+    def _on_run_counted(self, ev: Event) -> frozenset[str]:
+        """`workflow:progress` and the final `workflow:*` events, plus the run's step
+        counters they carry (succeeded, failed, skipped, cancelled): progress by outcome."""
+        handler = self._on_run_progress if ev.type == "workflow:progress" else self._on_run_finished
+        changed = handler(ev)
+        rv = self.runs.get(ev.correlation_id or "")
+        if rv is None or not changed:
+            return changed
+        d = ev.data
+        counts = [d.get(k) for k in ("succeeded", "failed", "skipped", "cancelled")]
+        if all(isinstance(n, int) for n in counts):
+            run = rv.run
+            (run.steps_succeeded, run.steps_failed, run.steps_skipped, run.steps_cancelled) = counts  # type: ignore[assignment]
+            run.steps_done = sum(counts)  # type: ignore[arg-type]
+        return changed
+
+    def _on_run_cancelling(self, ev: Event) -> frozenset[str]:
+        """A cancel was asked and the run waits for work that cannot be interrupted."""
+        rv = self.runs.get(ev.correlation_id or "")
+        if rv is None or rv.run.state.finished:
+            return _NONE
+        rv.run.state = RunState.CANCELLING
+        return _RUN_CHANGE
 
     # ------------------------------------------------------------------ agents
 
@@ -774,7 +778,6 @@ class DashboardState:
         rv.steps = steps
         rv.levels = compute_levels((s.id, s.depends_on) for s in detail.workflow.steps)
         rv.detail_loaded = True
-        rv.recount()
         if rv.run.state.finished:
             rv.run.steps_done = sum(1 for sv in steps.values() if sv.state.finished)
         if len(self.runs) > self.max_runs:

@@ -50,7 +50,8 @@ LOG_TAIL = 2000
 """Log lines fetched (and kept) for the selected step."""
 REFRESH_SECONDS = 1.0
 """How often an active run and the selected step's log are fetched again."""
-COLUMNS = ("state", "step", "agent", "attempt", "started", "duration", "error")
+COLUMNS = ("state", "step", "agent", "attempt", "started", "waited", "duration", "error")
+"""`waited` is the latest attempt's queue wait (`StepRun.queue_wait`), apart from its duration."""
 
 STREAM_PREFIX = {"stdout": "  ", "stderr": "! ", "engine": "# "}
 """Marks each log line's stream, so stderr reads as such without colour."""
@@ -93,7 +94,7 @@ def step_duration(sr: StepRun, now: float) -> str:
 def step_row(step_id: str, sr: StepRun | None, now: float) -> list[Text]:
     """The table cells of one step (a step that has not started has no StepRun yet)."""
     if sr is None:
-        blank = [Text("-") for _ in range(4)]
+        blank = [Text("-") for _ in range(5)]
         return [Text(state_cell(StepState.PENDING, 0, 1)), Text(clean(step_id)), *blank, Text("")]
     return [
         Text(state_cell(sr.state, sr.attempt, sr.max_attempts)),
@@ -101,6 +102,7 @@ def step_row(step_id: str, sr: StepRun | None, now: float) -> list[Text]:
         Text(clean(sr.agent_id or "-", max_len=20)),
         Text(f"{sr.attempt}/{sr.max_attempts}"),
         Text(_clock(sr.started_at)),
+        Text(format_duration(sr.queue_wait) if sr.queue_wait is not None else "-"),
         Text(step_duration(sr, now)),
         Text(clean(sr.error or "", max_len=80)),
     ]

@@ -47,6 +47,7 @@ STATE_ORDER = {
     RunState.FAILED: 0,
     RunState.INTERRUPTED: 1,
     RunState.CANCELLED: 2,
+    RunState.CANCELLING: 3,
     RunState.RUNNING: 3,
     RunState.QUEUED: 4,
     RunState.SUCCEEDED: 5,
