@@ -500,3 +500,22 @@ async def test_log_follows_attempts_searches_wraps_and_saves(
         await until(pilot, lambda: screen.selected_step == "quiet")
         await until(pilot, lambda: log.empty_text == "(no output)")
         assert log.line_count == 0
+
+
+async def test_start_list_moves_with_j_and_k(engine: Orchestrator) -> None:
+    from textual.widgets import OptionList
+
+    app = VoltApp(engine)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, StartScreen))
+        options = app.screen.query_one(OptionList)
+        await until(pilot, lambda: options.highlighted is not None)
+        await pilot.press("j", "j")
+        assert options.highlighted == 2
+        await pilot.press("k")
+        assert options.highlighted == 1
+        await pilot.press("G")
+        assert options.highlighted == options.option_count - 1
+        await pilot.press("g")
+        assert options.highlighted == 0

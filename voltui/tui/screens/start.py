@@ -25,6 +25,17 @@ from voltui.engine.models import InputSpec
 from voltui.safetext import clean
 
 
+class WorkflowList(OptionList):
+    """The workflow list, with the cursor keys every dashboard list has (`j`/`k`, `g`/`G`)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", show=False, id="nav.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="nav.up"),
+        Binding("g", "first", "First", show=False, id="nav.first"),
+        Binding("G", "last", "Last", show=False, id="nav.last"),
+    ]
+
+
 def _prompt(wf: WorkflowInfo) -> Text:
     text = Text()
     text.append(clean(wf.name, max_len=50), style="bold")
@@ -121,7 +132,7 @@ class StartScreen(ModalScreen[StartRequest | None]):
                 Text("Start a workflow (enter to choose, escape to close)"), id="start-title"
             )
             if self.workflows:
-                yield OptionList(*[Option(_prompt(wf), id=wf.id) for wf in self.workflows])
+                yield WorkflowList(*[Option(_prompt(wf), id=wf.id) for wf in self.workflows])
             else:
                 yield Static(Text("No workflows found in the workflows folder."))
             yield VerticalScroll(id="start-form")
