@@ -121,6 +121,12 @@ class OrchestratorConfig(BaseSettings):
     event_history: int = Field(10_000, ge=100, description="events kept in memory")
     max_stored_events: int = Field(1_000_000, ge=1000, description="events kept in SQLite")
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    max_log_lines: int = Field(
+        10_000, ge=10, description="log lines per step attempt kept in the store; the rest spill"
+    )
+    live_output_lines: int = Field(
+        200, ge=1, description="step:output events per second per attempt; the rest log only"
+    )
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"

@@ -388,3 +388,29 @@ async def test_cancelled_sync_python_step_really_stops_before_the_run_is_cancell
     types = [e.type for e in run_events(engine, run.id)]
     assert "workflow:cancelling" in types
     assert types.index("workflow:cancelling") < types.index("workflow:cancelled")
+
+
+async def test_a_chatty_step_is_capped_in_the_store_spilled_to_a_file_and_throttled_live(
+    tmp_path: Path,
+) -> None:
+    config = OrchestratorConfig(
+        db=tmp_path / "chatty.db", agents=agents(), max_log_lines=1000, live_output_lines=100
+    )
+    code = "import sys\nfor i in range(50_000):\n    sys.stdout.write(f'line {i}\\n')\n"
+    async with Orchestrator(config) as orch:
+        detail = await run_to_end(orch, workflow([cmd("chatty", code)]))
+        assert detail.run.state is RunState.SUCCEEDED
+        log = await orch.step_log(detail.run.id, "chatty")
+        # The first 1,000 lines and one marker naming the spill file; nothing more stored.
+        assert len(log) == 1001
+        assert log[0].line == "line 0" and log[999].line == "line 999"
+        assert "49000 more line(s)" in log[-1].line
+        spill = Path(detail.run.run_dir or "") / "logs" / "chatty.1.log"
+        assert f"{spill}" in log[-1].line
+        spilled = spill.read_text().splitlines()
+        assert len(spilled) == 49_000 and spilled[-1] == "stdout\tline 49999"
+        assert spill.stat().st_mode & 0o777 == 0o600
+        live = [e for e in run_events(orch, detail.run.id) if e.type == "step:output"]
+        # At most 100 lines a second went out live, plus one "not shown live" note a second.
+        assert 100 <= len(live) < 1000
+        assert any("not shown live" in e.data["line"] for e in live)

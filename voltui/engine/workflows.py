@@ -224,6 +224,8 @@ class WorkflowManager:
         workflow_timeout: float | None = None,
         cancel_grace: float = 5.0,
         settings: dict[str, Any] | None = None,
+        max_log_lines: int = 10_000,
+        live_output_lines: int = 200,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -239,6 +241,8 @@ class WorkflowManager:
         self._workflow_timeout = workflow_timeout
         self._cancel_grace = cancel_grace
         self._settings = settings or {}
+        self._log_lines = max_log_lines
+        self._live_lines = live_output_lines
         self._clock = clock
         self._timer = timer
         self._new_id = new_id
@@ -759,7 +763,7 @@ class WorkflowManager:
                 upstream=upstream,
                 base_dir=ex.base_dir,
                 run_dir=ex.run_dir,
-                emit=self._output_sink(ex, step.id, attempt),
+                emit=(sink := self._output_sink(ex, step.id, attempt)),
                 on_spawn=self._spawn_recorder(sr),
                 cancel_grace=self._cancel_grace,
                 settings=self._settings,
@@ -768,11 +772,14 @@ class WorkflowManager:
             error: str | None = None
             retryable = True
             try:
-                if step.timeout is None:
-                    output = await agent.execute(ctx)
-                else:
-                    async with asyncio.timeout(step.timeout):
+                try:
+                    if step.timeout is None:
                         output = await agent.execute(ctx)
+                    else:
+                        async with asyncio.timeout(step.timeout):
+                            output = await agent.execute(ctx)
+                finally:
+                    sink.close()
             except TimeoutError:
                 error = f"timed out after {format_duration(step.timeout)}"
             except StepError as exc:
@@ -851,34 +858,142 @@ class WorkflowManager:
 
         return record
 
-    def _output_sink(
-        self, ex: _RunExec, step_id: str, attempt: int
-    ) -> Callable[[Literal["stdout", "stderr", "engine"], str], None]:
-        run_id = ex.run.id
+    def _output_sink(self, ex: _RunExec, step_id: str, attempt: int) -> _OutputSink:
+        return _OutputSink(
+            self, ex.run.id, step_id, attempt, ex.run_dir, self._log_lines, self._live_lines
+        )
 
-        def sink(stream: Literal["stdout", "stderr", "engine"], line: str) -> None:
-            now = self._clock()
-            self._store.append_log(
-                [
-                    LogLine(
-                        run_id=run_id,
-                        step_id=step_id,
-                        attempt=attempt,
-                        stream=stream,
-                        ts=now,
-                        line=line,
-                    )
-                ]
-            )
-            self._events.emit(
-                "step:output",
-                SOURCE,
-                {"step": step_id, "attempt": attempt, "stream": stream, "line": line},
-                priority=Priority.LOW,
-                correlation_id=run_id,
-            )
 
-        return sink
+class _OutputSink:
+    """Where a step attempt's output lines go: the store's log, live events, and a spill file.
+
+    A chatty step must not sink the engine (issue: 200 MB of output took 5 GB of memory and a
+    1 GB database). The store keeps the first `max_lines` lines of an attempt; the rest go to
+    `RUN_DIR/logs/STEP.ATTEMPT.log` (0600), with a marker line in the log saying so. Live
+    `step:output` events are limited to `live_lines` per second per attempt; the lines beyond
+    that are in the log only, and one event per second says how many were not shown live.
+    """
+
+    __slots__ = (
+        "_attempt",
+        "_live_lines",
+        "_manager",
+        "_max_lines",
+        "_run_dir",
+        "_run_id",
+        "_spill",
+        "_spill_path",
+        "_step_id",
+        "_window",
+        "_window_lines",
+        "hidden",
+        "lines",
+    )
+
+    def __init__(
+        self,
+        manager: WorkflowManager,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        run_dir: Path,
+        max_lines: int,
+        live_lines: int,
+    ) -> None:
+        self._manager = manager
+        self._run_id = run_id
+        self._step_id = step_id
+        self._attempt = attempt
+        self._run_dir = run_dir
+        self._max_lines = max_lines
+        self._live_lines = live_lines
+        self._spill: Any = None
+        self._spill_path: Path | None = None
+        self._window = 0.0
+        self._window_lines = 0
+        self.lines = 0
+        self.hidden = 0
+
+    def __call__(self, stream: Literal["stdout", "stderr", "engine"], line: str) -> None:
+        m = self._manager
+        now = m._clock()
+        self.lines += 1
+        if self.lines <= self._max_lines:
+            self._store_line(stream, line, now)
+        else:
+            self._spill_line(stream, line, now)
+        if now - self._window >= 1.0:
+            if self.hidden:
+                self._emit(
+                    "engine",
+                    f"[voltui] {self.hidden} line(s) not shown live; the step's log has them",
+                    now,
+                )
+                self.hidden = 0
+            self._window = now
+            self._window_lines = 0
+        if self._window_lines < self._live_lines:
+            self._window_lines += 1
+            self._emit(stream, line, now)
+        else:
+            self.hidden += 1
+
+    def _emit(self, stream: str, line: str, now: float) -> None:
+        self._manager._events.emit(
+            "step:output",
+            SOURCE,
+            {"step": self._step_id, "attempt": self._attempt, "stream": stream, "line": line},
+            priority=Priority.LOW,
+            correlation_id=self._run_id,
+        )
+
+    def _store_line(
+        self, stream: Literal["stdout", "stderr", "engine"], line: str, now: float
+    ) -> None:
+        self._manager._store.append_log(
+            [
+                LogLine(
+                    run_id=self._run_id,
+                    step_id=self._step_id,
+                    attempt=self._attempt,
+                    stream=stream,
+                    ts=now,
+                    line=line,
+                )
+            ]
+        )
+
+    def _spill_line(self, stream: str, line: str, now: float) -> None:
+        if self._spill is None:
+            folder = self._run_dir / "logs"
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._spill_path = folder / f"{self._step_id}.{self._attempt}.log"
+            fd = os.open(
+                self._spill_path,
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0),
+                0o600,
+            )
+            self._spill = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+        self._spill.write(f"{stream}\t{line}\n")
+
+    def close(self) -> None:
+        """End of the attempt: close the spill file and say in the log where the rest is."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+            extra = self.lines - self._max_lines
+            self._store_line(
+                "engine",
+                f"[voltui] output truncated: {extra} more line(s) are in {self._spill_path}",
+                self._manager._clock(),
+            )
+        if self.hidden:
+            self._emit(
+                "engine",
+                f"[voltui] {self.hidden} line(s) not shown live; the step's log has them",
+                self._manager._clock(),
+            )
+            self.hidden = 0
 
 
 def _workflow_folder(source: str | None) -> Path:
