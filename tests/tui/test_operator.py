@@ -381,6 +381,8 @@ async def test_workflows_view_lists_results_and_starts(
         assert table.get_cell("flaky", "last run").plain == "✓ succeeded"
         assert table.get_cell("flaky", "success").plain == "100% of 1"
         assert table.get_cell("flaky", "next").plain == "-"  # no schedule
+        # Run actions are off here: no run is in view.
+        assert not app.check_action("cancel_run", ()) and not app.check_action("replay", ())
         table.move_cursor(row=table.get_row_index("flaky"))
         await pilot.press("enter")
         await until(pilot, lambda: app.screen is app.screen_stack[0])

@@ -585,6 +585,8 @@ class VoltApp(App[None]):
             return None  # shown greyed in the footer, and refused
         if action in DASHBOARD_ACTIONS and self.screen is not self.screen_stack[0]:
             return False
+        if action in ("cancel_run", "replay") and isinstance(self.screen, WorkflowsScreen):
+            return False  # no run in view there: the keys would act on one out of sight
         if action == "clear_filter":  # escape does nothing else here, so bind it only then
             runs_filter = self.is_mounted and self.query_one(RunsTable).filter_text
             return bool(self.filter_text or self.run_filter or runs_filter)
