@@ -67,6 +67,7 @@ _BUCKETS_PER_SECOND = 4
 _MAX_BUCKETS = int(RATE_WINDOW * _BUCKETS_PER_SECOND) + 2
 
 _STEP_STATES: dict[str, StepState] = {s.value: s for s in StepState}
+_FINAL_STEP_STATES = frozenset(s for s in StepState if s.finished)
 _RUN_STATES: dict[str, RunState] = {s.value: s for s in RunState}
 _HEALTH_STATES: dict[str, HealthStatus] = {s.value: s for s in HealthStatus}
 _AGENT_FIELDS = frozenset(AgentLoad.model_fields)
@@ -606,25 +607,32 @@ class DashboardState:
         duration of a finished attempt (its final event's `duration`: attempt start to end)
         and the queue wait (`step:waiting` to `step:started`)."""
         changed = self._on_step(ev)
-        rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
-        sv = None if rv is None or not rv.detail_loaded else rv.steps.get(ev.data.get("step"))
-        if sv is None:
+        if changed is _NONE:
             return changed
+        rv = self.runs[ev.correlation_id]  # type: ignore[index]
+        if not rv.detail_loaded:
+            return changed
+        d = ev.data
+        sv = rv.steps[d["step"]]
         state = sv.state
-        if state is StepState.WAITING:
-            sv.waiting_at = ev.ts
-            sv.queue_wait = None
-        elif state is StepState.RUNNING:
+        if state is StepState.RUNNING:
             sv.took = None
-            wait = ev.data.get("queue_wait")
-            if isinstance(wait, int | float):
-                sv.queue_wait = max(0.0, float(wait))
+            wait = d.get("queue_wait")
+            if wait.__class__ is float or wait.__class__ is int:
+                sv.queue_wait = max(0.0, float(wait))  # type: ignore[arg-type]
             else:
                 waited = sv.waiting_at
                 sv.queue_wait = None if waited is None else max(0.0, ev.ts - waited)
-        elif state.finished:
-            took = ev.data.get("duration")
-            sv.took = float(took) if isinstance(took, int | float) and took >= 0 else None
+        elif state is StepState.WAITING:
+            sv.waiting_at = ev.ts
+            sv.queue_wait = None
+        elif state in _FINAL_STEP_STATES:
+            took = d.get("duration")
+            sv.took = (
+                float(took)  # type: ignore[arg-type]
+                if (took.__class__ is float or took.__class__ is int) and took >= 0  # type: ignore[operator]
+                else None
+            )
         return changed
 
     def _on_run_counted(self, ev: Event) -> frozenset[str]:
