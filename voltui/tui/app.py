@@ -34,6 +34,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.content import Content
 from textual.dom import DOMNode
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Static
@@ -46,7 +47,7 @@ from voltui.engine.api import (
     SubscriptionLagged,
 )
 from voltui.engine.models import Event
-from voltui.safetext import clean
+from voltui.safetext import clean, clean_multiline
 from voltui.tui.calls import engine_call
 from voltui.tui.commands import VoltCommands
 from voltui.tui.screens import ConfirmScreen, HelpScreen, StartScreen
@@ -255,7 +256,8 @@ class VoltApp(App[None]):
         self.engine = engine
         self.clock = clock
         self.monotonic = monotonic
-        self.read_only = read_only
+        # An attached client may be read-only because of the token it used, whatever was asked.
+        self.read_only = read_only or getattr(engine, "read_only", False) is True
         self.refresh_hz = refresh_hz
         self.embedded = embedded
         if keymap:
@@ -530,7 +532,7 @@ class VoltApp(App[None]):
             dag.border_title = Content.assemble(
                 "2 DAG ",
                 (states.label(run.state), states.look(run.state).theme_style),
-                f" {run.id[:8]}",
+                f" {clean(run.id[:8])}",
             )
             if not view.steps and view.run.id not in self._detail_loading:
                 self._detail_loading.add(view.run.id)
@@ -579,6 +581,27 @@ class VoltApp(App[None]):
         variables = muted_variables(super().get_css_variables())
         self.theme_variables = variables  # what `Content` styles (`$text-muted`) resolve with
         return variables
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Every toast, from any screen or widget, passes the sanitiser and is never markup:
+        its text can hold run ids, names and error messages from a workflow file, a step or
+        an attached server (an escape sequence there could retitle the terminal or write the
+        clipboard)."""
+        super().notify(
+            clean_multiline(message, max_len=500),
+            title=clean(title, max_len=80),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.read_only and action in WRITE_ACTIONS:
@@ -681,7 +704,9 @@ class VoltApp(App[None]):
         if run.state.finished:
             self.notify(f"run {run.id[:12]} already {run.state}", severity="warning", markup=False)
             return
-        question = Text(f"Cancel run {run.id[:12]} ({clean(run.workflow_name, max_len=60)})?")
+        question = Text(
+            f"Cancel run {clean(run.id[:12])} ({clean(run.workflow_name, max_len=60)})?"
+        )
         if await self.push_screen_wait(ConfirmScreen(question)):
             done = await self._engine_call(self.engine.cancel_run(run.id))
             if done is not None:

@@ -212,9 +212,9 @@ class RunsTable(KeyedTable):
     def _sig(self, view: RunView, now: float) -> RunSig:
         run = view.run
         return (
-            run.id[:ID_WIDTH],
+            clean(run.id[:ID_WIDTH]),
             clean(run.workflow_name or run.workflow_id, max_len=60),
-            run.replay_of[:ID_WIDTH] if run.replay_of else None,
+            clean(run.replay_of[:ID_WIDTH]) if run.replay_of else None,
             str(run.state),
             view.progress(),
             format_duration(run_duration(view, now)),
