@@ -166,7 +166,7 @@ async def test_engine_wide_events_older_than_the_kept_runs_go_with_them(tmp_path
         engine.dispatcher.emit("agent:load", "test", {"id": "new"})
         kept = await _runs(engine, 2)
         await engine.store.flush()
-        report = await engine.prune(keep=2)
+        report = await engine.prune(keep=2, older_than=365 * 86400)  # both limits, as configured
         assert len(report.runs) == 2
         with sqlite3.connect(engine.store.path) as conn:
             loads = [

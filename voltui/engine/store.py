@@ -876,16 +876,19 @@ class RunStore:
                 + (" WHERE id NOT IN (SELECT value FROM json_each(?))" if dry_run else ""),
                 (json.dumps(ids),) if dry_run else (),
             ).fetchone()[0]
-            cutoff = oldest if oldest is not None else now
+            bounds = [oldest] if oldest is not None else []
             if older_than is not None:
-                cutoff = min(cutoff, now - older_than) if oldest is not None else now - older_than
-            report.events += conn.execute(
-                "SELECT COUNT(*) FROM events WHERE correlation_id IS NULL AND ts < ?", (cutoff,)
-            ).fetchone()[0]
-            if not dry_run:
-                conn.execute(
-                    "DELETE FROM events WHERE correlation_id IS NULL AND ts < ?", (cutoff,)
-                )
+                bounds.append(now - older_than)
+            if bounds:  # older than the oldest kept run, or than the age limit: either goes
+                cutoff = max(bounds)
+                report.events += conn.execute(
+                    "SELECT COUNT(*) FROM events WHERE correlation_id IS NULL AND ts < ?",
+                    (cutoff,),
+                ).fetchone()[0]
+                if not dry_run:
+                    conn.execute(
+                        "DELETE FROM events WHERE correlation_id IS NULL AND ts < ?", (cutoff,)
+                    )
             # A replay --failed shares its parent's folder: keep folders a kept run still uses.
             folders = {d for d in doomed.values() if d}
             if folders:
