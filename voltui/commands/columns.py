@@ -2,10 +2,11 @@
 
 On a terminal, columns give way in an order each table chooses: a flexible column (an error
 message, a file path) shrinks first, down to its minimum; then whole columns are hidden one by
-one (times before counts before notes); identity columns (run id, workflow, state) stay, and only
-as a last resort is a too-long identity cell cut, with an ellipsis. A cell never wraps, so a
-header can never come out one letter per line. Piped, every cell is printed whole, separated by
-tabs: nothing is cut, and `cut -f` / `awk -F'\\t'` read it.
+one (times before counts before notes), and a narrow one hidden early comes back if it fits
+beside what stayed; identity columns (run id, workflow, state) stay, and only as a last resort
+is a too-long identity cell cut, with an ellipsis. What was hidden is named under the table.
+A cell never wraps, so a header can never come out one letter per line. Piped, every cell is
+printed whole, separated by tabs: nothing is cut, and `cut -f` / `awk -F'\\t'` read it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rich.text import Text
 GAP = 2
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: columns are found in lists while fitting
 class Column:
     """One column: its header, cells, and how it gives way on a narrow terminal."""
 
@@ -62,12 +63,17 @@ def fit(columns: Sequence[Column], width: int) -> Layout:
     def needed(cols: list[Column]) -> int:
         return sum(c.narrowest() for c in cols) + GAP * (len(cols) - 1)
 
-    hidden: list[str] = []
+    dropped: list[Column] = []
     droppable = sorted((c for c in visible if c.give_way is not None), key=lambda c: c.give_way)
     while needed(visible) > width and droppable:
         gone = droppable.pop(0)
         visible.remove(gone)
-        hidden.append(gone.header)
+        dropped.append(gone)
+    for col in reversed(dropped):  # a narrow column hidden before a wide one may fit again
+        trial = [c for c in columns if c in visible or c is col]
+        if needed(trial) <= width:
+            visible = trial
+    hidden = [c.header for c in dropped if c not in visible]
     widths = [c.narrowest() for c in visible]
     spare = width - needed(visible)
     for i, col in enumerate(visible):  # flexible columns take the room left, in order
@@ -132,10 +138,5 @@ def print_table(console: Console, title: str, columns: Sequence[Column], empty: 
         )
         console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
     if layout.hidden:
-        console.print(
-            Text(
-                f"({', '.join(layout.hidden)} hidden at {console.width} columns; "
-                "a wider terminal or --json shows them)",
-                style="dim",
-            )
-        )
+        names = ", ".join(layout.hidden)
+        console.print(Text(f"hidden at {console.width} columns: {names} (see --json)", "dim"))
