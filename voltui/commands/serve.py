@@ -88,16 +88,19 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     ]
     try:
         await server.start()
-        where = f"socket {server.socket_path}"
+        # The server itself logs the socket it serves on; the TCP side is said here.
         if server.tcp_address:
-            where += ", tcp {}:{} (token in {})".format(
-                *server.tcp_address, getattr(args, "token_file", None) or default_token_path()
+            token_file = getattr(args, "token_file", None) or default_token_path()
+            log.info(
+                "also listening on tcp %s:%d; clients need the token in %s",
+                *server.tcp_address,
+                token_file,
             )
-        log.info("voltui engine serving on %s", where)
         log.info("state file %s; run folders in %s", engine.store.path, config.runs_dir())
         agents = config.agent_specs()
         log.info("%d agents: %s", len(agents), ", ".join(f"{a.id} ({a.kind})" for a in agents))
-        log.info("workflows folder %s", config.workflows_dir or "(none: start runs by file path)")
+        folder = config.workflows_dir
+        log.info("workflows folder %s", folder.resolve() if folder else "(none: runs by file path)")
         await server.serve_forever(on_stop=args.on_stop)
         await asyncio.sleep(LOG_DRAIN)  # let the last run ends reach the log
     finally:
