@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 
 from voltui.cli import EXIT_OK
 from voltui.commands.common import load_cli_config, setup_logging
@@ -79,9 +80,16 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     if tcp is not None:
         token = load_or_create_token(getattr(args, "token_file", None) or default_token_path())
     engine = Orchestrator(config)
-    await engine.start()
     socket_path = getattr(args, "socket", None) or default_socket_path()
     server = EngineServer(engine, socket_path=socket_path, tcp=tcp, token=token)
+    # serve_forever installs its own handlers once listening; a SIGTERM before that (a service
+    # manager stopping us during start-up) must still end in an orderly stop, not a kill that
+    # leaves the socket behind.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, server.request_stop)
+    await engine.start()
     loggers = [
         asyncio.create_task(log_events(engine, pattern), name=f"serve-log-{pattern}")
         for pattern in ("remote:*", "workflow:*")
