@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 MAX_COUNT = 1_000_000_000
 """Upper bound for counts: SQLite cannot bind integers beyond 64 bits, and no one means more."""
 
+MIN_REFRESH_HZ = 0.5
 MAX_REFRESH_HZ = 60.0
 
 F = TypeVar("F", bound=Callable[[str], Any])
@@ -63,18 +64,18 @@ def count(value: str) -> int:
     return _whole_number(value, 0)
 
 
-@_refuses("0", "-1", "", "abc", "nan", "inf", "1000")
+@_refuses("0", "-1", "", "abc", "nan", "inf", "0.01", "1000")
 def refresh_rate(value: str) -> float:
-    """Repaints per second: more than 0, at most 60 (a terminal shows no more)."""
+    """Repaints per second: from 0.5 (slower looks frozen) to 60 (a terminal shows no more)."""
     try:
         rate = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a rate in Hz like 10 or 2.5, got {value!r}"
         ) from None
-    if not math.isfinite(rate) or not 0 < rate <= MAX_REFRESH_HZ:
+    if not math.isfinite(rate) or not MIN_REFRESH_HZ <= rate <= MAX_REFRESH_HZ:
         raise argparse.ArgumentTypeError(
-            f"expected a rate above 0 and at most {MAX_REFRESH_HZ:g} Hz, got {value!r}"
+            f"expected a rate from {MIN_REFRESH_HZ:g} to {MAX_REFRESH_HZ:g} Hz, got {value!r}"
         )
     return rate
 
