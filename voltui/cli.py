@@ -38,7 +38,15 @@ STATE_STYLE = {
     "queued": ("·", "dim"),
     "interrupted": ("!", "magenta"),
 }
-RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+RUN_STATES = (
+    "queued",
+    "running",
+    "cancelling",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "interrupted",
+)
 """`RunState` values, spelled out so `--help` need not import the engine (a test keeps them
 equal to the enum)."""
 

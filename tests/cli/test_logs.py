@@ -49,6 +49,23 @@ steps:
               print(f"tick{{i}}", flush=True)
               time.sleep(0.2)
 """
+BURSTS, PER_BURST = 6, 500
+BURSTY = f"""\
+id: bursty
+steps:
+  - id: tick
+    run:
+      command:
+        - python
+        - -c
+        - |
+          import time
+          for burst in range({BURSTS}):
+              for i in range({PER_BURST}):
+                  print(f"tick{{burst * {PER_BURST} + i}}")
+              print("", end="", flush=True)
+              time.sleep(0.5)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +145,11 @@ def test_unknown_step_lists_the_steps(chatty: tuple[Path, str]) -> None:
 # ---------------------------------------------------------------------- following a live run
 
 
-def _start_ticker(tmp_path: Path, db: Path, *remote: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start_ticker(
+    tmp_path: Path, db: Path, *remote: str, text: str = TICKER
+) -> tuple[subprocess.Popen[bytes], str]:
     workflow = tmp_path / "ticker.yaml"
-    workflow.write_text(TICKER, encoding="utf-8")
+    workflow.write_text(text, encoding="utf-8")
     runner = subprocess.Popen(
         [sys.executable, "-m", "voltui", "run", str(workflow), *remote],
         cwd=REPO,
@@ -150,8 +169,10 @@ def _start_ticker(tmp_path: Path, db: Path, *remote: str) -> tuple[subprocess.Po
         time.sleep(0.1)
 
 
-def _follow_whole_run(tmp_path: Path, db: Path, *remote: str) -> None:
-    runner, run_id = _start_ticker(tmp_path, db, *remote)
+def _follow_whole_run(
+    tmp_path: Path, db: Path, *remote: str, text: str = TICKER, lines: int = TICKS
+) -> None:
+    runner, run_id = _start_ticker(tmp_path, db, *remote, text=text)
     try:
         follow = voltui("logs", run_id, "tick", "--follow", *remote, db=db)
         assert runner.wait(timeout=60) == 0
@@ -159,13 +180,19 @@ def _follow_whole_run(tmp_path: Path, db: Path, *remote: str) -> None:
         if runner.poll() is None:
             runner.kill()
     assert follow.returncode == 0, follow.stderr
-    assert follow.stdout.splitlines() == [f"tick{i}" for i in range(TICKS)], (
+    assert follow.stdout.splitlines() == [f"tick{i}" for i in range(lines)], (
         "following from mid-run must show every line once, in order"
     )
 
 
 def test_follow_a_run_owned_by_another_process(tmp_path: Path) -> None:
     _follow_whole_run(tmp_path, tmp_path / "x.db")
+
+
+def test_follow_misses_no_line_of_a_step_faster_than_live_events(tmp_path: Path) -> None:
+    """Bursts of 500 lines: far above the live step:output limit, so most lines are in the
+    log only; following must still print every one."""
+    _follow_whole_run(tmp_path, tmp_path / "x.db", text=BURSTY, lines=BURSTS * PER_BURST)
 
 
 def test_follow_over_the_socket(tmp_path: Path, short_dir: Path) -> None:
