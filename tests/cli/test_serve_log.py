@@ -80,3 +80,22 @@ def test_log_level_debug_shows_the_cli_story(tmp_path: Path) -> None:
         loud.stderr
     )
     assert json.loads(loud.stdout) == json.loads(quiet.stdout), "logs never go to stdout"
+
+
+def test_every_logged_event_reads_as_a_sentence() -> None:
+    """describe() on the events serve subscribes to, including what retention removed."""
+    from voltui.commands.serve import describe
+    from voltui.engine.models import Event
+
+    def line(type_: str, data: dict[str, object], run: str | None = None) -> str:
+        event = Event(seq=1, ts=0.0, type=type_, source="t", data=data, correlation_id=run)
+        described = describe(event)
+        assert described is not None, type_
+        return described[1]
+
+    assert line("store:pruned", {"runs": 3, "events": 40, "log_lines": 7, "folders": 2}) == (
+        "retention removed 3 run(s), 40 event(s), 7 log line(s), 2 run folder(s)"
+    )
+    failed = line("workflow:failed", {"name": "x", "error": "boom\x1b]0;t\x07"}, run="r1")
+    assert failed == "run r1 failed: x: boom", "untrusted text is sanitised"
+    assert describe(Event(seq=2, ts=0.0, type="step:output", source="t", data={})) is None

@@ -1,9 +1,9 @@
 """`voltui serve`: the engine headless behind a socket, logging what an operator needs to know.
 
 Logged at INFO to stderr (the config's `log_level` decides what shows): where it listens, the
-state file, the agents; every client that attaches or leaves; every run that starts or ends.
-The log follows the engine's own events (`remote:*`, `workflow:*`) through `EngineAPI.subscribe`,
-so it says exactly what the dashboards see.
+state file, the agents; every client that attaches or leaves; every run that starts or ends;
+what retention removed. The log follows the engine's own events (`remote:*`, `workflow:*`,
+`store:pruned`) through `EngineAPI.subscribe`, so it says exactly what the dashboards see.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def describe(event: Event) -> tuple[int, str] | None:
         return logging.INFO, (
             f"client {d.get('client')} disconnected ({clean(d.get('peer', '?'))}); "
             f"{d.get('clients')} attached"
+        )
+    if t == "store:pruned":
+        return logging.INFO, (
+            f"retention removed {d.get('runs', 0)} run(s), {d.get('events', 0)} event(s), "
+            f"{d.get('log_lines', 0)} log line(s), {d.get('folders', 0)} run folder(s)"
         )
     run = clean(event.correlation_id or "?")
     name = clean(d.get("name") or d.get("workflow_id") or "")
@@ -92,7 +97,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     await engine.start()
     loggers = [
         asyncio.create_task(log_events(engine, pattern), name=f"serve-log-{pattern}")
-        for pattern in ("remote:*", "workflow:*")
+        for pattern in ("remote:*", "workflow:*", "store:pruned")
     ]
     try:
         await server.start()
