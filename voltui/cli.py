@@ -243,6 +243,15 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         ),
         "files",
     )
+    completes(
+        p.add_argument(
+            "--read-only-token-file",
+            type=t.path,
+            metavar="PATH",
+            help="a second token for --tcp whose clients can only watch (created if missing)",
+        ),
+        "files",
+    )
     p.add_argument(
         "--dask",
         type=t.text,

@@ -173,7 +173,7 @@ def event_line(event: Event) -> Text:
     if event.correlation_id:
         line.append(clean(event.correlation_id) + " ", style="dim")
     style = "red" if event.type.endswith(("failed", "error")) else ""
-    line.append(f"{clean(event.type):<18} ", style=style or "bold")
+    line.append(f"{clean(event.type, max_len=40):<18} ", style=style or "bold")
     line.append(summarize(event))
     return line
 

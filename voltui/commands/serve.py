@@ -86,7 +86,16 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         token = load_or_create_token(getattr(args, "token_file", None) or default_token_path())
     engine = Orchestrator(config)
     socket_path = getattr(args, "socket", None) or default_socket_path()
-    server = EngineServer(engine, socket_path=socket_path, tcp=tcp, token=token)
+    read_only_token_file = getattr(args, "read_only_token_file", None)
+    server = EngineServer(
+        engine,
+        socket_path=socket_path,
+        tcp=tcp,
+        token=token,
+        read_only_token=load_or_create_token(read_only_token_file)
+        if read_only_token_file
+        else None,
+    )
     # serve_forever installs its own handlers once listening; a SIGTERM before that (a service
     # manager stopping us during start-up) must still end in an orderly stop, not a kill that
     # leaves the socket behind.

@@ -158,6 +158,10 @@ class Orchestrator:
         start, limit = await asyncio.to_thread(self.store.lease_seq_block)
         self.dispatcher.reset_seq(start, limit=limit, renew=self.store.lease_seq_block)
         self.dispatcher.add_sink(self._persist)
+        # Subscribers (dashboards, remote clients) get an event only once it is committed.
+        self.dispatcher.hold_until_durable()
+        self.store.set_commit_listener(self.dispatcher.release)
+        self.store.set_full_listener(self._on_store_full)
         await self.dispatcher.start()
         self.interrupted_on_start = await self.store.mark_interrupted()
         await self._reap_orphans(self.interrupted_on_start)
@@ -223,6 +227,9 @@ class Orchestrator:
         if not self._started:
             return
         self._started = False
+        if self.store.full is not None:
+            # Stopping must not wait for disk space that may never come (one signal = exit).
+            self.store.abandon_writes()
         if self._follower is not None:
             self._follower.cancel()
             await asyncio.gather(self._follower, return_exceptions=True)
@@ -239,6 +246,11 @@ class Orchestrator:
         await self.watcher.stop()
         if self._watching:
             self.dispatcher.emit("engine:stopped", SOURCE, {}, priority=Priority.HIGH)
+        try:  # subscribers get the last events once they are committed
+            await self.store.flush()
+            await asyncio.sleep(0)
+        except Exception as exc:
+            log.warning("final events not committed: %s", exc)
         await self.dispatcher.stop()
         for agent in self.coordination.agents():
             await agent.close()
@@ -282,6 +294,30 @@ class Orchestrator:
             if policy.delete_run_folders and report.folders:
                 await asyncio.to_thread(_remove_folders, report.folders, self.config.runs_dir())
         return report
+
+    def _on_store_full(self, reason: str | None) -> None:
+        """The store stopped (reason) or resumed (None) taking writes: say so everywhere."""
+        if reason is not None:
+            self.dispatcher.emit(
+                "store:full",
+                SOURCE,
+                {"reason": reason, "path": str(self.store.path)},
+                priority=Priority.CRITICAL,
+            )
+        else:
+            self.dispatcher.emit("store:writable", SOURCE, {}, priority=Priority.HIGH)
+        if self._watching:
+            task = asyncio.create_task(self.watcher.check_now("store"))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _refuse_when_full(self) -> None:
+        if self.store.full is not None:
+            raise UserError(
+                f"the run store {self.store.path} cannot take writes ({self.store.full}); free "
+                "space on its disk (or prune old runs: voltui prune) and try again. Runs in "
+                "progress are paused and carry on by themselves once writes succeed"
+            )
 
     async def _retain(self) -> None:
         """Apply the retention policy now and then every `retention.interval` seconds."""
@@ -350,16 +386,20 @@ class Orchestrator:
                 log.warning("following the store (pid %d) failed: %s", own_pid, exc)
 
     def _persist(self, event: Event) -> None:
-        if event.foreign:
-            return  # already stored by the process that recorded it
-        if event.type == "metrics:system" and not self.config.enable_telemetry:
+        if (
+            event.foreign  # already stored by the process that recorded it
+            or (event.type == "metrics:system" and not self.config.enable_telemetry)
+            # every `voltui list` would otherwise record its agents registering
+            or (not self._watching and event.type in _ONE_SHOT_NOISE)
+        ):
+            self.store.note_seq(event.seq)
             return
-        if not self._watching and event.type in _ONE_SHOT_NOISE:
-            return  # every `voltui list` would otherwise record its agents registering
         self.store.append_event(event)
 
     def _register_components(self) -> None:
         async def store_check() -> tuple[HealthStatus, str]:
+            if self.store.full is not None:
+                return HealthStatus.DEGRADED, f"writes on hold: {self.store.full}"
             seq = await self.store.max_seq()
             return HealthStatus.HEALTHY, f"{self.store.path.name}, last seq {seq}"
 
@@ -448,12 +488,14 @@ class Orchestrator:
         )
 
     async def start_workflow(self, request: StartRequest) -> Run:
+        self._refuse_when_full()
         workflow = await self._resolve_workflow(request.workflow)
         inputs = resolve_inputs(workflow, request.inputs)
         return await self.workflows.submit(workflow, inputs)
 
     async def run_workflow(self, workflow: Workflow, inputs: dict[str, Any] | None = None) -> Run:
         """Start an in-memory workflow (for embedding programs); returns the queued run."""
+        self._refuse_when_full()
         return await self.workflows.submit(workflow, resolve_inputs(workflow, inputs or {}))
 
     async def cancel_run(self, run_id: str) -> Run:
@@ -480,6 +522,7 @@ class Orchestrator:
         )
 
     async def replay_run(self, request: ReplayRequest) -> Run:
+        self._refuse_when_full()
         run = await self._find(request.run_id)
         if not run.state.finished:
             raise UserError(f"run {run.id} is still {run.state.value}; replay it once it ends")
@@ -568,7 +611,10 @@ class Orchestrator:
         return run
 
     async def snapshot(self) -> EngineSnapshot:
-        seq = self.dispatcher.last_seq
+        # As of the newest committed event: a subscriber resuming from here misses nothing
+        # and is never shown an event a crash could still lose.
+        seq = self.dispatcher.released_seq
+        recent = [e for e in self.dispatcher.history(EventQuery(limit=200)) if e.seq <= seq]
         return EngineSnapshot(
             seq=seq,
             ts=self._clock(),
@@ -580,7 +626,7 @@ class Orchestrator:
             runs=await self.list_runs(limit=RECENT_RUNS),
             cache=self.cache.stats(),
             events=self.dispatcher.stats(),
-            recent_events=self.dispatcher.history(EventQuery(limit=200)),
+            recent_events=recent,
         )
 
     def subscribe(
