@@ -399,14 +399,18 @@ def _user_error(exc: BaseException) -> str | None:
     return None
 
 
-def _say_error(message: str) -> None:
-    """One paragraph on stderr; newlines the message itself has (a list of problems) are kept."""
+def clean_multiline(text: str) -> str:
+    """Error paragraphs may list problems on lines of their own; keep the newlines."""
     from voltui.safetext import clean
 
+    return "\n".join(clean(line) for line in text.splitlines())
+
+
+def _say_error(message: str) -> None:
+    """One paragraph on stderr; newlines the message itself has (a list of problems) are kept."""
     colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     head = "\x1b[1;31merror:\x1b[0m " if colour else "error: "
-    body = "\n".join(clean(line) for line in message.splitlines())
-    sys.stderr.write(head + body + "\n")
+    sys.stderr.write(head + clean_multiline(message) + "\n")
     sys.stderr.flush()
 
 

@@ -178,3 +178,13 @@ def test_fish_completes_commands_and_run_ids(state: tuple[Path, list[str]]) -> N
 
     assert fish("voltui wat") == ["watch"]
     assert sorted(fish("voltui watch ")) == sorted(ids)
+
+
+def test_hostile_ids_never_reach_the_shell(tmp_path: Path) -> None:
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    (folder / "evil.yaml").write_text("id: x\x1b]52;c;cG93bmVk\x07y\nsteps: []\n", "utf-8")
+    (folder / "fine.yaml").write_text("id: fine_one\nsteps: []\n", "utf-8")
+    result = voltui("__complete", "run", "--workflows", str(folder), "", db=tmp_path / "x.db")
+
+    assert result.stdout.splitlines() == ["files", "fine_one\tfine.yaml"]

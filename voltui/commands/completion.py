@@ -25,9 +25,11 @@ from pathlib import Path
 
 from voltui.cli import EXIT_OK, build_parser
 from voltui.locations import DB_ENV, default_config_path, default_db_path
+from voltui.safetext import clean
 
 MAX_IDS = 200
 WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
+SAFE_VALUE = re.compile(r"[A-Za-z0-9_.:/=@+,%-]+")
 _TOP_LEVEL_ID = re.compile(r"""^id:\s*["']?([^"'\s#]+)""", re.MULTILINE)
 
 BASH = r"""# voltui completion for bash. Load it with:  eval "$(voltui completion bash)"
@@ -316,8 +318,10 @@ def complete(words: list[str]) -> int:
     cur = words[-1] if words else ""
     lines = [directive]
     for value, description in found:
-        if value.startswith(cur):
-            desc = " ".join(description.split())
+        # Ids read cheaply from files and the store reach the user's terminal through the
+        # shell's menu: offer only plain ones, and sanitised descriptions.
+        if value.startswith(cur) and SAFE_VALUE.fullmatch(value):
+            desc = " ".join(clean(description, max_len=80).split())
             lines.append(f"{value}\t{desc}" if desc else value)
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
