@@ -6,8 +6,8 @@ catalogue, and nothing that changes the engine in read-only mode. Theme switchin
 system commands come from Textual's own provider, which stays registered next to this one.
 
 Names and ids come from workflow files, so every prompt is built as `Content` from plain text
-(Textual's `Matcher.highlight` would read the candidate as markup), and help texts are escaped
-(the palette parses them as markup: a name like `[demo] Load test` would lose its `[demo]`).
+(Textual's `Matcher.highlight` would read the candidate as markup); help texts are escaped,
+since the palette reads them as markup (`[demo] Simulated load` lost its `[demo]`).
 
 The workflow list comes from the app's `WorkflowCatalogue`, fetched in the background, so the
 palette opens without asking the engine anything.
