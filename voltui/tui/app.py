@@ -410,9 +410,11 @@ class VoltApp(App[None]):
         self._resync = False
         self._dirty.clear()
         self._detail_loading.clear()  # the new state has no DAGs yet: fetch them again
-        self.screen_stack[0].remove_class("-stale")
         with self.batch_update():
             self._refresh_panels(set(PANELS))
+        # After the panels hold the new state: a panel that repaints itself on a style change
+        # (the runs table does) must repaint from it, not from the stale one.
+        self.screen_stack[0].remove_class("-stale")
 
     async def _consume(self) -> None:
         """Append event batches to the deque; the timer does the folding."""
