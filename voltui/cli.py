@@ -21,7 +21,6 @@ from typing import Any, NoReturn
 
 from voltui import __version__
 from voltui.commands import argtypes as t
-from voltui.states import CLI_STYLE as STATE_STYLE  # the one state table; engine-free, cheap
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_BROKEN_PIPE = 141

@@ -12,12 +12,13 @@ import time
 from rich.console import Console
 from rich.text import Text
 
-from voltui.cli import EXIT_OK, STATE_STYLE
+from voltui.cli import EXIT_OK
 from voltui.commands.columns import Column, print_table
 from voltui.commands.common import no_workflows_folder_hint, open_engine, plain, print_json
 from voltui.engine.api import WorkflowInfo
 from voltui.engine.durations import format_duration
 from voltui.engine.models import Run, RunState
+from voltui.states import CLI_STYLE as STATE_STYLE
 
 
 def _workflow_columns(workflows: list[WorkflowInfo]) -> list[Column]:
