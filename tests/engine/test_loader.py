@@ -315,7 +315,8 @@ def test_misspelt_required_field_is_one_problem() -> None:
         load_workflow_text(text, "typo.yaml")
     assert info.value.problems == [
         "line 4, column 17 (steps[0].run.llm.promt): unknown field `promt`; did you mean "
-        "`prompt` (a required field)? Allowed here: prompt, system, model, max_tokens, temperature"
+        "`prompt` (a required field)? Allowed here: prompt, system, model, max_tokens, "
+        "temperature, stream, output_schema"
     ]
 
 

@@ -113,6 +113,31 @@ class LLMCall(_FileModel):
     model: str | None = None
     max_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.2, ge=0, le=2)
+    stream: bool = Field(
+        False, description="stream the answer (SSE) so the step log shows it as it grows"
+    )
+    output_schema: dict[str, Any] | None = Field(
+        None,
+        description="JSON Schema the answer must match; the parsed answer becomes output.json "
+        "and a mismatch is a retryable step error",
+    )
+
+    @field_validator("output_schema")
+    @classmethod
+    def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Checked when the file loads, so a typo in the schema is a located file error rather
+        # than a failure of every attempt at run time.
+        if value is not None:
+            from jsonschema import Draft202012Validator, SchemaError
+            from jsonschema.validators import validator_for
+
+            try:
+                validator_for(value, default=Draft202012Validator).check_schema(value)
+            except SchemaError as exc:
+                where = "/".join(str(p) for p in exc.path) or "(top level)"
+                msg = f"output_schema is not a valid JSON Schema at {where}: {exc.message}"
+                raise ValueError(msg) from None
+        return value
 
 
 class SimulatedCall(_FileModel):
@@ -205,6 +230,23 @@ class Step(_FileModel):
     cache: CacheSpec | None = None
     continue_on_failure: bool = False
     priority: Priority = Priority.NORMAL
+    when: str | None = Field(
+        None,
+        description="condition; the step is skipped when it is false, e.g. "
+        '"${inputs.deploy} and steps.review.output.score >= 8"',
+    )
+
+    @field_validator("when")
+    @classmethod
+    def _when_is_safe(cls, value: str | None) -> str | None:
+        # Rejected when the file loads (with the loader's line and column), never at run time.
+        if value is not None:
+            from voltui.engine.conditions import check
+
+            problems = check(value)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return value
 
     @property
     def title(self) -> str:
@@ -326,6 +368,24 @@ def dag_levels(workflow: Workflow) -> list[list[str]]:
 AgentKind = Literal["command", "python", "llm", "simulated", "dask"]
 
 
+class RateLimitSpec(_FileModel):
+    """Limits on calls through one agent or one provider, enforced as token buckets.
+
+    A bucket holds `burst` requests (or `token_burst` tokens) and refills at the per-minute
+    rate; a call that finds it empty waits, so calls are spread out rather than refused.
+    """
+
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_concurrent: int | None = Field(None, ge=1, description="calls in flight at once")
+    burst: float | None = Field(
+        None, ge=1, description="requests allowed at once; default one second's worth (>= 1)"
+    )
+    token_burst: float | None = Field(
+        None, ge=1, description="tokens allowed at once; default one second's worth"
+    )
+
+
 class AgentSpec(_FileModel):
     """An agent as configured: what it can do and how much at once."""
 
@@ -336,6 +396,7 @@ class AgentSpec(_FileModel):
     weight: float = Field(1.0, gt=0)
     description: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
+    limits: RateLimitSpec | None = Field(None, description="rate limits of calls via this agent")
 
 
 class AgentLoad(BaseModel):
@@ -352,6 +413,49 @@ class AgentLoad(BaseModel):
     success_rate: float | None = None
     healthy: bool = True
     weight: float = 1.0
+
+
+# --------------------------------------------------------------------------- usage
+
+
+class Usage(BaseModel):
+    """Tokens that LLM calls used and what they cost, as a structured fact (not log text).
+
+    One value per call, summed per step (every attempt counts: each one was paid for), per
+    run, per agent and per model with `plus`.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    model: str | None = Field(None, description="the model, or None for a mix of models")
+    cost_usd: float = 0.0
+    priced: bool = Field(
+        True,
+        description="False when some call's model has no entry in the price table, so "
+        "cost_usd counts only the priced calls",
+    )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def plus(self, other: Usage) -> Usage:
+        """The sum of two usages (a new value; both stay unchanged)."""
+        if not other.calls:
+            model = self.model
+        elif not self.calls or self.model == other.model:
+            model = other.model
+        else:
+            model = None
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            calls=self.calls + other.calls,
+            model=model,
+            cost_usd=self.cost_usd + other.cost_usd,
+            priced=self.priced and other.priced,
+        )
 
 
 # --------------------------------------------------------------------------- runs
@@ -415,6 +519,7 @@ class Run(BaseModel):
     workflow_path: str | None = None
     run_dir: str | None = Field(None, description="scratch folder for the run's artefacts")
     owner_pid: int | None = None
+    usage: Usage | None = Field(None, description="LLM tokens and cost of all its steps")
 
     @property
     def duration(self) -> float | None:
@@ -446,6 +551,7 @@ class StepRun(BaseModel):
     reused_from: str | None = Field(None, description="run id whose stored output was reused")
     pid: int | None = Field(None, description="process group of a running command attempt")
     pid_started: float | None = Field(None, description="that process's start time (identity)")
+    usage: Usage | None = Field(None, description="LLM tokens and cost of all its attempts")
 
     @property
     def duration(self) -> float | None:
