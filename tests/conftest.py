@@ -13,3 +13,6 @@ def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("VOLTUI_DB", str(db))
     monkeypatch.delenv("VOLTUI_CONFIG", raising=False)
     return db
+
+
+from tests.fixtures.fake_openai import fake_openai  # noqa: E402, F401  (a shared fixture)

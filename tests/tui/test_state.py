@@ -667,3 +667,17 @@ def test_step_started_event_marks_the_step_running() -> None:
     step = state.runs["r1"].steps["a"]
     assert step.state is StepState.RUNNING
     assert step.agent == "x" and step.started_at == 11.0
+
+
+def test_rate_limited_step_says_until_when() -> None:
+    state = DashboardState()
+    state.apply([queued(1, "r1", [["a", []]])])
+    until = T0 + 75
+    limited = {"step": "a", "state": "running", "until": until, "reason": "rpm of agent x"}
+    changed = state.apply([ev(2, "step:rate_limited", limited, "r1")])
+    assert changed >= {"dag"}  # the DAG repaints
+    expected = time.strftime("%H:%M:%S", time.localtime(until))
+    assert state.runs["r1"].steps["a"].last_line == f"rate limited until {expected}"
+    slot = {"step": "a", "until": None, "reason": "max_concurrent 2 of \x1b[31magent x"}
+    state.apply([ev(3, "step:rate_limited", slot, "r1")])
+    assert state.runs["r1"].steps["a"].last_line == "rate limited: max_concurrent 2 of agent x"

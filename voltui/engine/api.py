@@ -27,6 +27,7 @@ from voltui.engine.models import (
     RunState,
     SystemMetrics,
 )
+from voltui.engine.usage import UsageTotals
 
 
 class WorkflowInfo(BaseModel):
@@ -66,6 +67,10 @@ class EngineSnapshot(BaseModel):
     cache: list[CacheStats]
     events: EventStats
     recent_events: list[Event] = Field(default_factory=list)
+    usage: UsageTotals = Field(
+        default_factory=UsageTotals,
+        description="LLM tokens and cost since the engine started, by agent and by model",
+    )
 
 
 class SubscriptionLagged(Exception):

@@ -80,7 +80,7 @@ class Orchestrator:
         self.started_at = clock()
         self.store = RunStore(self.config.db_path())
         self.dispatcher = EventDispatcher(history_size=self.config.event_history, clock=clock)
-        self.balancer = LoadBalancer(self.config.load_balancing_strategy)
+        self.balancer = LoadBalancer(self.config.load_balancing_strategy, clock=clock)
         self.coordination = CoordinationEngine(self.dispatcher, self.balancer)
         self.cache = CacheManager(self.config.cache)
         self.watcher = SystemWatcher(
@@ -104,6 +104,7 @@ class Orchestrator:
             clock=clock,
             timer=timer,
             new_id=new_id,
+            limits=self.config.rate_limits(),
         )
         self._started = False
         self._watching = False
@@ -444,6 +445,7 @@ class Orchestrator:
             cache=self.cache.stats(),
             events=self.dispatcher.stats(),
             recent_events=self.dispatcher.history(EventQuery(limit=200)),
+            usage=self.workflows.usage.totals(),
         )
 
     def subscribe(

@@ -34,12 +34,15 @@ from voltui.engine.models import (
     Step,
     StepRun,
     StepState,
+    Usage,
     Workflow,
     validate_dag,
 )
+from voltui.engine.ratelimit import RateLimits
 from voltui.engine.reaper import process_start_time
 from voltui.engine.retry import backoff_delay, should_retry
 from voltui.engine.store import RunStore
+from voltui.engine.usage import UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ class WorkflowManager:
         timer: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         new_id: Callable[[], str] = new_run_id,
+        limits: RateLimits | None = None,
+        usage: UsageLedger | None = None,
     ) -> None:
         self._events = dispatcher
         self._coord = coordination
@@ -108,6 +113,10 @@ class WorkflowManager:
         self._rng = rng or random.Random()
         self._active: dict[str, _RunExec] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Always a registry, even without configured limits: a provider's Retry-After must
+        # hold back the next call to it.
+        self._limits = limits or RateLimits(clock=clock, timer=timer)
+        self.usage = usage or UsageLedger()
 
     # ------------------------------------------------------------------ public
 
@@ -458,6 +467,9 @@ class WorkflowManager:
                 on_spawn=self._spawn_recorder(sr),
                 cancel_grace=self._cancel_grace,
                 settings=self._settings,
+                limits=self._limits,
+                on_usage=self._usage_recorder(ex, sr),
+                on_rate_limited=self._limit_reporter(ex, sr),
             )
             started = self._timer()
             error: str | None = None
@@ -534,6 +546,44 @@ class WorkflowManager:
             task.add_done_callback(self._background.discard)
 
         return record
+
+    def _usage_recorder(self, ex: _RunExec, sr: StepRun) -> Callable[[Usage], None]:
+        """Add one LLM call's tokens and cost to the step, its run and the engine's totals.
+
+        O(1) per call; the step and run carry their sums and are saved with their next change.
+        """
+
+        def record(usage: Usage) -> None:
+            sr.usage = usage if sr.usage is None else sr.usage.plus(usage)
+            ex.run.usage = usage if ex.run.usage is None else ex.run.usage.plus(usage)
+            self.usage.record(sr.agent_id, usage)
+            self._emit_step(
+                ex,
+                "step:usage",
+                sr,
+                {
+                    "model": usage.model,
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "cost_usd": usage.cost_usd,
+                    "priced": usage.priced,
+                    "step_usage": sr.usage.model_dump(),
+                    "run_usage": ex.run.usage.model_dump(),
+                },
+                Priority.LOW,
+            )
+
+        return record
+
+    def _limit_reporter(self, ex: _RunExec, sr: StepRun) -> Callable[[float | None, str], None]:
+        """A step waiting for a rate limit says until when; the balancer steers away."""
+
+        def report(until: float | None, reason: str) -> None:
+            if until is not None and sr.agent_id is not None:
+                self._coord.balancer.mark_limited(sr.agent_id, until)
+            self._emit_step(ex, "step:rate_limited", sr, {"until": until, "reason": reason})
+
+        return report
 
     def _base_dir(self, ex: _RunExec) -> Path:
         source = ex.run.workflow_path

@@ -278,6 +278,7 @@ class DashboardState:
         self._first_ts: float | None = None
         self._handlers: dict[str, Callable[[Event], frozenset[str]]] = {
             "step:output": self._on_step_output,
+            "step:rate_limited": self._on_step_rate_limited,
             "agent:load": self._on_agent_load,
             "workflow:queued": self._on_run_queued,
             "workflow:started": self._on_run_started,
@@ -546,6 +547,20 @@ class DashboardState:
         if not isinstance(line, str):
             line = "" if line is None else str(line)
         sv.last_line = clean(line[: LINE_CHARS * 2], max_len=LINE_CHARS)
+        return _STEP_CHANGE
+
+    def _on_step_rate_limited(self, ev: Event) -> frozenset[str]:
+        """The step's note becomes `rate limited until 12:04:31` (local time), which the DAG
+        shows next to the step until its next output line."""
+        sv = self._event_step(ev)
+        if sv is None:
+            return _NONE
+        until = ev.data.get("until")
+        if isinstance(until, int | float):
+            note = f"rate limited until {time.strftime('%H:%M:%S', time.localtime(until))}"
+        else:
+            note = f"rate limited: {_text(ev.data.get('reason')) or 'waiting for a slot'}"
+        sv.last_line = note
         return _STEP_CHANGE
 
     # ------------------------------------------------------------------ agents
