@@ -24,7 +24,7 @@ from rich.text import Text
 
 from voltui import __version__
 from voltui.config import OrchestratorConfig, load_config
-from voltui.engine.api import EngineAPI, ReplayRequest, StartRequest
+from voltui.engine.api import ApprovalRequest, EngineAPI, ReplayRequest, StartRequest
 from voltui.engine.durations import format_duration
 from voltui.engine.errors import UserError
 from voltui.engine.inputs import parse_input_pairs
@@ -138,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cancel", parents=[common, remote], help="cancel an active run")
     p.add_argument("run_id")
+
+    p = sub.add_parser(
+        "approve", parents=[common, remote], help="approve (or reject) a waiting approval step"
+    )
+    p.add_argument("run_id")
+    p.add_argument("step_id")
+    p.add_argument("--reject", action="store_true", help="reject instead of approving")
+    p.add_argument("--comment", help="a note recorded with the decision")
 
     p = sub.add_parser("serve", parents=[common], help="run the engine headless for dashboards")
     p.add_argument("--socket", type=Path, help="Unix socket (default: under $XDG_RUNTIME_DIR)")
@@ -528,6 +536,30 @@ async def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+async def cmd_approve(args: argparse.Namespace, console: Console) -> int:
+    """Decide a waiting approval step of a run owned by any process sharing the store."""
+    request = ApprovalRequest(
+        run_id=args.run_id,
+        step_id=args.step_id,
+        approve=not args.reject,
+        comment=args.comment,
+        via="cli",
+    )
+    async with _engine(args) as engine:
+        decided = await engine.approve(request)
+        run = (await engine.get_run(decided.run_id)).run
+    line = f"step {decided.step_id} of run {decided.run_id} {decided.decision} by {decided.by}"
+    console.print(Text(line + (f": {decided.comment}" if decided.comment else "")))
+    if run.state is RunState.INTERRUPTED:
+        console.print(
+            Text(
+                f"run {run.id} was interrupted (its engine stopped); the decision is kept: "
+                f"`voltui replay {run.id} --failed` goes on from there"
+            )
+        )
+    return EXIT_OK
+
+
 async def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     """The engine headless, serving dashboards and CLI commands until SIGTERM/SIGINT."""
     config = _config(args, dask_address=getattr(args, "dask", None))
@@ -602,6 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "watch": cmd_watch,
             "events": cmd_events,
             "cancel": cmd_cancel,
+            "approve": cmd_approve,
             "serve": cmd_serve,
         }.get(args.command)
         if args.command == "attach":

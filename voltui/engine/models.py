@@ -151,11 +151,23 @@ class SimulatedCall(_FileModel):
     output: dict[str, Any] = Field(default_factory=dict)
 
 
-RunKind = Literal["command", "python", "llm", "simulated"]
+class ApprovalCall(_FileModel):
+    """Wait for a person to approve or reject; the step's output is the decision.
+
+    The step holds no agent slot while it waits. Without `timeout` it waits as long as the run
+    may (the workflow timeout still applies).
+    """
+
+    prompt: str = Field(min_length=1, description="what the person is asked to decide")
+    timeout: Duration | None = None
+    on_timeout: Literal["reject", "approve"] = "reject"
+
+
+RunKind = Literal["command", "python", "llm", "simulated", "approval"]
 
 
 class RunSpec(_FileModel):
-    """What a step does: exactly one of `command`, `python`, `llm`, `simulated`."""
+    """What a step does: exactly one of `command`, `python`, `llm`, `simulated`, `approval`."""
 
     command: list[str] | str | None = Field(
         None, description="argv list; a string only with shell: true"
@@ -166,15 +178,18 @@ class RunSpec(_FileModel):
     python: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$", description="pkg.module:function")
     llm: LLMCall | None = None
     simulated: SimulatedCall | None = None
+    approval: ApprovalCall | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RunSpec:
         given = [
-            k for k in ("command", "python", "llm", "simulated") if getattr(self, k) is not None
+            k
+            for k in ("command", "python", "llm", "simulated", "approval")
+            if getattr(self, k) is not None
         ]
         if len(given) != 1:
             raise ValueError(
-                "run needs exactly one of command, python, llm or simulated"
+                "run needs exactly one of command, python, llm, simulated or approval"
                 + (f" (found {', '.join(given)})" if given else "")
             )
         if isinstance(self.command, str) and not self.shell:
@@ -194,6 +209,8 @@ class RunSpec(_FileModel):
             return "python"
         if self.llm:
             return "llm"
+        if self.approval:
+            return "approval"
         return "simulated"
 
 
@@ -253,6 +270,13 @@ class Step(_FileModel):
         return self.name or self.id
 
 
+class BudgetSpec(_FileModel):
+    """The most a run may spend on LLM calls; a call that could exceed it is refused."""
+
+    tokens: int | None = Field(None, ge=1, description="prompt + completion tokens")
+    usd: float | None = Field(None, gt=0, description="cost from the config's price table")
+
+
 class Workflow(_FileModel):
     """A workflow file. DAG checks (cycles, unknown deps) live in `validate_dag`."""
 
@@ -265,6 +289,7 @@ class Workflow(_FileModel):
     timeout: Duration | None = None
     max_parallel: int = Field(4, ge=1, le=1024)
     retry: RetryPolicy | None = None
+    budget: BudgetSpec | None = Field(None, description="LLM spending limit of each run")
     steps: list[Step] = Field(min_length=1)
 
     _source: str | None = PrivateAttr(default=None)
@@ -569,6 +594,40 @@ class LogLine(BaseModel):
     stream: Literal["stdout", "stderr", "engine"]
     ts: float
     line: str
+
+
+class Approval(BaseModel):
+    """A person's decision asked for by an approval step, as stored (one row per run and step).
+
+    Any process sharing the store can write the decision; the run's owner acts on it.
+    """
+
+    run_id: str
+    step_id: str
+    prompt: str
+    requested_at: float
+    timeout_at: float | None = None
+    on_timeout: Literal["reject", "approve"] = "reject"
+    decision: Literal["approved", "rejected"] | None = None
+    decided_at: float | None = None
+    by: str | None = Field(None, description="who decided: a user name, or `timeout`")
+    via: str | None = Field(None, description="where from: cli, dashboard, socket, timeout")
+    comment: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.decision is None
+
+    def output(self) -> dict[str, Any]:
+        """What the step returns, for dependents (`steps.ID.output.approved`)."""
+        return {
+            "approved": self.decision == "approved",
+            "decision": self.decision,
+            "by": self.by,
+            "via": self.via,
+            "comment": self.comment,
+            "decided_at": self.decided_at,
+        }
 
 
 class RunDetail(BaseModel):

@@ -16,7 +16,13 @@ from typing import Any, Self
 from voltui.config import OrchestratorConfig
 from voltui.engine.agents.base import Agent
 from voltui.engine.agents.registry import create_agent
-from voltui.engine.api import EngineSnapshot, ReplayRequest, StartRequest, WorkflowInfo
+from voltui.engine.api import (
+    ApprovalRequest,
+    EngineSnapshot,
+    ReplayRequest,
+    StartRequest,
+    WorkflowInfo,
+)
 from voltui.engine.balancer import LoadBalancer
 from voltui.engine.cache import CacheManager
 from voltui.engine.coordination import CoordinationEngine
@@ -26,6 +32,7 @@ from voltui.engine.inputs import resolve_inputs
 from voltui.engine.loader import load_workflow, load_workflow_dir
 from voltui.engine.models import (
     AgentSpec,
+    Approval,
     Event,
     EventQuery,
     HealthStatus,
@@ -373,6 +380,43 @@ class Orchestrator:
             workflow, run.inputs, replay_of=run.id, replay_mode="all"
         )
 
+    async def approve(self, request: ApprovalRequest) -> Approval:
+        """Decide a waiting approval step of any run in the store, whichever process owns it:
+        the decision is a row the owner reads within a second (at once if it is this one)."""
+        run = await self._find(request.run_id)
+        live = self.workflows.live(run.id)
+        workflow = live[1] if live is not None else await self.store.get_workflow(run.id)
+        if workflow is None:
+            raise NotFoundError(f"run {run.id} has no stored workflow definition")
+        waiting = [s.id for s in workflow.steps if s.run.approval is not None]
+        try:
+            step = workflow.step(request.step_id)
+        except KeyError:
+            raise NotFoundError(
+                f"run {run.id} has no step {request.step_id!r}; its approval steps: "
+                f"{', '.join(waiting) or 'none'}"
+            ) from None
+        if step.run.approval is None:
+            raise UserError(
+                f"step {step.id!r} of run {run.id} is a {step.run.kind} step, not an approval "
+                f"step; its approval steps: {', '.join(waiting) or 'none'}"
+            )
+        # An interrupted run (its engine died while the step waited) still takes an approval:
+        # `replay --failed` of that run then uses it instead of asking again.
+        if run.state.finished and run.state is not RunState.INTERRUPTED:
+            raise UserError(
+                f"run {run.id} already ended as {run.state.value}; its approvals cannot change "
+                "it (replay it with --failed to be asked again)"
+            )
+        return await self.workflows.approvals.decide(
+            run.id,
+            step.id,
+            approve=request.approve,
+            comment=request.comment,
+            by=request.by,
+            via=request.via,
+        )
+
     # ------------------------------------------------------------------ queries
 
     async def _find(self, run_id: str) -> Run:
@@ -445,6 +489,7 @@ class Orchestrator:
             cache=self.cache.stats(),
             events=self.dispatcher.stats(),
             recent_events=self.dispatcher.history(EventQuery(limit=200)),
+            approvals=self.workflows.approvals.pending(),
             usage=self.workflows.usage.totals(),
         )
 

@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from voltui.engine.agents.base import StepContext
+from voltui.engine.approvals import ApprovalGate
+from voltui.engine.budget import RunBudget
 from voltui.engine.cache import CacheManager, stable_key
+from voltui.engine.conditions import ConditionError, evaluate, referenced_steps
 from voltui.engine.coordination import CoordinationEngine
 from voltui.engine.durations import format_duration
 from voltui.engine.errors import NotFoundError, StepError
@@ -72,6 +75,8 @@ class _RunExec:
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: Literal["cancelled", "interrupted"] | None = None
+    budget: RunBudget | None = None
+    """The run's LLM spending against `workflow.budget`, if it has one."""
 
 
 class WorkflowManager:
@@ -96,6 +101,7 @@ class WorkflowManager:
         new_id: Callable[[], str] = new_run_id,
         limits: RateLimits | None = None,
         usage: UsageLedger | None = None,
+        approvals: ApprovalGate | None = None,
     ) -> None:
         self._events = dispatcher
         self._coord = coordination
@@ -117,6 +123,7 @@ class WorkflowManager:
         # hold back the next call to it.
         self._limits = limits or RateLimits(clock=clock, timer=timer)
         self.usage = usage or UsageLedger()
+        self.approvals = approvals or ApprovalGate(store, clock=clock)
 
     # ------------------------------------------------------------------ public
 
@@ -166,6 +173,8 @@ class WorkflowManager:
             for s in workflow.steps
         }
         ex = _RunExec(run, workflow, steps, Path(run.run_dir or ""), reuse or {})
+        if workflow.budget is not None:
+            ex.budget = RunBudget(workflow.budget, self._settings.get("llm_prices") or {})
         await self._store.save_run(run, workflow)
         self._active[run_id] = ex
         self._events.emit(
@@ -320,10 +329,13 @@ class WorkflowManager:
         elif run.error:
             run.state = RunState.FAILED
         else:
+            # A skipped step never fails the run by itself: either a condition was false, or
+            # the failure that caused the skip is in this list already.
             bad = [
                 sr.step_id
                 for sr in ex.steps.values()
                 if not sr.state.ok
+                and sr.state is not StepState.SKIPPED
                 and not (
                     sr.state is StepState.FAILED
                     and ex.workflow.step(sr.step_id).continue_on_failure
@@ -415,6 +427,12 @@ class WorkflowManager:
             await self._progress(ex)
             return
 
+        if step.when is not None and not await self._condition_holds(ex, step, sr):
+            return
+        if step.run.approval is not None:
+            await self._approval_step(ex, step, sr)
+            return
+
         cache_key = None
         if step.cache is not None:
             cache_key = self._cache_key(ex, step, upstream)
@@ -468,6 +486,7 @@ class WorkflowManager:
                 cancel_grace=self._cancel_grace,
                 settings=self._settings,
                 limits=self._limits,
+                budget=ex.budget,
                 on_usage=self._usage_recorder(ex, sr),
                 on_rate_limited=self._limit_reporter(ex, sr),
             )
@@ -526,6 +545,87 @@ class WorkflowManager:
                 continue
             await self._fail(ex, sr, error, latency)
             return
+
+    async def _condition_holds(self, ex: _RunExec, step: Step, sr: StepRun) -> bool:
+        """Evaluate `when:`; false skips the step (dependents follow the skip rules), and a
+        condition that cannot be read (a missing key) fails it, saying what was missing."""
+        assert step.when is not None
+        seen = {
+            sid: {
+                "output": ex.steps[sid].output,
+                "state": ex.steps[sid].state.value,
+                "error": ex.steps[sid].error,
+            }
+            for sid in referenced_steps(step.when)
+            if sid in ex.steps
+        }
+        try:
+            holds = evaluate(step.when, ex.run.inputs, seen)
+        except ConditionError as exc:
+            await self._fail(ex, sr, str(exc), None)
+            return False
+        if not holds:
+            sr.state = StepState.SKIPPED
+            sr.error = "condition false"
+            await self._store.save_step(sr)
+            self._emit_step(
+                ex, "step:skipped", sr, {"reason": "condition false", "condition": step.when}
+            )
+            await self._progress(ex)
+        return holds
+
+    async def _approval_step(self, ex: _RunExec, step: Step, sr: StepRun) -> None:
+        """Wait for a person's decision without taking an agent slot; approved succeeds with
+        the decision as output, rejected (or timed out to reject) fails the step."""
+        call = step.run.approval
+        assert call is not None
+        sr.attempt += 1
+        sr.state = StepState.WAITING
+        sr.started_at = self._clock()
+        sr.finished_at = None
+        carried = None
+        if ex.run.replay_of is not None and ex.run.replay_mode == "failed":
+            # Approved after the engine that ran the original died: that decision stands.
+            carried = await self._store.get_approval(ex.run.replay_of, step.id)
+        request = await self.approvals.ask(ex.run.id, step.id, call, carried=carried)
+        await self._store.save_step(sr)
+        self._emit_step(ex, "step:waiting", sr, {"reason": "awaiting approval"}, Priority.LOW)
+        self._emit_step(
+            ex,
+            "step:approval_requested",
+            sr,
+            {
+                "prompt": request.prompt,
+                "timeout_at": request.timeout_at,
+                "on_timeout": request.on_timeout,
+            },
+            Priority.HIGH,
+        )
+        decision = await self.approvals.wait(request)
+        sr.output = decision.output()
+        sr.finished_at = self._clock()
+        self._emit_step(
+            ex,
+            "step:approval_decided",
+            sr,
+            {
+                "decision": decision.decision,
+                "by": decision.by,
+                "via": decision.via,
+                "comment": decision.comment,
+            },
+            Priority.HIGH,
+        )
+        if decision.decision == "approved":
+            sr.state = StepState.SUCCEEDED
+            await self._store.save_step(sr)
+            self._emit_step(ex, "step:succeeded", sr, {"output": _preview(sr.output)})
+            await self._progress(ex)
+            return
+        reason = f"rejected by {decision.by} via {decision.via}"
+        await self._fail(
+            ex, sr, reason + (f": {decision.comment}" if decision.comment else ""), None
+        )
 
     async def _fail(self, ex: _RunExec, sr: StepRun, error: str, latency: float | None) -> None:
         sr.state = StepState.FAILED

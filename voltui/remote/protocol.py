@@ -79,6 +79,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from voltui import __version__
 from voltui.engine.api import (
+    ApprovalRequest,
     EngineSnapshot,
     ReplayRequest,
     StartRequest,
@@ -91,7 +92,7 @@ from voltui.engine.errors import (
     VoltuiError,
     WorkflowFileError,
 )
-from voltui.engine.models import Event, EventQuery, LogLine, Run, RunDetail, RunState
+from voltui.engine.models import Approval, Event, EventQuery, LogLine, Run, RunDetail, RunState
 
 PROTOCOL_VERSION: Final = 1
 VERSION: Final = __version__
@@ -190,6 +191,10 @@ class ReplayParams(_Params):
     request: ReplayRequest
 
 
+class ApproveParams(_Params):
+    request: ApprovalRequest
+
+
 class RunIdParams(_Params):
     run_id: str = Field(max_length=256)
 
@@ -250,6 +255,7 @@ METHODS: Final[dict[str, Method]] = {
     "step_log": Method(StepLogParams, TypeAdapter(list[LogLine])),
     "events": Method(EventsParams, TypeAdapter(list[Event])),
     "wait_run": Method(RunIdParams, _RUN),
+    "approve": Method(ApproveParams, TypeAdapter(Approval), mutating=True),
     "subscribe": Method(SubscribeParams, TypeAdapter(Subscribed)),
     "unsubscribe": Method(UnsubscribeParams, TypeAdapter(dict[str, bool])),
 }

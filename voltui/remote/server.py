@@ -323,7 +323,7 @@ class _Client:
                 rid,
                 "read_only",
                 f"{name} refused: this client attached read-only, so it cannot start, "
-                "cancel or replay runs; attach without --read-only to do that",
+                "cancel, replay or approve runs; attach without --read-only to do that",
             )
             return
         raw = frame.get("params")
@@ -358,6 +358,10 @@ class _Client:
             if self.closed:
                 return
         kwargs = {field: getattr(params, field) for field in type(params).model_fields}
+        if name == "approve":  # where a decision came from is the server's to say, not the peer's
+            request = kwargs["request"]
+            where = f"{request.via or 'client'} over socket"
+            kwargs["request"] = request.model_copy(update={"via": f"{where} ({self.peer})"})
         task = asyncio.create_task(self._call(rid, name, method, kwargs), name=f"remote-{name}")
         if method.mutating:
             self.server._keep(task)  # survives the connection: see the module docstring

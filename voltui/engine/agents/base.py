@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from voltui.engine.budget import RunBudget
 from voltui.engine.models import AgentSpec, RunKind, Step, Usage
 from voltui.engine.ratelimit import OnWait, RateLimits
 
@@ -49,6 +50,8 @@ class StepContext:
     thread cannot be interrupted, so long loops should check `ctx.cancel_event.is_set()`."""
     limits: RateLimits | None = None
     """The engine's rate limits (per agent, per provider); None means unlimited."""
+    budget: RunBudget | None = None
+    """The run's LLM budget; an LLM call reserves its worst case here first."""
     on_usage: Callable[[Usage], None] = field(default=lambda usage: None)
     """Report the tokens and cost of one LLM call; summed into the step, run and agent."""
     on_rate_limited: OnWait = field(default=lambda until, reason: None)

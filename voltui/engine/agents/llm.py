@@ -41,7 +41,7 @@ import httpx
 from voltui.engine.agents.base import Agent, StepContext
 from voltui.engine.durations import parse_duration
 from voltui.engine.errors import StepError
-from voltui.engine.models import AgentSpec, RunKind
+from voltui.engine.models import AgentSpec, RunKind, Usage
 from voltui.engine.ratelimit import DEFAULT_PROVIDER, Permit, parse_retry_after
 from voltui.engine.usage import estimate_prompt_tokens, make_usage
 
@@ -345,6 +345,17 @@ async def chat_completion(
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     estimate = estimate_prompt_tokens(messages) + max_tokens
+    budget = ctx.budget if ctx is not None else None
+    reservation = (
+        budget.reserve(
+            model=endpoint.model,
+            prompt_tokens=estimate_prompt_tokens(messages),
+            max_tokens=max_tokens,
+            step_id=ctx.step.id if ctx is not None else "?",
+        )
+        if budget is not None
+        else None
+    )
     limits = ctx.limits if ctx is not None else None
     hold: contextlib.AbstractAsyncContextManager[Permit] = (
         limits.hold(
@@ -356,47 +367,56 @@ async def chat_completion(
         if limits is not None
         else contextlib.nullcontext(Permit(estimate=estimate))
     )
-    async with hold as permit, contextlib.AsyncExitStack() as stack:
-        if client is None:
-            client = await stack.enter_async_context(httpx.AsyncClient())
-        try:
-            async with client.stream(
-                "POST", endpoint.url, json=body, headers=headers, timeout=endpoint.timeout
-            ) as response:
-                if response.status_code >= 400:
-                    error = _http_error(endpoint, response.status_code, await response.aread())
-                    _note_retry_after(ctx, limits, endpoint, response)
-                    raise error
-                ctype = response.headers.get("content-type", "")
-                if stream and "text/event-stream" in ctype:
-                    text, served, raw_usage = await _read_stream(endpoint, response, on_text)
-                else:  # a server may ignore `stream` and answer in one piece
-                    text, served, raw_usage = _parse_completion(endpoint, await response.aread())
-                    if on_text is not None and text:
-                        on_text(text)
-        except httpx.TimeoutException as exc:
-            raise StepError(
-                f"LLM endpoint {endpoint.url} timed out (timeout {endpoint.timeout:g}s): "
-                f"{type(exc).__name__}"
-            ) from exc
-        except httpx.ConnectError as exc:
-            raise StepError(f"cannot reach LLM endpoint {endpoint.url}: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise StepError(f"LLM endpoint {endpoint.url} failed: {exc}") from exc
-        prices = settings.get("llm_prices") or {}
-        if isinstance(raw_usage, dict) and (
-            "prompt_tokens" in raw_usage or "completion_tokens" in raw_usage
-        ):
-            usage = make_usage(raw_usage, endpoint.model, prices, served)
-        else:  # never count a call as free because the server did not say
-            guessed = {
-                "prompt_tokens": estimate_prompt_tokens(messages),
-                "completion_tokens": len(text) // 3 + 1,
-            }
-            usage = make_usage(guessed, endpoint.model, prices, served)
-            if ctx is not None:
-                ctx.emit("engine", "the LLM server reported no token usage; counted an estimate")
-        permit.settle(usage.total_tokens)
+    usage: Usage | None = None
+    try:
+        async with hold as permit, contextlib.AsyncExitStack() as stack:
+            if client is None:
+                client = await stack.enter_async_context(httpx.AsyncClient())
+            try:
+                async with client.stream(
+                    "POST", endpoint.url, json=body, headers=headers, timeout=endpoint.timeout
+                ) as response:
+                    if response.status_code >= 400:
+                        error = _http_error(endpoint, response.status_code, await response.aread())
+                        _note_retry_after(ctx, limits, endpoint, response)
+                        raise error
+                    ctype = response.headers.get("content-type", "")
+                    if stream and "text/event-stream" in ctype:
+                        text, served, raw_usage = await _read_stream(endpoint, response, on_text)
+                    else:  # a server may ignore `stream` and answer in one piece
+                        text, served, raw_usage = _parse_completion(
+                            endpoint, await response.aread()
+                        )
+                        if on_text is not None and text:
+                            on_text(text)
+            except httpx.TimeoutException as exc:
+                raise StepError(
+                    f"LLM endpoint {endpoint.url} timed out (timeout {endpoint.timeout:g}s): "
+                    f"{type(exc).__name__}"
+                ) from exc
+            except httpx.ConnectError as exc:
+                raise StepError(f"cannot reach LLM endpoint {endpoint.url}: {exc}") from exc
+            except httpx.HTTPError as exc:
+                raise StepError(f"LLM endpoint {endpoint.url} failed: {exc}") from exc
+            prices = settings.get("llm_prices") or {}
+            if isinstance(raw_usage, dict) and (
+                "prompt_tokens" in raw_usage or "completion_tokens" in raw_usage
+            ):
+                usage = make_usage(raw_usage, endpoint.model, prices, served)
+            else:  # never count a call as free because the server did not say
+                guessed = {
+                    "prompt_tokens": estimate_prompt_tokens(messages),
+                    "completion_tokens": len(text) // 3 + 1,
+                }
+                usage = make_usage(guessed, endpoint.model, prices, served)
+                if ctx is not None:
+                    ctx.emit(
+                        "engine", "the LLM server reported no token usage; counted an estimate"
+                    )
+            permit.settle(usage.total_tokens)
+    finally:
+        if budget is not None and reservation is not None:
+            budget.settle(reservation, usage)
     if ctx is not None:
         ctx.on_usage(usage)
     return {
