@@ -167,6 +167,9 @@ class OrchestratorConfig(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_timeout: Duration = 120.0
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    max_map_children: int = Field(
+        1000, ge=1, le=1_000_000, description="most children one `map:` step may start"
+    )
     agents: list[AgentSpec] | None = Field(None, description="None means the default agents")
     watch: list[HealthCheckSpec] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)

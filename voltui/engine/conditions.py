@@ -176,6 +176,51 @@ def referenced_steps(expr: str) -> set[str]:
     return found
 
 
+def reference_problems(workflow: Any) -> list[tuple[int, tuple[str, ...], str]]:
+    """Steps that `when:` or `map.over` read but that do not run before the step (unknown, or
+    not upstream of it), as (step index, field path, message) for located errors.
+
+    A step may only read steps it (transitively) depends on, or it would see them unfinished
+    depending on timing. Each check walks back from the step and stops at the first match,
+    so steps reading a direct dependency (the usual case) cost O(their edges).
+    """
+    by_id = {s.id: s for s in workflow.steps}
+    out: list[tuple[int, tuple[str, ...], str]] = []
+    for i, step in enumerate(workflow.steps):
+        for where, expr in (("when",), step.when), (("map", "over"), step.map and step.map.over):
+            if not expr:
+                continue
+            for ref in sorted(referenced_steps(expr)):
+                label = ".".join(where)
+                if ref not in by_id:
+                    known = ", ".join(sorted(by_id)) or "none"
+                    out.append((i, where, f"{label} reads unknown step {ref!r} (steps: {known})"))
+                elif not _upstream(by_id, step.id, ref):
+                    out.append(
+                        (
+                            i,
+                            where,
+                            f"{label} reads step {ref!r}, which does not run before "
+                            f"{step.id!r}; add {ref!r} to its depends_on",
+                        )
+                    )
+    return out
+
+
+def _upstream(by_id: Mapping[str, Any], start: str, target: str) -> bool:
+    seen: set[str] = set()
+    stack = list(by_id[start].depends_on)
+    while stack:
+        sid = stack.pop()
+        if sid == target:
+            return True
+        if sid in seen or sid not in by_id:
+            continue
+        seen.add(sid)
+        stack.extend(by_id[sid].depends_on)
+    return False
+
+
 class _Evaluator(EvalWithCompoundTypes):
     """simpleeval, where `a.b` reads key `b` of mapping `a` and nothing else.
 
@@ -219,7 +264,14 @@ def _kind(value: Any) -> str:
 
 
 def evaluate(expr: str, inputs: Mapping[str, Any], steps: Mapping[str, Any]) -> bool:
-    """Whether the condition holds; raises ConditionError naming what could not be read.
+    """Whether the condition holds; see `value`."""
+    return bool(value(expr, inputs, steps))
+
+
+def value(
+    expr: str, inputs: Mapping[str, Any], steps: Mapping[str, Any], *, what: str = "condition"
+) -> Any:
+    """The expression's value; raises ConditionError naming what could not be read.
 
     `steps` maps a step id to `{"output", "state", "error"}` (only the steps the caller wants
     visible; usually those the condition names).
@@ -231,8 +283,8 @@ def evaluate(expr: str, inputs: Mapping[str, Any], steps: Mapping[str, Any]) -> 
     names.update(_CONSTANTS)
     evaluator = _Evaluator(functions={}, names=names)
     try:
-        return bool(evaluator.eval(normalise(expr).strip()))
+        return evaluator.eval(normalise(expr).strip())
     except ConditionError as exc:
-        raise ConditionError(f"condition {expr!r}: {exc}") from None
+        raise ConditionError(f"{what} {expr!r}: {exc}") from None
     except (InvalidExpression, TypeError, ZeroDivisionError, ValueError) as exc:
-        raise ConditionError(f"condition {expr!r} cannot be evaluated: {exc}") from None
+        raise ConditionError(f"{what} {expr!r} cannot be evaluated: {exc}") from None

@@ -228,6 +228,33 @@ class InputSpec(_FileModel):
         return self.default is None and not self.optional
 
 
+class MapSpec(_FileModel):
+    """Run the step once per item of a list computed at run time (dynamic fan-out).
+
+    Child `i` is recorded as step `ID[i]` with its own attempts, log and cache key; it gets
+    the item as `params.item` (and `params.index`). The step's output is the list of the
+    children's outputs, in item order (fan-in).
+    """
+
+    over: str = Field(description='expression giving a list, e.g. "${steps.plan.output.tasks}"')
+    max_parallel: int = Field(8, ge=1, le=1024, description="children running at once")
+    on_failure: Literal["fail_fast", "collect"] = Field(
+        "fail_fast",
+        description="fail_fast: stop the other children at the first failure; collect: run "
+        "every child, then fail the step if any failed",
+    )
+
+    @field_validator("over")
+    @classmethod
+    def _over_is_safe(cls, value: str) -> str:
+        from voltui.engine.conditions import check
+
+        problems = check(value)
+        if problems:
+            raise ValueError("; ".join(p.replace("condition", "map.over", 1) for p in problems))
+        return value
+
+
 class Step(_FileModel):
     """One node of the DAG."""
 
@@ -252,6 +279,14 @@ class Step(_FileModel):
         description="condition; the step is skipped when it is false, e.g. "
         '"${inputs.deploy} and steps.review.output.score >= 8"',
     )
+
+    map: MapSpec | None = Field(None, description="one child per item of a run-time list")
+
+    @model_validator(mode="after")
+    def _map_fits(self) -> Step:
+        if self.map is not None and self.run.approval is not None:
+            raise ValueError("an approval step cannot have map:; ask once, after the fan-out")
+        return self
 
     @field_validator("when")
     @classmethod
@@ -367,6 +402,11 @@ def validate_dag(workflow: Workflow) -> list[DagProblem]:
                 message=f"dependency cycle: {path}",
             )
         )
+        return problems
+    from voltui.engine.conditions import reference_problems
+
+    for i, field_name, message in reference_problems(workflow):
+        problems.append(DagProblem(loc=("steps", i, *field_name), message=message))
     return problems
 
 

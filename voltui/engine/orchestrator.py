@@ -132,6 +132,7 @@ class Orchestrator:
             timer=timer,
             new_id=new_id,
             limits=self.config.rate_limits(),
+            max_map_children=self.config.max_map_children,
         )
         self._started = False
         self._watching = False
@@ -498,7 +499,8 @@ class Orchestrator:
         steps = await self.store.get_steps(run.id)
         if request.mode == "failed":
             reuse = {s.step_id: s for s in steps if s.state.ok}
-            if len(reuse) == len(workflow.steps):
+            # `reuse` also holds map children (`review[3]`); only the workflow's steps count.
+            if all(s.id in reuse for s in workflow.steps):
                 raise UserError(
                     f"run {run.id}: every step succeeded, so there is nothing to replay with "
                     "--failed; replay all steps instead (R in the dashboard, or leave out "
