@@ -295,6 +295,8 @@ class _Append:
     logs: Sequence[LogLine] = ()
     steps: Sequence[tuple[str, str, str, str]] = ()
     runs: Sequence[tuple[Any, ...]] = ()
+    upto: int = 0
+    """Every event seq up to this one is covered once this item commits (see note_seq)."""
 
     @property
     def rows(self) -> int:
@@ -389,7 +391,12 @@ class RunStore:
         self._fatal_reported = False  # some awaited call has raised `_fatal`
         self._inflight: _Batch | None = None  # taken off the queue, not yet resolved
         self._pending_events: list[Event] = []  # appended this loop tick, not yet queued
+        self._pending_upto = 0
+        self._pushed_upto = 0
+        self._push_scheduled = False
+        self._commit_listener: Callable[[int], None] | None = None
         self._stats = StoreStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -397,7 +404,7 @@ class RunStore:
         """Connect, create or upgrade the schema, and start the writer thread."""
         if self._state != "new":
             raise StoreError(f"run store {self.path} was already opened")
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         self._writer = threading.Thread(
             target=self._writer_main,
@@ -604,18 +611,37 @@ class RunStore:
         self._check_writable()
         pending = self._pending_events
         pending.append(event)
-        if len(pending) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self._push_pending)
-            except RuntimeError:  # no loop (a synchronous caller): hand it over now
-                self._push_pending()
-        elif len(pending) >= BATCH_ROWS:
+        self._pending_upto = event.seq
+        if len(pending) >= BATCH_ROWS:
+            self._push_pending()
+        else:
+            self._schedule_push()
+
+    def note_seq(self, seq: int) -> None:
+        """An event the caller chose not to store: it must not hold back the commit listener,
+        which reports every seq up to the newest one whose fate is settled."""
+        self._pending_upto = seq
+        self._schedule_push()
+
+    def set_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(upto_seq)` on the loop after each commit covering events up to it."""
+        self._commit_listener = listener
+
+    def _schedule_push(self) -> None:
+        if self._push_scheduled:
+            return
+        self._push_scheduled = True
+        try:
+            asyncio.get_running_loop().call_soon(self._push_pending)
+        except RuntimeError:  # no loop (a synchronous caller): hand it over now
             self._push_pending()
 
     def _push_pending(self) -> None:
-        if self._pending_events:
+        self._push_scheduled = False
+        if self._pending_events or self._pending_upto > self._pushed_upto:
             events, self._pending_events = self._pending_events, []
-            self._queue.put(_Append(events=events))
+            self._pushed_upto = self._pending_upto
+            self._queue.put(_Append(events=events, upto=self._pending_upto))
 
     def append_log(self, lines: list[LogLine]) -> None:
         """Queue step output lines for the next batch; never blocks."""
@@ -1308,6 +1334,8 @@ class RunStore:
             self._stats.last_error = str(exc)
             err = StoreWriteError(f"run store {self.path}: write failed: {exc}")
             err.__cause__ = exc
+            # Lost, not pending: holding them back from subscribers forever helps nobody.
+            self._notify_commit(batch)
             calls = [i for i in batch.items if isinstance(i, _Call)]
             if not calls or not isinstance(batch.items[-1], _Call):
                 # Some lost rows had nobody awaiting them: report to the next awaited call.
@@ -1315,6 +1343,7 @@ class RunStore:
             for call in calls:
                 _resolve(call, error=err)
             return
+        self._notify_commit(batch)
         self._stats.commits += 1
         self._stats.events_written += n_events
         self._stats.logs_written += n_logs
@@ -1329,6 +1358,18 @@ class RunStore:
                 _resolve(call, error=pending)
             else:
                 _resolve(call, result)
+
+    def _notify_commit(self, batch: _Batch) -> None:
+        listener = self._commit_listener
+        if listener is None:
+            return
+        upto = max((i.upto for i in batch.items if isinstance(i, _Append)), default=0)
+        loop = self._loop
+        if upto and loop is not None:
+            try:
+                loop.call_soon_threadsafe(listener, upto)
+            except RuntimeError:  # the loop is closed
+                pass
 
     def _write_rows(
         self,
