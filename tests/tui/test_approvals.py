@@ -100,3 +100,21 @@ async def test_read_only_refuses_decisions(engine: Orchestrator) -> None:
         assert (await engine.get_run(run.id)).steps[1].state.value == "waiting"
         await engine.cancel_run(run.id)
         await until(pilot, lambda: not app.query_one(ApprovalBanner).display)
+
+
+async def test_header_shows_llm_tokens_and_cost_once_there_are_some(engine: Orchestrator) -> None:
+    from voltui.engine.models import Event
+    from voltui.tui.widgets import HeaderBar
+
+    app = VoltApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.state is not None
+        header = app.query_one(HeaderBar)
+        assert "llm" not in header.render_state(app.state).plain
+        usage = {"step": "a", "model": "m", "prompt_tokens": 1200, "completion_tokens": 34}
+        usage |= {"cost_usd": 0.0123, "priced": True}
+        app.state.apply(
+            [Event(seq=app.state.seq + 1, ts=0, type="step:usage", source="t", data=usage)]
+        )
+        assert "llm 1,234 tok $0.0123" in header.render_state(app.state).plain

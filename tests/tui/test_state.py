@@ -682,3 +682,24 @@ def test_rate_limited_step_says_until_when() -> None:
     slot = {"step": "a", "until": None, "reason": "max_concurrent 2 of \x1b[31magent x"}
     state.apply([ev(3, "step:rate_limited", slot, "r1")])
     assert state.runs["r1"].steps["a"].last_line == "rate limited: max_concurrent 2 of agent x"
+
+
+def test_llm_usage_adds_up_in_the_header_figures() -> None:
+    state = DashboardState()
+    state.apply([queued(1, "r1", [["a", []]])])
+    call = {
+        "step": "a",
+        "model": "m",
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "cost_usd": 0.25,
+        "priced": True,
+        "run_usage": {"prompt_tokens": 100, "completion_tokens": 20, "calls": 1, "cost_usd": 0.25},
+    }
+    changed = state.apply([ev(2, "step:usage", call, "r1")])
+    assert changed == {"header", "events"}  # the figures, and the event itself in the log
+    state.apply([ev(3, "step:usage", {**call, "priced": False, "cost_usd": 0.0}, "r1")])
+    assert (state.usage.total_tokens, state.usage.calls) == (240, 2)
+    assert state.usage.cost_usd == pytest.approx(0.25) and not state.usage.priced
+    assert state.runs["r1"].run.usage is not None
+    assert state.runs["r1"].run.usage.prompt_tokens == 100

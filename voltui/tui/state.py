@@ -43,6 +43,7 @@ from voltui.engine.models import (
     StepRun,
     StepState,
     SystemMetrics,
+    Usage,
 )
 from voltui.safetext import clean
 from voltui.summaries import summarize
@@ -78,6 +79,7 @@ _RUN_CHANGE = frozenset({"runs", "dag", "header"})  # header shows the active-ru
 _PROGRESS_CHANGE = frozenset({"runs", "dag"})
 _STEP_CHANGE = frozenset({"dag"})
 _APPROVAL_CHANGE = frozenset({"dag", "header"})
+_HEADER = frozenset({"header"})
 """An approval asked or decided: the step in the DAG, and the banner (drawn with the header)."""
 _AGENTS_CHANGE = frozenset({"agents"})
 _COMPONENT_CHANGE = frozenset({"health"})
@@ -279,6 +281,8 @@ class DashboardState:
         self.events: deque[Event] = deque(maxlen=self.max_events)
         self.touched_runs: set[str] = set()
         """Run ids changed by the last `apply`, so the DAG panel can skip an untouched run."""
+        self.usage = Usage()
+        """LLM tokens and cost of every call the engine made since it started (the header)."""
         self.approvals: dict[tuple[str, str], PendingApproval] = {}
         """Approval steps waiting for a decision, oldest first (the banner and `a`/`x`)."""
         self.fold_errors = 0
@@ -296,6 +300,7 @@ class DashboardState:
             "step:approval_requested": self._on_approval_requested,
             "step:approval_decided": self._on_approval_decided,
             "step:map_progress": self._on_map_progress,
+            "step:usage": self._on_step_usage,
             "agent:load": self._on_agent_load,
             "workflow:queued": self._on_run_queued,
             "workflow:started": self._on_run_started,
@@ -331,6 +336,7 @@ class DashboardState:
                 run.error = _text(run.error)
             st.runs[run.id] = RunView(run=run)
         st._set_cache(snapshot.cache)
+        st.usage = snapshot.usage.total.model_copy()
         for approval in snapshot.approvals:
             st.approvals[(approval.run_id, approval.step_id)] = PendingApproval(
                 approval.run_id,
@@ -552,6 +558,23 @@ class DashboardState:
             by = _text(ev.data.get("by"), 60) or "?"
             sv.last_line = f"{_text(ev.data.get('decision'), 20) or 'decided'} by {by}"
         return _APPROVAL_CHANGE
+
+    def _on_step_usage(self, ev: Event) -> frozenset[str]:
+        """One LLM call: add it to the engine's totals and keep the run's own sum."""
+        d = ev.data
+        call = Usage(
+            prompt_tokens=int(d.get("prompt_tokens") or 0),
+            completion_tokens=int(d.get("completion_tokens") or 0),
+            calls=1,
+            model=d.get("model") if isinstance(d.get("model"), str) else None,
+            cost_usd=float(d.get("cost_usd") or 0.0),
+            priced=bool(d.get("priced", True)),
+        )
+        self.usage = self.usage.plus(call)
+        rv = self.runs.get(ev.correlation_id or "")
+        if rv is not None and isinstance(d.get("run_usage"), dict):
+            rv.run.usage = Usage.model_validate(d["run_usage"])
+        return _HEADER
 
     def _on_map_progress(self, ev: Event) -> frozenset[str]:
         """A map step's note counts its children: `▶ 3 ✓ 41 ✗ 1 / 50`."""
