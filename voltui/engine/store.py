@@ -21,6 +21,7 @@ an entry to `_MIGRATIONS` for each change.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fnmatch
 import json
 import logging
@@ -48,6 +49,7 @@ from voltui.engine.models import (
     StepState,
     Workflow,
 )
+from voltui.engine.private import secure_store
 
 __all__ = [
     "BATCH_INTERVAL",
@@ -71,6 +73,8 @@ BATCH_INTERVAL = 0.1
 BATCH_ROWS = 1000
 """Appended rows that trigger a commit without waiting for `BATCH_INTERVAL`."""
 BUSY_TIMEOUT_MS = 5000
+FULL_RETRY = 1.0
+"""Seconds between attempts to commit a batch while the disk is full."""
 
 _ACTIVE_RUN_STATES = tuple(s.value for s in RunState if not s.finished)
 _UNFINISHED_STEP_STATES = (
@@ -173,6 +177,33 @@ _MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+# What the current schema must have: table -> columns the code reads or writes.
+EXPECTED_SCHEMA: dict[str, tuple[str, ...]] = {
+    "runs": ("id", "workflow_id", "state", "created_at", "owner_pid", "data", "workflow"),
+    "steps": ("pos", "run_id", "step_id", "state", "data"),
+    "events": ("seq", "ts", "type", "correlation_id", "data", "ins"),
+    "logs": ("id", "run_id", "step_id", "attempt", "stream", "ts", "line"),
+    "seq_lease": ("id", "next"),
+    "step_cache": ("key", "value", "expires_at"),
+    "run_workflows": ("run_id", "workflow"),
+    "run_requests": ("id", "run_id", "kind", "requested_at", "requested_by", "handled_at"),
+    "approvals": ("run_id", "step_id", "decision", "data"),
+}
+
+
+def schema_problems(conn: sqlite3.Connection) -> list[str]:
+    """Missing tables or columns, each said in a few words; empty when the schema is whole."""
+    problems = []
+    for table, columns in EXPECTED_SCHEMA.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            problems.append(f"table {table!r} is missing")
+            continue
+        lost = [c for c in columns if c not in have]
+        if lost:
+            problems.append(f"table {table!r} lacks column(s) {', '.join(lost)}")
+    return problems
+
 
 # --------------------------------------------------------------------------- errors
 
@@ -213,6 +244,13 @@ def default_is_alive(pid: int | None) -> bool:
     return psutil.pid_exists(pid)
 
 
+def _is_full(exc: BaseException) -> bool:
+    """SQLITE_FULL or ENOSPC: the disk (or the database's page limit) has no room."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
+
+
 def _glob_for(pattern: str) -> str | None:
     """The SQLite GLOB equal to an fnmatch pattern, or None when only Python can match it.
 
@@ -237,6 +275,48 @@ def _dump_event(event: Event) -> str:
 
 def _now() -> float:
     return time.time()
+
+
+M = TypeVar("M", Run, StepRun, Event, Workflow)
+_BAD_ROWS_LOGGED: set[tuple[str, str]] = set()
+
+
+def _parse(model: type[M], data: Any, where: str) -> M | None:
+    """A stored row as a model, or None (with one warning naming it) when it is damaged.
+
+    A single malformed row, written by a bug, a crash of an old version or a hand edit,
+    must not make every listing of the store fail: it is skipped and named once.
+    """
+    try:
+        return model.model_validate_json(data)
+    except Exception as exc:
+        key = (model.__name__, where)
+        if key not in _BAD_ROWS_LOGGED:
+            _BAD_ROWS_LOGGED.add(key)
+            logger.warning(
+                "run store: skipped a damaged %s row (%s): %s; `voltui doctor` checks the file",
+                model.__name__,
+                where,
+                str(exc).splitlines()[0],
+            )
+        return None
+
+
+def _run_dir_of(data: str) -> str | None:
+    try:
+        value = json.loads(data).get("run_dir")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _parse_all(model: type[M], rows: Sequence[Any], where: str, col: int = 0) -> list[M]:
+    out = []
+    for r in rows:
+        parsed = _parse(model, r[col], f"{where}, key {r[-1]}" if len(r) > 1 else where)
+        if parsed is not None:
+            out.append(parsed)
+    return out
 
 
 def step_row(step: StepRun) -> tuple[str, str, str, str]:
@@ -379,7 +459,7 @@ class RunStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.notices = secure_store(self.path)  # 0600 files, 0700 folders; what was tightened
         self._queue: queue.SimpleQueue[_Append | _Call] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._read_conn: sqlite3.Connection | None = None
@@ -397,6 +477,10 @@ class RunStore:
         self._commit_listener: Callable[[int], None] | None = None
         self._stats = StoreStats()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._full: str | None = None
+        self._full_listener: Callable[[str | None], None] | None = None
+        self._abandon = False  # close(): stop waiting for space
+        self._wake = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -415,7 +499,10 @@ class RunStore:
         self._writer.start()
         try:
             await ready
-            self._read_conn = await asyncio.to_thread(self._connect_reader)
+            try:
+                self._read_conn = await asyncio.to_thread(self._connect_reader)
+            except sqlite3.DatabaseError as exc:
+                raise self._open_error(exc) from exc
         except BaseException:
             self._state = "closed"
             self._queue.put(_Call(lambda conn: None, loop, loop.create_future(), stop=True))
@@ -432,6 +519,8 @@ class RunStore:
             return
         was_open = self._state == "open"
         self._state = "closing"
+        if self._full is not None:
+            self.abandon_writes()
         try:
             if was_open and self._fatal is None:
                 try:
@@ -678,7 +767,9 @@ class RunStore:
             for run_id, owner_pid, data in rows:
                 if alive(owner_pid):
                     continue
-                run = Run.model_validate_json(data)
+                run = _parse(Run, data, f"run {run_id}")
+                if run is None:
+                    continue
                 who = f"pid {owner_pid}" if owner_pid is not None else "pid unknown"
                 run.state = RunState.INTERRUPTED
                 run.finished_at = now
@@ -695,7 +786,9 @@ class RunStore:
                     (run_id, *_UNFINISHED_STEP_STATES),
                 ).fetchall()
                 for pos, step_data in steps:
-                    step = StepRun.model_validate_json(step_data)
+                    step = _parse(StepRun, step_data, f"a step of run {run_id}")
+                    if step is None:
+                        continue
                     step.state = StepState.CANCELLED
                     step.error = "interrupted"
                     if step.started_at is not None and step.finished_at is None:
@@ -776,7 +869,9 @@ class RunStore:
         )
         if not rows:
             return [], cursor
-        events = [Event.model_validate_json(r[1]) for r in rows if r[1] is not None]
+        events = [
+            e for r in rows if r[1] is not None and (e := _parse(Event, r[1], "events")) is not None
+        ]
         return events, int(rows[-1][0])
 
     async def prune_runs(
@@ -804,14 +899,14 @@ class RunStore:
                     f"SELECT id, data FROM runs WHERE state IN ({marks}) AND created_at < ?",
                     (*finished, now - older_than),
                 ):
-                    doomed[run_id] = json.loads(data).get("run_dir")
+                    doomed[run_id] = _run_dir_of(data)
             if keep is not None:
                 for run_id, data in conn.execute(
                     f"SELECT id, data FROM runs WHERE state IN ({marks}) "
                     "ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?",
                     (*finished, keep),
                 ):
-                    doomed[run_id] = json.loads(data).get("run_dir")
+                    doomed[run_id] = _run_dir_of(data)
             report = PruneReport(runs=sorted(doomed))
             if not doomed:
                 return report
@@ -844,9 +939,9 @@ class RunStore:
             folders = {d for d in doomed.values() if d}
             if folders:
                 in_use = {
-                    json.loads(data).get("run_dir")
-                    for (data,) in conn.execute("SELECT data FROM runs")
-                    if not dry_run or json.loads(data).get("id") not in doomed
+                    _run_dir_of(data)
+                    for (run_id, data) in conn.execute("SELECT id, data FROM runs")
+                    if not dry_run or run_id not in doomed
                 }
                 report.folders = sorted(folders - in_use)
             return report
@@ -883,7 +978,7 @@ class RunStore:
         row = await self._read(
             lambda c: c.execute("SELECT data FROM runs WHERE id = ?", (run_id,)).fetchone()
         )
-        return Run.model_validate_json(row[0]) if row else None
+        return _parse(Run, row[0], f"run {run_id}") if row else None
 
     async def get_workflow(self, run_id: str) -> Workflow | None:
         """The definition stored with the run, so replays use what actually ran."""
@@ -897,15 +992,15 @@ class RunStore:
         row = await self._read(query)
         if not row or row[0] is None:
             return None
-        return Workflow.model_validate_json(row[0])
+        return _parse(Workflow, row[0], f"definition of run {run_id}")
 
     async def get_steps(self, run_id: str) -> list[StepRun]:
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT data FROM steps WHERE run_id = ? ORDER BY pos", (run_id,)
+                "SELECT data, step_id FROM steps WHERE run_id = ? ORDER BY pos", (run_id,)
             ).fetchall()
         )
-        return [StepRun.model_validate_json(r[0]) for r in rows]
+        return _parse_all(StepRun, rows, f"steps of run {run_id}")
 
     async def list_runs(
         self,
@@ -923,13 +1018,13 @@ class RunStore:
         if workflow_id is not None:
             where.append("workflow_id = ?")
             args.append(workflow_id)
-        sql = "SELECT data FROM runs"
+        sql = "SELECT data, id FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         args.append(max(0, limit))
         rows = await self._read(lambda c: c.execute(sql, args).fetchall())
-        return [Run.model_validate_json(r[0]) for r in rows]
+        return _parse_all(Run, rows, "runs")
 
     async def find_run(self, prefix: str) -> Run | None:
         """The run with this exact id, else the only run whose id starts with `prefix`.
@@ -954,7 +1049,13 @@ class RunStore:
             return None
         if len(rows) > 1:
             raise AmbiguousRunIdError(prefix, [r[0] for r in rows])
-        return Run.model_validate_json(rows[0][1])
+        run = _parse(Run, rows[0][1], f"run {rows[0][0]}")
+        if run is None:
+            raise UserError(
+                f"run {rows[0][0]} is damaged in the store {self.path} and cannot be read; "
+                "`voltui doctor` checks the file and can repair it"
+            )
+        return run
 
     async def events(self, query: EventQuery) -> list[Event]:
         """Stored events matching `query`, ordered by seq; `limit` keeps the newest N."""
@@ -980,7 +1081,7 @@ class RunStore:
         if query.correlation_id is not None:
             where.append("correlation_id = ?")
             args.append(query.correlation_id)
-        sql = "SELECT data FROM events"
+        sql = "SELECT data, seq FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         if query.limit is not None:
@@ -991,17 +1092,17 @@ class RunStore:
         rows = await self._read(lambda c: c.execute(sql, args).fetchall())
         if query.limit is not None:
             rows.reverse()
-        return [Event.model_validate_json(r[0]) for r in rows]
+        return _parse_all(Event, rows, "events")
 
     async def events_range(self, after_seq: int, upto_seq: int) -> list[Event]:
         """Events with after_seq < seq <= upto_seq, in order (subscriber backfill)."""
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT data FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+                "SELECT data, seq FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
                 (after_seq, upto_seq),
             ).fetchall()
         )
-        return [Event.model_validate_json(r[0]) for r in rows]
+        return _parse_all(Event, rows, "events")
 
     def lease_seq_block(self, size: int = 100_000) -> tuple[int, int]:
         """Reserve event numbers `(start, start + size]` for this process; returns both ends.
@@ -1178,9 +1279,17 @@ class RunStore:
                     conn.execute(statement)
             if version != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            missing = schema_problems(conn)
+            if missing:
+                raise StoreError(
+                    f"run store {self.path} is damaged: {'; '.join(missing)}. Run "
+                    f"`voltui doctor --db {self.path} --repair` to back it up and rebuild it "
+                    "(the rows still readable are kept), or use another store path"
+                )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     # ------------------------------------------------------------------ writer thread
@@ -1190,7 +1299,7 @@ class RunStore:
         try:
             conn = self._connect()
         except BaseException as exc:
-            _resolve(ready_call, error=StoreError(f"cannot open run store {self.path}: {exc}"))
+            _resolve(ready_call, error=self._open_error(exc))
             return
         try:
             try:
@@ -1199,7 +1308,7 @@ class RunStore:
                 _resolve(ready_call, error=exc)
                 return
             except BaseException as exc:
-                _resolve(ready_call, error=StoreError(f"cannot open run store {self.path}: {exc}"))
+                _resolve(ready_call, error=self._open_error(exc))
                 return
             _resolve(ready_call)
             self._writer_loop(conn)
@@ -1218,6 +1327,14 @@ class RunStore:
             self._fail_queued(fatal)
         finally:
             conn.close()
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        hint = (
+            f"; `voltui doctor --db {self.path} --repair` backs it up and rebuilds it"
+            if isinstance(exc, sqlite3.DatabaseError)
+            else ""
+        )
+        return StoreError(f"cannot open run store {self.path}: {exc}{hint}")
 
     def _fail_queued(self, error: StoreWriteError) -> None:
         while True:
@@ -1270,14 +1387,62 @@ class RunStore:
                     return
 
     def _commit(self, conn: sqlite3.Connection, batch: _Batch) -> None:
-        """Write one batch in one transaction, in queue order.
+        """Commit a batch; while the disk is full, keep it and try again every FULL_RETRY s.
+
+        A full disk is the one failure that fixes itself: losing the batch (and failing every
+        step waiting on it) would turn minutes without space into lost runs. The engine is told
+        (`on_full`), refuses new work meanwhile, and carries on when space returns. `close()`
+        ends the waiting: what was not committed by then is reported lost.
+        """
+        while True:
+            error = self._commit_once(conn, batch)
+            if error is None:
+                if self._full is not None:
+                    logger.warning("run store %s: writes succeed again", self.path)
+                    self._set_full(None)
+                return
+            self._set_full(str(error))
+            self._wake.wait(FULL_RETRY)
+            self._wake.clear()
+
+    def _set_full(self, reason: str | None) -> None:
+        if reason is not None and self._full is None:
+            logger.error("run store %s: %s; holding writes until there is space", self.path, reason)
+        changed = (reason is None) != (self._full is None)
+        self._full = reason
+        listener, loop = self._full_listener, self._loop
+        if changed and listener is not None and loop is not None:
+            try:
+                loop.call_soon_threadsafe(listener, reason)
+            except RuntimeError:
+                pass
+
+    def abandon_writes(self) -> None:
+        """Stop waiting for space: one last try, then what is uncommitted is reported lost.
+
+        Waiting would keep a stopping engine alive forever on a disk that stays full.
+        """
+        self._abandon = True
+        self._wake.set()
+
+    @property
+    def full(self) -> str | None:
+        """Why writes are on hold (disk or database full), or None when they go through."""
+        return self._full
+
+    def set_full_listener(self, listener: Callable[[str | None], None]) -> None:
+        """Call `listener(reason)` on the loop when writes stop (reason) or resume (None)."""
+        self._full_listener = listener
+
+    def _commit_once(self, conn: sqlite3.Connection, batch: _Batch) -> BaseException | None:
+        """Write one batch in one transaction, in queue order; the error when the disk is full.
 
         Each awaited call runs in its own savepoint, so bad data fails that call alone; appended
         rows failing are recorded for the next awaited call. A failed COMMIT (disk full, lock
         timeout) fails every call in the batch and loses its appends.
         """
         if not batch.items:
-            return
+            return None
         outcomes: list[tuple[_Call, Any, BaseException | None]] = []
         events: list[Event] = []
         logs: list[LogLine] = []
@@ -1304,6 +1469,8 @@ class RunStore:
                     try:
                         outcomes.append((item, item.fn(conn), None))
                     except Exception as exc:
+                        if _is_full(exc):
+                            raise
                         conn.execute("ROLLBACK TO call")
                         outcomes.append((item, None, exc))
                     conn.execute("RELEASE call")
@@ -1319,6 +1486,8 @@ class RunStore:
                         logger.exception("run store %s: rollback failed", self.path)
                 raise
         except Exception as exc:
+            if _is_full(exc) and not self._abandon:
+                return exc
             n_events = sum(len(i.events) for i in batch.items if isinstance(i, _Append))
             n_logs = sum(len(i.logs) for i in batch.items if isinstance(i, _Append))
             logger.error(
@@ -1342,7 +1511,7 @@ class RunStore:
                 self._set_undelivered(err)
             for call in calls:
                 _resolve(call, error=err)
-            return
+            return None
         self._notify_commit(batch)
         self._stats.commits += 1
         self._stats.events_written += n_events
@@ -1358,6 +1527,7 @@ class RunStore:
                 _resolve(call, error=pending)
             else:
                 _resolve(call, result)
+        return None
 
     def _notify_commit(self, batch: _Batch) -> None:
         listener = self._commit_listener
@@ -1390,6 +1560,8 @@ class RunStore:
             try:
                 upsert(conn, rows)
             except Exception as exc:
+                if _is_full(exc):
+                    raise
                 conn.execute("ROLLBACK TO appends")
                 self._note_append_failure(exc, len(rows), what)
             conn.execute("RELEASE appends")
@@ -1415,6 +1587,8 @@ class RunStore:
                         len(events) - cur.rowcount,
                     )
             except Exception as exc:
+                if _is_full(exc):
+                    raise
                 conn.execute("ROLLBACK TO appends")
                 self._note_append_failure(exc, len(events), "event(s)")
             conn.execute("RELEASE appends")
@@ -1427,6 +1601,8 @@ class RunStore:
                     [(ln.run_id, ln.step_id, ln.attempt, ln.stream, ln.ts, ln.line) for ln in logs],
                 )
             except Exception as exc:
+                if _is_full(exc):
+                    raise
                 conn.execute("ROLLBACK TO appends")
                 self._note_append_failure(exc, len(logs), "log line(s)")
             conn.execute("RELEASE appends")
