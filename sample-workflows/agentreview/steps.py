@@ -4,6 +4,7 @@ publish. Everything works offline; `plan` asks the configured LLM when there is 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +25,10 @@ PLAN_SCHEMA = {
     },
 }
 SKIP = {"__pycache__", ".git", ".venv", "node_modules"}
+_AST = threading.Lock()
+"""Map children run in worker threads; CPython 3.11 can fail building ASTs in several threads
+at once (a spurious "AST constructor recursion depth mismatch", python/cpython#106905), so
+the compile-and-lint part of a review runs one at a time."""
 
 
 class Context(Protocol):
@@ -101,7 +106,8 @@ def review_file(ctx: Context) -> dict[str, Any]:
     path = (root / item["path"]).resolve()
     if root not in path.parents:
         raise ValueError(f"{item['path']!r} is outside the reviewed folder")
-    report = review(path)
+    with _AST:
+        report = review(path)
     findings = len(report["findings"])
     score = 0.0 if not report["ok"] else max(0.0, 10.0 - findings * 10.0 / max(report["lines"], 10))
     ctx.log(f"{item['path']}: {findings} findings, score {score:.1f}")

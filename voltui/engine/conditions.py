@@ -18,6 +18,7 @@ expression that slipped past `check` cannot reach Python objects.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -114,21 +115,35 @@ def normalise(expr: str) -> str:
     return _INTERPOLATION.sub(lambda m: f"({m.group(1)})", expr)
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse(source: str) -> ast.Expression:
+    """One parse per distinct expression. Besides the saving, this keeps `ast` work off the
+    run's hot path: CPython 3.11 can raise a spurious SystemError ("AST constructor recursion
+    depth mismatch", python/cpython#106905) when threads build ASTs at the same time, as
+    Python steps in worker threads may."""
+    return ast.parse(source, mode="eval")
+
+
 def check(expr: str) -> list[str]:
     """Problems that make `expr` unusable as a condition; empty when it is fine.
 
     Run when a workflow file loads, so an unsafe or broken condition never reaches a run.
     """
+    return list(_check(expr))
+
+
+@functools.lru_cache(maxsize=1024)
+def _check(expr: str) -> tuple[str, ...]:
     if not expr.strip():
-        return ["condition is empty; write an expression such as `inputs.deploy == true`"]
+        return ("condition is empty; write an expression such as `inputs.deploy == true`",)
     if "${" in _INTERPOLATION.sub("", expr):
-        return ["condition has a `${` without its closing `}`"]
+        return ("condition has a `${` without its closing `}`",)
     source = normalise(expr)
     try:
-        tree = ast.parse(source.strip(), mode="eval")
+        tree = _parse(source.strip())
     except SyntaxError as exc:
         where = f" at column {exc.offset}" if exc.offset else ""
-        return [f"condition {expr!r} is not a valid expression{where}: {exc.msg}"]
+        return (f"condition {expr!r} is not a valid expression{where}: {exc.msg}",)
     text = source.strip()
     problems: list[str] = []
 
@@ -155,15 +170,20 @@ def check(expr: str) -> list[str]:
             visit(child, fragment)
 
     visit(tree, text)
-    return list(dict.fromkeys(problems))
+    return tuple(dict.fromkeys(problems))
 
 
 def referenced_steps(expr: str) -> set[str]:
     """Step ids an expression reads (`steps.ID...` or `steps["ID"]...`), for DAG checks."""
+    return set(_referenced(expr))
+
+
+@functools.lru_cache(maxsize=1024)
+def _referenced(expr: str) -> frozenset[str]:
     try:
-        tree = ast.parse(normalise(expr).strip(), mode="eval")
+        tree = _parse(normalise(expr).strip())
     except SyntaxError:
-        return set()
+        return frozenset()
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute | ast.Subscript) and (
@@ -173,7 +193,7 @@ def referenced_steps(expr: str) -> set[str]:
                 found.add(node.attr)
             elif isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
                 found.add(node.slice.value)
-    return found
+    return frozenset(found)
 
 
 def reference_problems(workflow: Any) -> list[tuple[int, tuple[str, ...], str]]:
@@ -283,7 +303,8 @@ def value(
     names.update(_CONSTANTS)
     evaluator = _Evaluator(functions={}, names=names)
     try:
-        return evaluator.eval(normalise(expr).strip())
+        tree = _parse(normalise(expr).strip())
+        return evaluator.eval(expr, previously_parsed=tree.body)
     except ConditionError as exc:
         raise ConditionError(f"{what} {expr!r}: {exc}") from None
     except (InvalidExpression, TypeError, ZeroDivisionError, ValueError) as exc:
