@@ -61,7 +61,10 @@ def _no_runs(args: argparse.Namespace, workflows: list[WorkflowInfo]) -> str:
     if args.state:
         return f"no {args.state} runs"
     if workflows:
-        return f"no runs yet: try `voltui run {workflows[0].id}`"
+        # The sample a newcomer should try first when it is there: it runs to the end alone.
+        ids = [w.id for w in workflows]
+        first = "code_review" if "code_review" in ids else ids[0]
+        return f"no runs yet: try `voltui run {first}`"
     return f"no runs yet, and {no_workflows_folder_hint()}"
 
 
