@@ -19,11 +19,12 @@ from voltui.engine.agents.registry import create_agent
 from voltui.engine.api import EngineSnapshot, ReplayRequest, StartRequest, WorkflowInfo
 from voltui.engine.balancer import LoadBalancer
 from voltui.engine.cache import CacheManager
+from voltui.engine.catalogue import Catalogue
 from voltui.engine.coordination import CoordinationEngine
 from voltui.engine.errors import NotFoundError, UserError, WorkflowFileError
 from voltui.engine.events import EventDispatcher
 from voltui.engine.inputs import resolve_inputs
-from voltui.engine.loader import load_workflow, load_workflow_dir
+from voltui.engine.loader import load_workflow
 from voltui.engine.models import (
     AgentSpec,
     Event,
@@ -104,6 +105,9 @@ class Orchestrator:
             clock=clock,
             timer=timer,
             new_id=new_id,
+        )
+        self.catalogue = Catalogue(
+            self.config.workflows_dir, limits=self.config.limits, missing_ok=True
         )
         self._started = False
         self._watching = False
@@ -295,10 +299,8 @@ class Orchestrator:
     # ------------------------------------------------------------------ workflows
 
     def _catalogue(self) -> tuple[list[Workflow], list[WorkflowFileError]]:
-        folder = self.config.workflows_dir
-        if folder is None or not Path(folder).is_dir():
-            return [], []
-        return load_workflow_dir(folder)
+        """The workflows folder; each file is parsed once per version (see Catalogue)."""
+        return self.catalogue.list()
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         workflows, _errors = await asyncio.to_thread(self._catalogue)
