@@ -350,16 +350,32 @@ async def cmd_replay(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    """Every problem of every file in one pass: one `FILE: line L, column C (place): what; fix`
+    line each (the form editors and `grep` understand), so a file is fixed in one round."""
+    from voltui.engine.errors import WorkflowFileError
+
+    limits = _config(args).limits
     bad = 0
     for path in args.files:
         try:
-            wf = load_workflow(path)
-        except UserError as exc:
+            wf = load_workflow(path, limits=limits)
+        except WorkflowFileError as exc:
             bad += 1
-            console.print(_text(str(exc), "red"), soft_wrap=True)
+            for problem in exc.problems:
+                console.print(_text(f"{exc.path}: {problem}", "red"), soft_wrap=True)
+            if exc.more:
+                console.print(
+                    _text(
+                        f"{exc.path}: ... and {exc.more:,} more problems ({exc.total:,} in all); "
+                        "fix these first, then validate again",
+                        "red",
+                    ),
+                    soft_wrap=True,
+                )
             continue
         console.print(
-            Text("ok ", style="green") + _text(f"{path}: {wf.id} ({len(wf.steps)} steps)")
+            Text("ok ", style="green") + _text(f"{path}: {wf.id} ({len(wf.steps)} steps)"),
+            soft_wrap=True,
         )
     return EXIT_USER if bad else EXIT_OK
 
