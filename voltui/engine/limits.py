@@ -25,7 +25,10 @@ class WorkflowLimits(BaseModel):
         65_536, ge=64, description="longest text value or key in a workflow file, in characters"
     )
     max_depth: int = Field(
-        64, ge=8, description="deepest nesting of lists and mappings in a workflow file"
+        64,
+        ge=8,
+        le=200,  # the reader recurses once per level; 200 stays far from Python's stack limit
+        description="deepest nesting of lists and mappings in a workflow file",
     )
 
     @property
