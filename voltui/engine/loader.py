@@ -29,7 +29,7 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, NoReturn, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -399,11 +399,11 @@ def _check(
 
     steps = data.get("steps")
     if isinstance(steps, list) and len(steps) > limits.max_steps:
-        text = (
+        too_many = (
             f"the workflow has {len(steps):,} steps, over the limit of {limits.max_steps:,} "
             f"{limit_hint('max_steps')}"
         )
-        _fail(label, [*problems, locator.at(("steps",), text)])
+        _fail(label, [*problems, locator.at(("steps",), too_many)])
 
     workflow: Workflow | None = None
     checked: list[_Problem] = []
@@ -424,7 +424,7 @@ def _check(
     return LoadedFile(workflow, line, column)
 
 
-def _fail(label: str, problems: list[_Problem]) -> None:
+def _fail(label: str, problems: list[_Problem]) -> NoReturn:
     problems.sort(key=lambda p: p.order)
     shown = problems[:MAX_SHOWN]
     more = len(problems) - len(shown)
