@@ -729,3 +729,31 @@ def test_messages_quote_long_values_briefly() -> None:
     with pytest.raises(WorkflowFileError) as info:
         load_workflow_text(text, "q.yaml")
     assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(
+    ("value", "phrase"),
+    [
+        ("!!bool maybe", "'maybe' cannot be read as true or false"),
+        ("!!timestamp x", "'x' cannot be read as a date"),
+        ("!!float x", "'x' cannot be read as a number"),
+        ("!!int 1.5", "'1.5' cannot be read as a whole number"),
+    ],
+)
+def test_explicit_tags_on_the_wrong_kind_of_text(value: str, phrase: str) -> None:
+    text = f"id: t\nsteps:\n  - id: a\n    run: {{command: [x]}}\n    params: {{v: {value}}}\n"
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "t.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("line 5, column 17 (steps[0].params.v): ")
+    assert phrase in problem
+
+
+@pytest.mark.parametrize("digits", [400, 4000])
+def test_a_duration_too_large_for_a_float_is_a_located_problem(digits: int) -> None:
+    text = f"id: t\nsteps:\n  - id: a\n    run: {{command: [x]}}\n    timeout: {'9' * digits}\n"
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "t.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("line 5, column 14 (steps[0].timeout): ")
+    assert "far too large for a duration" in problem

@@ -296,7 +296,9 @@ class _Builder:
                 return None
             if tag == TIMESTAMP:
                 return constructor.construct_yaml_timestamp(node)
-        except (ValueError, OverflowError) as exc:
+        except (ValueError, OverflowError, KeyError, AttributeError, TypeError) as exc:
+            # ValueError: 2024-13-45, a 5,000-digit number; the rest: an explicit tag on text
+            # that is not of its kind (`!!bool maybe`, `!!timestamp x`).
             self.problem(path, _bad_scalar_text(tag, text, exc), node)
             return None
         self.problem(path, _tag_text(tag), node)
@@ -325,12 +327,13 @@ def _bad_scalar_text(tag: str, text: str, exc: Exception) -> str:
         return (
             f"this number has {len(text):,} digits, more than can be read; quote it if it is text"
         )
-    if tag == TIMESTAMP:
+    if tag == TIMESTAMP and isinstance(exc, ValueError):
         return (
             f"{short(text)} looks like a date but is not a valid one ({exc}); "
             "quote it if it is text"
         )
-    return f"{short(text)} cannot be read as a number ({exc}); quote it if it is text"
+    kind = {INT: "a whole number", FLOAT: "a number", BOOL: "true or false"}.get(tag, "a date")
+    return f"{short(text)} cannot be read as {kind}; remove the tag or fix the value"
 
 
 # --------------------------------------------------------------------------- JSON

@@ -27,9 +27,20 @@ from voltui.engine.durations import parse_duration
 
 # --------------------------------------------------------------------------- primitives
 
+
+def _duration(value: object) -> float:
+    """`parse_duration`, with a number too large for a float (a 400-digit integer) refused
+    as a ValueError, which pydantic reports at its place, instead of an OverflowError,
+    which it would let through as a crash."""
+    try:
+        return parse_duration(value)
+    except OverflowError:
+        raise ValueError(f"{str(value)[:20]}... is far too large for a duration") from None
+
+
 Duration = Annotated[
     float,
-    BeforeValidator(parse_duration),
+    BeforeValidator(_duration),
     # `.nan` and `.inf` parse as floats, and `99...9s` overflows to inf: neither is a duration
     # a timer can wait for (a NaN retry delay crashed `voltui run`), so they are refused here.
     Field(allow_inf_nan=False),
