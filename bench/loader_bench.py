@@ -12,7 +12,9 @@ checks). Shapes:
   with a name, a type, a timeout and params, so each carries a realistic handful of fields.
 - chain: step i depends on step i-1; the deepest possible DAG, which trips any recursive check.
 
-Per file: the size, the best of `--repeat` load times (wall and CPU), and CPU µs per step.
+Per file: the size, the best of `--repeat` load times (wall and CPU), CPU µs per step, and the
+baseline measured in the same process: libyaml only composing the file's node tree (the floor
+any YAML loader with positions pays), with the ratio of the whole check to it.
 The growth line compares CPU µs per step at the largest layered size with that at the smallest:
 close to 1 means linear. CPU time is used there because on a shared machine wall time mostly
 measures the neighbours.
@@ -25,7 +27,9 @@ changed only `stat`s them, and a re-list after one file changed parses that file
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import gc
 import os
 import random
 import shutil
@@ -33,12 +37,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python bench/loader_bench.py` from a checkout
     sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
 
 from voltui.engine.loader import load_workflow  # noqa: E402
 
@@ -80,6 +86,17 @@ def chain_yaml(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def gc_off() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
     """Best wall time and best CPU time of `repeat` calls (CPU time is what other processes on
     a shared machine disturb least, so the per-step figures and the growth use it)."""
@@ -92,8 +109,20 @@ def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
     return min(walls), min(cpus)
 
 
+def compose_only(path: Path) -> None:
+    """The baseline: libyaml composing the same file's node tree and nothing else."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(path.read_text(encoding="utf-8"))
+    try:
+        loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
 def bench_files(folder: Path, sizes: list[int], chain: int, repeat: int) -> None:
-    print(f"{'file':<22}{'size':>10}{'wall (s)':>10}{'CPU (s)':>10}{'CPU µs/step':>13}")
+    print(
+        f"{'file':<22}{'size':>10}{'wall (s)':>10}{'CPU (s)':>10}{'CPU µs/step':>13}"
+        f"{'compose CPU (s)':>17}{'ratio':>7}"
+    )
     per_step: dict[int, float] = {}
     cases: list[tuple[str, int, str]] = [(f"layered {n:,}", n, layered_yaml(n)) for n in sizes]
     if chain:
@@ -101,11 +130,17 @@ def bench_files(folder: Path, sizes: list[int], chain: int, repeat: int) -> None
     for label, n, text in cases:
         path = folder / f"{label.replace(' ', '_').replace(',', '')}.yaml"
         path.write_text(text)
-        wall, cpu = best_of(lambda p=path: load_workflow(p), repeat if n <= 5000 else 1)
+        times = repeat if n <= 5000 else 1
+        wall, cpu = best_of(lambda p=path: load_workflow(p), times)
+        with gc_off():  # as the loader does, so the ratio compares like with like
+            _wall, floor = best_of(lambda p=path: compose_only(p), times)
         if label.startswith("layered"):
             per_step[n] = cpu / n * 1e6
         size = f"{len(text) / 1e6:.1f} MB"
-        print(f"{label:<22}{size:>10}{wall:>10.3f}{cpu:>10.3f}{cpu / n * 1e6:>13.1f}")
+        print(
+            f"{label:<22}{size:>10}{wall:>10.3f}{cpu:>10.3f}{cpu / n * 1e6:>13.1f}"
+            f"{floor:>17.3f}{cpu / floor:>7.1f}"
+        )
     if len(per_step) > 1:
         small, large = min(per_step), max(per_step)
         print(
