@@ -738,6 +738,8 @@ def test_messages_quote_long_values_briefly() -> None:
         ("!!timestamp x", "'x' cannot be read as a date"),
         ("!!float x", "'x' cannot be read as a number"),
         ("!!int 1.5", "'1.5' cannot be read as a whole number"),
+        ("!!int ''", "'' cannot be read as a whole number"),
+        ("!!float ''", "'' cannot be read as a number"),
     ],
 )
 def test_explicit_tags_on_the_wrong_kind_of_text(value: str, phrase: str) -> None:

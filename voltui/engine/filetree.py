@@ -298,9 +298,9 @@ class _Builder:
                 return None
             if tag == TIMESTAMP:
                 return constructor.construct_yaml_timestamp(node)
-        except (ValueError, OverflowError, KeyError, AttributeError, TypeError) as exc:
+        except (ValueError, OverflowError, LookupError, AttributeError, TypeError) as exc:
             # ValueError: 2024-13-45, a 5,000-digit number; the rest: an explicit tag on text
-            # that is not of its kind (`!!bool maybe`, `!!timestamp x`).
+            # that is not of its kind (`!!bool maybe`, `!!timestamp x`, `!!int ""`).
             self.problem(path, _bad_scalar_text(tag, text, exc), node)
             return None
         self.problem(path, _tag_text(tag), node)
