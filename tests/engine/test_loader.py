@@ -759,3 +759,13 @@ def test_a_duration_too_large_for_a_float_is_a_located_problem(digits: int) -> N
     (problem,) = info.value.problems
     assert problem.startswith("line 5, column 14 (steps[0].timeout): ")
     assert "far too large for a duration" in problem
+
+
+def test_a_duplicate_key_beside_an_unreadable_tagged_key() -> None:
+    """Finding where a duplicated key first appeared must not trip over a bad `!!bool` key."""
+    text = "!!bool name: x\nid: a\nid: b\nsteps: [{id: s, run: {command: [x]}}]\n"
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "k.yaml")
+    message = str(info.value)
+    assert "'name' cannot be read as true or false" in message
+    assert "key `id` appears twice in this mapping (first at line 2)" in message

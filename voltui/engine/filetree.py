@@ -22,7 +22,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -271,7 +270,7 @@ class _Builder:
             elif type(key_node) is ScalarNode:
                 try:
                     first.setdefault(self.constructor.construct_object(key_node), key_node)
-                except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+                except Exception:  # a key that cannot be read was reported already
                     continue
         return first
 
