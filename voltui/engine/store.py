@@ -21,6 +21,7 @@ an entry to `_MIGRATIONS` for each change.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fnmatch
 import json
 import logging
@@ -47,12 +48,14 @@ from voltui.engine.models import (
     StepState,
     Workflow,
 )
+from voltui.engine.private import secure_store
 
 __all__ = [
     "BATCH_INTERVAL",
     "BATCH_ROWS",
     "SCHEMA_VERSION",
     "AmbiguousRunIdError",
+    "PruneReport",
     "RunStore",
     "StoreError",
     "StoreStats",
@@ -69,8 +72,10 @@ BATCH_INTERVAL = 0.1
 BATCH_ROWS = 1000
 """Appended rows that trigger a commit without waiting for `BATCH_INTERVAL`."""
 BUSY_TIMEOUT_MS = 5000
+FULL_RETRY = 1.0
+"""Seconds between attempts to commit a batch while the disk is full."""
 
-_ACTIVE_RUN_STATES = (RunState.QUEUED.value, RunState.RUNNING.value)
+_ACTIVE_RUN_STATES = tuple(s.value for s in RunState if not s.finished)
 _UNFINISHED_STEP_STATES = (
     StepState.PENDING.value,
     StepState.WAITING.value,
@@ -137,8 +142,54 @@ _MIGRATIONS: list[list[str]] = [
             expires_at REAL
         )""",
     ],
+    [
+        # The definition lives apart from the run row: the row is rewritten on every state
+        # change and a 10,000-step definition is megabytes. Old rows keep `runs.workflow`.
+        """CREATE TABLE IF NOT EXISTS run_workflows (
+            run_id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL
+        )""",
+        # Requests any process sharing the file can make of a run's owner (cancel), which the
+        # owner polls; `handled_at` is set once acted on.
+        """CREATE TABLE IF NOT EXISTS run_requests (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            requested_by TEXT,
+            handled_at REAL
+        )""",
+        "ALTER TABLE events ADD COLUMN ins INTEGER",
+        "CREATE INDEX IF NOT EXISTS events_ins ON events (ins)",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+# What the current schema must have: table -> columns the code reads or writes.
+EXPECTED_SCHEMA: dict[str, tuple[str, ...]] = {
+    "runs": ("id", "workflow_id", "state", "created_at", "owner_pid", "data", "workflow"),
+    "steps": ("pos", "run_id", "step_id", "state", "data"),
+    "events": ("seq", "ts", "type", "correlation_id", "data", "ins"),
+    "logs": ("id", "run_id", "step_id", "attempt", "stream", "ts", "line"),
+    "seq_lease": ("id", "next"),
+    "step_cache": ("key", "value", "expires_at"),
+    "run_workflows": ("run_id", "workflow"),
+    "run_requests": ("id", "run_id", "kind", "requested_at", "requested_by", "handled_at"),
+}
+
+
+def schema_problems(conn: sqlite3.Connection) -> list[str]:
+    """Missing tables or columns, each said in a few words; empty when the schema is whole."""
+    problems = []
+    for table, columns in EXPECTED_SCHEMA.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            problems.append(f"table {table!r} is missing")
+            continue
+        lost = [c for c in columns if c not in have]
+        if lost:
+            problems.append(f"table {table!r} lacks column(s) {', '.join(lost)}")
+    return problems
 
 
 # --------------------------------------------------------------------------- errors
@@ -180,6 +231,13 @@ def default_is_alive(pid: int | None) -> bool:
     return psutil.pid_exists(pid)
 
 
+def _is_full(exc: BaseException) -> bool:
+    """SQLITE_FULL or ENOSPC: the disk (or the database's page limit) has no room."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
+
+
 def _glob_for(pattern: str) -> str | None:
     """The SQLite GLOB equal to an fnmatch pattern, or None when only Python can match it.
 
@@ -206,6 +264,93 @@ def _now() -> float:
     return time.time()
 
 
+M = TypeVar("M", Run, StepRun, Event, Workflow)
+_BAD_ROWS_LOGGED: set[tuple[str, str]] = set()
+
+
+def _parse(model: type[M], data: Any, where: str) -> M | None:
+    """A stored row as a model, or None (with one warning naming it) when it is damaged.
+
+    A single malformed row, written by a bug, a crash of an old version or a hand edit,
+    must not make every listing of the store fail: it is skipped and named once.
+    """
+    try:
+        return model.model_validate_json(data)
+    except Exception as exc:
+        key = (model.__name__, where)
+        if key not in _BAD_ROWS_LOGGED:
+            _BAD_ROWS_LOGGED.add(key)
+            logger.warning(
+                "run store: skipped a damaged %s row (%s): %s; `voltui doctor` checks the file",
+                model.__name__,
+                where,
+                str(exc).splitlines()[0],
+            )
+        return None
+
+
+def _run_dir_of(data: str) -> str | None:
+    try:
+        value = json.loads(data).get("run_dir")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _parse_all(model: type[M], rows: Sequence[Any], where: str, col: int = 0) -> list[M]:
+    out = []
+    for r in rows:
+        parsed = _parse(model, r[col], f"{where}, key {r[-1]}" if len(r) > 1 else where)
+        if parsed is not None:
+            out.append(parsed)
+    return out
+
+
+def step_row(step: StepRun) -> tuple[str, str, str, str]:
+    """The row a step state is stored as; made at call time because the engine keeps mutating
+    the same StepRun. Raises StoreError for an output that is not JSON."""
+    try:
+        data = step.model_dump_json()
+    except Exception as exc:
+        raise StoreError(
+            f"step {step.step_id!r} of run {step.run_id} cannot be saved: its output is not "
+            f"JSON-serialisable ({exc})"
+        ) from exc
+    return (step.run_id, step.step_id, step.state.value, data)
+
+
+def run_row(run: Run) -> tuple[Any, ...]:
+    return (
+        run.id,
+        run.workflow_id,
+        run.state.value,
+        run.created_at,
+        run.owner_pid,
+        run.model_dump_json(),
+    )
+
+
+def _upsert_steps(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str]]) -> None:
+    conn.executemany(
+        """INSERT INTO steps (run_id, step_id, state, data) VALUES (?, ?, ?, ?)
+        ON CONFLICT (run_id, step_id) DO UPDATE SET
+            state = excluded.state, data = excluded.data""",
+        rows,
+    )
+
+
+def _upsert_runs(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    conn.executemany(
+        """INSERT INTO runs (id, workflow_id, state, created_at, owner_pid, data)
+        VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT (id) DO UPDATE SET
+            workflow_id = excluded.workflow_id, state = excluded.state,
+            created_at = excluded.created_at, owner_pid = excluded.owner_pid,
+            data = excluded.data""",
+        rows,
+    )
+
+
 # --------------------------------------------------------------------------- writer queue items
 
 
@@ -215,10 +360,14 @@ class _Append:
 
     events: Sequence[Event] = ()
     logs: Sequence[LogLine] = ()
+    steps: Sequence[tuple[str, str, str, str]] = ()
+    runs: Sequence[tuple[Any, ...]] = ()
+    upto: int = 0
+    """Every event seq up to this one is covered once this item commits (see note_seq)."""
 
     @property
     def rows(self) -> int:
-        return len(self.events) + len(self.logs)
+        return len(self.events) + len(self.logs) + len(self.steps) + len(self.runs)
 
 
 @dataclass(slots=True)
@@ -230,6 +379,20 @@ class _Call:
     future: asyncio.Future[Any]
     is_flush: bool = False
     stop: bool = False
+
+
+@dataclass(slots=True)
+class PruneReport:
+    """What a retention pass removed (or would remove)."""
+
+    runs: list[str] = field(default_factory=list)
+    steps: int = 0
+    log_lines: int = 0
+    events: int = 0
+    folders: list[str] = field(default_factory=list)
+    """Run folders no remaining run uses; the caller deletes them."""
+    extra_events: int = 0
+    """Events beyond `max_stored_events` (not tied to a pruned run)."""
 
 
 @dataclass(slots=True)
@@ -283,7 +446,7 @@ class RunStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.notices = secure_store(self.path)  # 0600 files, 0700 folders; what was tightened
         self._queue: queue.SimpleQueue[_Append | _Call] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._read_conn: sqlite3.Connection | None = None
@@ -294,7 +457,17 @@ class RunStore:
         self._fatal: StoreWriteError | None = None  # the writer thread died
         self._fatal_reported = False  # some awaited call has raised `_fatal`
         self._inflight: _Batch | None = None  # taken off the queue, not yet resolved
+        self._pending_events: list[Event] = []  # appended this loop tick, not yet queued
+        self._pending_upto = 0
+        self._pushed_upto = 0
+        self._push_scheduled = False
+        self._commit_listener: Callable[[int], None] | None = None
         self._stats = StoreStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._full: str | None = None
+        self._full_listener: Callable[[str | None], None] | None = None
+        self._abandon = False  # close(): stop waiting for space
+        self._wake = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -302,7 +475,7 @@ class RunStore:
         """Connect, create or upgrade the schema, and start the writer thread."""
         if self._state != "new":
             raise StoreError(f"run store {self.path} was already opened")
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         self._writer = threading.Thread(
             target=self._writer_main,
@@ -313,7 +486,10 @@ class RunStore:
         self._writer.start()
         try:
             await ready
-            self._read_conn = await asyncio.to_thread(self._connect_reader)
+            try:
+                self._read_conn = await asyncio.to_thread(self._connect_reader)
+            except sqlite3.DatabaseError as exc:
+                raise self._open_error(exc) from exc
         except BaseException:
             self._state = "closed"
             self._queue.put(_Call(lambda conn: None, loop, loop.create_future(), stop=True))
@@ -330,6 +506,8 @@ class RunStore:
             return
         was_open = self._state == "open"
         self._state = "closing"
+        if self._full is not None:
+            self.abandon_writes()
         try:
             if was_open and self._fatal is None:
                 try:
@@ -371,53 +549,49 @@ class RunStore:
     # ------------------------------------------------------------------ writes
 
     async def save_run(self, run: Run, workflow: Workflow | None = None) -> None:
-        """Upsert `run`; `workflow` is stored when given and kept when later saves omit it.
+        """Upsert `run`; `workflow` is stored (once, in its own table) when given.
 
         Serialised here, at call time, because the caller keeps mutating the same `Run`.
         """
-        row = (
-            run.id,
-            run.workflow_id,
-            run.state.value,
-            run.created_at,
-            run.owner_pid,
-            run.model_dump_json(),
-            json.dumps(workflow.model_dump(mode="json")) if workflow is not None else None,
+        row = run_row(run)
+        definition = (
+            (run.id, workflow.model_dump_json(exclude_defaults=False))
+            if workflow is not None
+            else None
         )
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                """INSERT INTO runs (id, workflow_id, state, created_at, owner_pid, data, workflow)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET
-                    workflow_id = excluded.workflow_id, state = excluded.state,
-                    created_at = excluded.created_at, owner_pid = excluded.owner_pid,
-                    data = excluded.data, workflow = COALESCE(excluded.workflow, runs.workflow)""",
-                row,
-            )
+            _upsert_runs(conn, [row])
+            if definition is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO run_workflows (run_id, workflow) VALUES (?, ?)",
+                    definition,
+                )
 
         await self._submit(write)
 
     async def save_step(self, step: StepRun) -> None:
         """Upsert by (run_id, step_id); the first save fixes the step's place in `get_steps`."""
-        try:
-            data = step.model_dump_json()
-        except Exception as exc:
-            raise StoreError(
-                f"step {step.step_id!r} of run {step.run_id} cannot be saved: its output is not "
-                f"JSON-serialisable ({exc})"
-            ) from exc
-        row = (step.run_id, step.step_id, step.state.value, data)
+        row = step_row(step)
+        await self._submit(lambda conn: _upsert_steps(conn, [row]))
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                """INSERT INTO steps (run_id, step_id, state, data) VALUES (?, ?, ?, ?)
-                ON CONFLICT (run_id, step_id) DO UPDATE SET
-                    state = excluded.state, data = excluded.data""",
-                row,
-            )
+    def append_steps(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Queue step rows (from `step_row`) for the next batch; never blocks.
 
-        await self._submit(write)
+        The engine appends every step change and then awaits one `flush()` for all the steps
+        that changed in the same loop tick, so a thousand steps finishing together cost one
+        commit instead of a thousand round trips to the writer thread. Rows commit in queue
+        order, so a later state of a step always overwrites an earlier one.
+        """
+        if rows:
+            self._check_writable()
+            self._queue.put(_Append(steps=rows))
+
+    def append_runs(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Queue run rows (from `run_row`) for the next batch; never blocks."""
+        if rows:
+            self._check_writable()
+            self._queue.put(_Append(runs=rows))
 
     async def cache_put(self, key: str, value: Any, expires_at: float | None) -> None:
         """Remember a step result under its cache key until `expires_at` (None: no expiry)."""
@@ -451,9 +625,47 @@ class RunStore:
             self._queue.put(_Append(events=list(events)))
 
     def append_event(self, event: Event) -> None:
-        """One event; fits `EventDispatcher.add_sink` directly."""
+        """One event; fits `EventDispatcher.add_sink` directly.
+
+        Events emitted in one loop tick travel to the writer as one queue item: at 100,000
+        events/s a queue item (and a wake-up of the writer thread) per event costs more than
+        the insert. Anything that waits for the writer (`flush`, `save_*`) pushes the pending
+        events first, so queue order is kept.
+        """
         self._check_writable()
-        self._queue.put(_Append(events=(event,)))
+        pending = self._pending_events
+        pending.append(event)
+        self._pending_upto = event.seq
+        if len(pending) >= BATCH_ROWS:
+            self._push_pending()
+        else:
+            self._schedule_push()
+
+    def note_seq(self, seq: int) -> None:
+        """An event the caller chose not to store: it must not hold back the commit listener,
+        which reports every seq up to the newest one whose fate is settled."""
+        self._pending_upto = seq
+        self._schedule_push()
+
+    def set_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(upto_seq)` on the loop after each commit covering events up to it."""
+        self._commit_listener = listener
+
+    def _schedule_push(self) -> None:
+        if self._push_scheduled:
+            return
+        self._push_scheduled = True
+        try:
+            asyncio.get_running_loop().call_soon(self._push_pending)
+        except RuntimeError:  # no loop (a synchronous caller): hand it over now
+            self._push_pending()
+
+    def _push_pending(self) -> None:
+        self._push_scheduled = False
+        if self._pending_events or self._pending_upto > self._pushed_upto:
+            events, self._pending_events = self._pending_events, []
+            self._pushed_upto = self._pending_upto
+            self._queue.put(_Append(events=events, upto=self._pending_upto))
 
     def append_log(self, lines: list[LogLine]) -> None:
         """Queue step output lines for the next batch; never blocks."""
@@ -482,14 +694,17 @@ class RunStore:
         def write(conn: sqlite3.Connection) -> list[str]:
             now = _now()
             rows = conn.execute(
-                "SELECT id, owner_pid, data FROM runs WHERE state IN (?, ?) ORDER BY created_at",
+                f"SELECT id, owner_pid, data FROM runs WHERE state IN "
+                f"({','.join('?' * len(_ACTIVE_RUN_STATES))}) ORDER BY created_at",
                 _ACTIVE_RUN_STATES,
             ).fetchall()
             changed: list[str] = []
             for run_id, owner_pid, data in rows:
                 if alive(owner_pid):
                     continue
-                run = Run.model_validate_json(data)
+                run = _parse(Run, data, f"run {run_id}")
+                if run is None:
+                    continue
                 who = f"pid {owner_pid}" if owner_pid is not None else "pid unknown"
                 run.state = RunState.INTERRUPTED
                 run.finished_at = now
@@ -506,7 +721,9 @@ class RunStore:
                     (run_id, *_UNFINISHED_STEP_STATES),
                 ).fetchall()
                 for pos, step_data in steps:
-                    step = StepRun.model_validate_json(step_data)
+                    step = _parse(StepRun, step_data, f"a step of run {run_id}")
+                    if step is None:
+                        continue
                     step.state = StepState.CANCELLED
                     step.error = "interrupted"
                     if step.started_at is not None and step.finished_at is None:
@@ -520,6 +737,178 @@ class RunStore:
 
         result: list[str] = await self._submit(write)
         return result
+
+    # ------------------------------------------------------------------ requests between processes
+
+    async def request(self, run_id: str, kind: str, by: str) -> int:
+        """Ask the process that owns `run_id` to act on it (`cancel`); returns the request id.
+
+        Any process sharing the file can ask; the owner polls `requests_after` and acts within
+        a second, so a CLI, a dashboard and a server can each act on runs the others started.
+        """
+
+        def write(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO run_requests (run_id, kind, requested_at, requested_by) "
+                "VALUES (?, ?, ?, ?)",
+                (run_id, kind, _now(), by),
+            )
+            return int(cur.lastrowid or 0)
+
+        result: int = await self._submit(write)
+        return result
+
+    async def requests_after(self, after_id: int) -> list[tuple[int, str, str, str | None]]:
+        """Unhandled requests with an id above `after_id`: (id, run_id, kind, requested_by)."""
+        return await self._read(
+            lambda c: c.execute(
+                "SELECT id, run_id, kind, requested_by FROM run_requests "
+                "WHERE id > ? AND handled_at IS NULL ORDER BY id LIMIT 1000",
+                (after_id,),
+            ).fetchall()
+        )
+
+    async def last_request_id(self) -> int:
+        row = await self._read(lambda c: c.execute("SELECT MAX(id) FROM run_requests").fetchone())
+        return int(row[0] or 0) if row else 0
+
+    async def mark_handled(self, request_id: int) -> None:
+        await self._submit(
+            lambda conn: conn.execute(
+                "UPDATE run_requests SET handled_at = ? WHERE id = ?", (_now(), request_id)
+            )
+        )
+
+    async def last_ins(self) -> int:
+        """Where a follower of other processes' events starts: the newest row now."""
+        row = await self._read(lambda c: c.execute("SELECT MAX(ins) FROM events").fetchone())
+        return int(row[0] or 0) if row else 0
+
+    async def events_after_ins(
+        self, cursor: int, limit: int = 2000, *, skip: Sequence[tuple[int, int]] = ()
+    ) -> tuple[list[Event], int]:
+        """Events committed after `cursor` (by any process) in commit order, and the new cursor.
+
+        `skip` lists seq ranges `(lo, hi]` whose events the caller already has (its own): they
+        advance the cursor but are neither returned nor parsed, so a follower's cost is the
+        other processes' events, not its own.
+        """
+        own = " OR ".join("(seq > ? AND seq <= ?)" for _ in skip) or "0"
+        args: list[Any] = [x for pair in skip for x in pair]
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT ins, CASE WHEN {own} THEN NULL ELSE data END FROM events "
+                "WHERE ins > ? ORDER BY ins LIMIT ?",
+                (*args, cursor, limit),
+            ).fetchall()
+        )
+        if not rows:
+            return [], cursor
+        events = [
+            e for r in rows if r[1] is not None and (e := _parse(Event, r[1], "events")) is not None
+        ]
+        return events, int(rows[-1][0])
+
+    async def prune_runs(
+        self,
+        *,
+        older_than: float | None,
+        keep: int | None,
+        now: float,
+        dry_run: bool = False,
+    ) -> PruneReport:
+        """Delete finished runs older than `older_than` seconds or beyond the newest `keep`,
+        with their steps, logs, events, definition and requests.
+
+        Active runs are never touched. Returns what went (or would go, with `dry_run`),
+        including run folders no remaining run uses, for the caller to delete: the store
+        never deletes files itself.
+        """
+        finished = [s.value for s in RunState if s.finished]
+        marks = ",".join("?" * len(finished))
+
+        def work(conn: sqlite3.Connection) -> PruneReport:
+            doomed: dict[str, str | None] = {}
+            if older_than is not None:
+                for run_id, data in conn.execute(
+                    f"SELECT id, data FROM runs WHERE state IN ({marks}) AND created_at < ?",
+                    (*finished, now - older_than),
+                ):
+                    doomed[run_id] = _run_dir_of(data)
+            if keep is not None:
+                for run_id, data in conn.execute(
+                    f"SELECT id, data FROM runs WHERE state IN ({marks}) "
+                    "ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?",
+                    (*finished, keep),
+                ):
+                    doomed[run_id] = _run_dir_of(data)
+            report = PruneReport(runs=sorted(doomed))
+            if not doomed:
+                return report
+            ids = list(doomed)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                q = ",".join("?" * len(chunk))
+                report.steps += conn.execute(
+                    f"SELECT COUNT(*) FROM steps WHERE run_id IN ({q})", chunk
+                ).fetchone()[0]
+                report.log_lines += conn.execute(
+                    f"SELECT COUNT(*) FROM logs WHERE run_id IN ({q})", chunk
+                ).fetchone()[0]
+                report.events += conn.execute(
+                    f"SELECT COUNT(*) FROM events WHERE correlation_id IN ({q})", chunk
+                ).fetchone()[0]
+                if dry_run:
+                    continue
+                for table, column in (
+                    ("steps", "run_id"),
+                    ("logs", "run_id"),
+                    ("events", "correlation_id"),
+                    ("run_workflows", "run_id"),
+                    ("run_requests", "run_id"),
+                    ("runs", "id"),
+                ):
+                    conn.execute(f"DELETE FROM {table} WHERE {column} IN ({q})", chunk)
+            # Engine-wide events (agent load, health, cache figures) belong to no run: they go
+            # once they are older than the oldest run kept, so the window moves for them too.
+            oldest = conn.execute(
+                "SELECT MIN(created_at) FROM runs"
+                + (" WHERE id NOT IN (SELECT value FROM json_each(?))" if dry_run else ""),
+                (json.dumps(ids),) if dry_run else (),
+            ).fetchone()[0]
+            bounds = [oldest] if oldest is not None else []
+            if older_than is not None:
+                bounds.append(now - older_than)
+            if bounds:  # older than the oldest kept run, or than the age limit: either goes
+                cutoff = max(bounds)
+                report.events += conn.execute(
+                    "SELECT COUNT(*) FROM events WHERE correlation_id IS NULL AND ts < ?",
+                    (cutoff,),
+                ).fetchone()[0]
+                if not dry_run:
+                    conn.execute(
+                        "DELETE FROM events WHERE correlation_id IS NULL AND ts < ?", (cutoff,)
+                    )
+            # A replay --failed shares its parent's folder: keep folders a kept run still uses.
+            folders = {d for d in doomed.values() if d}
+            if folders:
+                in_use = {
+                    _run_dir_of(data)
+                    for (run_id, data) in conn.execute("SELECT id, data FROM runs")
+                    if not dry_run or run_id not in doomed
+                }
+                report.folders = sorted(folders - in_use)
+            return report
+
+        if dry_run:
+            result: PruneReport = await self._read(work)
+        else:
+            result = await self._submit(work)
+        return result
+
+    async def count_events(self) -> int:
+        row = await self._read(lambda c: c.execute("SELECT COUNT(*) FROM events").fetchone())
+        return int(row[0]) if row else 0
 
     async def prune_events(self, keep: int) -> int:
         """Delete all but the newest `keep` events; returns how many were deleted."""
@@ -543,24 +932,29 @@ class RunStore:
         row = await self._read(
             lambda c: c.execute("SELECT data FROM runs WHERE id = ?", (run_id,)).fetchone()
         )
-        return Run.model_validate_json(row[0]) if row else None
+        return _parse(Run, row[0], f"run {run_id}") if row else None
 
     async def get_workflow(self, run_id: str) -> Workflow | None:
         """The definition stored with the run, so replays use what actually ran."""
-        row = await self._read(
-            lambda c: c.execute("SELECT workflow FROM runs WHERE id = ?", (run_id,)).fetchone()
-        )
+
+        def query(c: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row = c.execute(
+                "SELECT workflow FROM run_workflows WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return row or c.execute("SELECT workflow FROM runs WHERE id = ?", (run_id,)).fetchone()
+
+        row = await self._read(query)
         if not row or row[0] is None:
             return None
-        return Workflow.model_validate_json(row[0])
+        return _parse(Workflow, row[0], f"definition of run {run_id}")
 
     async def get_steps(self, run_id: str) -> list[StepRun]:
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT data FROM steps WHERE run_id = ? ORDER BY pos", (run_id,)
+                "SELECT data, step_id FROM steps WHERE run_id = ? ORDER BY pos", (run_id,)
             ).fetchall()
         )
-        return [StepRun.model_validate_json(r[0]) for r in rows]
+        return _parse_all(StepRun, rows, f"steps of run {run_id}")
 
     async def list_runs(
         self,
@@ -578,13 +972,13 @@ class RunStore:
         if workflow_id is not None:
             where.append("workflow_id = ?")
             args.append(workflow_id)
-        sql = "SELECT data FROM runs"
+        sql = "SELECT data, id FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         args.append(max(0, limit))
         rows = await self._read(lambda c: c.execute(sql, args).fetchall())
-        return [Run.model_validate_json(r[0]) for r in rows]
+        return _parse_all(Run, rows, "runs")
 
     async def find_run(self, prefix: str) -> Run | None:
         """The run with this exact id, else the only run whose id starts with `prefix`.
@@ -609,7 +1003,13 @@ class RunStore:
             return None
         if len(rows) > 1:
             raise AmbiguousRunIdError(prefix, [r[0] for r in rows])
-        return Run.model_validate_json(rows[0][1])
+        run = _parse(Run, rows[0][1], f"run {rows[0][0]}")
+        if run is None:
+            raise UserError(
+                f"run {rows[0][0]} is damaged in the store {self.path} and cannot be read; "
+                "`voltui doctor` checks the file and can repair it"
+            )
+        return run
 
     async def events(self, query: EventQuery) -> list[Event]:
         """Stored events matching `query`, ordered by seq; `limit` keeps the newest N."""
@@ -635,7 +1035,7 @@ class RunStore:
         if query.correlation_id is not None:
             where.append("correlation_id = ?")
             args.append(query.correlation_id)
-        sql = "SELECT data FROM events"
+        sql = "SELECT data, seq FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         if query.limit is not None:
@@ -646,17 +1046,17 @@ class RunStore:
         rows = await self._read(lambda c: c.execute(sql, args).fetchall())
         if query.limit is not None:
             rows.reverse()
-        return [Event.model_validate_json(r[0]) for r in rows]
+        return _parse_all(Event, rows, "events")
 
     async def events_range(self, after_seq: int, upto_seq: int) -> list[Event]:
         """Events with after_seq < seq <= upto_seq, in order (subscriber backfill)."""
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT data FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+                "SELECT data, seq FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
                 (after_seq, upto_seq),
             ).fetchall()
         )
-        return [Event.model_validate_json(r[0]) for r in rows]
+        return _parse_all(Event, rows, "events")
 
     def lease_seq_block(self, size: int = 100_000) -> tuple[int, int]:
         """Reserve event numbers `(start, start + size]` for this process; returns both ends.
@@ -746,6 +1146,7 @@ class RunStore:
                 err = self._take_undelivered()
                 if err is not None:
                     raise err
+            self._push_pending()
             loop = asyncio.get_running_loop()
             future: asyncio.Future[T] = loop.create_future()
             # Under the lock the writer takes when it dies, so no call is queued after its
@@ -832,9 +1233,17 @@ class RunStore:
                     conn.execute(statement)
             if version != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            missing = schema_problems(conn)
+            if missing:
+                raise StoreError(
+                    f"run store {self.path} is damaged: {'; '.join(missing)}. Run "
+                    f"`voltui doctor --db {self.path} --repair` to back it up and rebuild it "
+                    "(the rows still readable are kept), or use another store path"
+                )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     # ------------------------------------------------------------------ writer thread
@@ -844,7 +1253,7 @@ class RunStore:
         try:
             conn = self._connect()
         except BaseException as exc:
-            _resolve(ready_call, error=StoreError(f"cannot open run store {self.path}: {exc}"))
+            _resolve(ready_call, error=self._open_error(exc))
             return
         try:
             try:
@@ -853,7 +1262,7 @@ class RunStore:
                 _resolve(ready_call, error=exc)
                 return
             except BaseException as exc:
-                _resolve(ready_call, error=StoreError(f"cannot open run store {self.path}: {exc}"))
+                _resolve(ready_call, error=self._open_error(exc))
                 return
             _resolve(ready_call)
             self._writer_loop(conn)
@@ -872,6 +1281,14 @@ class RunStore:
             self._fail_queued(fatal)
         finally:
             conn.close()
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        hint = (
+            f"; `voltui doctor --db {self.path} --repair` backs it up and rebuilds it"
+            if isinstance(exc, sqlite3.DatabaseError)
+            else ""
+        )
+        return StoreError(f"cannot open run store {self.path}: {exc}{hint}")
 
     def _fail_queued(self, error: StoreWriteError) -> None:
         while True:
@@ -924,17 +1341,67 @@ class RunStore:
                     return
 
     def _commit(self, conn: sqlite3.Connection, batch: _Batch) -> None:
-        """Write one batch in one transaction, in queue order.
+        """Commit a batch; while the disk is full, keep it and try again every FULL_RETRY s.
+
+        A full disk is the one failure that fixes itself: losing the batch (and failing every
+        step waiting on it) would turn minutes without space into lost runs. The engine is told
+        (`on_full`), refuses new work meanwhile, and carries on when space returns. `close()`
+        ends the waiting: what was not committed by then is reported lost.
+        """
+        while True:
+            error = self._commit_once(conn, batch)
+            if error is None:
+                if self._full is not None:
+                    logger.warning("run store %s: writes succeed again", self.path)
+                    self._set_full(None)
+                return
+            self._set_full(str(error))
+            self._wake.wait(FULL_RETRY)
+            self._wake.clear()
+
+    def _set_full(self, reason: str | None) -> None:
+        if reason is not None and self._full is None:
+            logger.error("run store %s: %s; holding writes until there is space", self.path, reason)
+        changed = (reason is None) != (self._full is None)
+        self._full = reason
+        listener, loop = self._full_listener, self._loop
+        if changed and listener is not None and loop is not None:
+            try:
+                loop.call_soon_threadsafe(listener, reason)
+            except RuntimeError:
+                pass
+
+    def abandon_writes(self) -> None:
+        """Stop waiting for space: one last try, then what is uncommitted is reported lost.
+
+        Waiting would keep a stopping engine alive forever on a disk that stays full.
+        """
+        self._abandon = True
+        self._wake.set()
+
+    @property
+    def full(self) -> str | None:
+        """Why writes are on hold (disk or database full), or None when they go through."""
+        return self._full
+
+    def set_full_listener(self, listener: Callable[[str | None], None]) -> None:
+        """Call `listener(reason)` on the loop when writes stop (reason) or resume (None)."""
+        self._full_listener = listener
+
+    def _commit_once(self, conn: sqlite3.Connection, batch: _Batch) -> BaseException | None:
+        """Write one batch in one transaction, in queue order; the error when the disk is full.
 
         Each awaited call runs in its own savepoint, so bad data fails that call alone; appended
         rows failing are recorded for the next awaited call. A failed COMMIT (disk full, lock
         timeout) fails every call in the batch and loses its appends.
         """
         if not batch.items:
-            return
+            return None
         outcomes: list[tuple[_Call, Any, BaseException | None]] = []
         events: list[Event] = []
         logs: list[LogLine] = []
+        steps: list[tuple[str, str, str, str]] = []
+        runs: list[tuple[Any, ...]] = []
         n_events = n_logs = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -943,23 +1410,27 @@ class RunStore:
                     if isinstance(item, _Append):
                         events.extend(item.events)
                         logs.extend(item.logs)
+                        steps.extend(item.steps)
+                        runs.extend(item.runs)
                         continue
                     # Rows queued before this call are written before it runs, so a flush or a
                     # save returns only once every earlier append is in the same commit.
                     n_events += len(events)
                     n_logs += len(logs)
-                    self._write_rows(conn, events, logs)
-                    events, logs = [], []
+                    self._write_rows(conn, events, logs, steps, runs)
+                    events, logs, steps, runs = [], [], [], []
                     conn.execute("SAVEPOINT call")
                     try:
                         outcomes.append((item, item.fn(conn), None))
                     except Exception as exc:
+                        if _is_full(exc):
+                            raise
                         conn.execute("ROLLBACK TO call")
                         outcomes.append((item, None, exc))
                     conn.execute("RELEASE call")
                 n_events += len(events)
                 n_logs += len(logs)
-                self._write_rows(conn, events, logs)
+                self._write_rows(conn, events, logs, steps, runs)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -969,6 +1440,8 @@ class RunStore:
                         logger.exception("run store %s: rollback failed", self.path)
                 raise
         except Exception as exc:
+            if _is_full(exc) and not self._abandon:
+                return exc
             n_events = sum(len(i.events) for i in batch.items if isinstance(i, _Append))
             n_logs = sum(len(i.logs) for i in batch.items if isinstance(i, _Append))
             logger.error(
@@ -984,13 +1457,16 @@ class RunStore:
             self._stats.last_error = str(exc)
             err = StoreWriteError(f"run store {self.path}: write failed: {exc}")
             err.__cause__ = exc
+            # Lost, not pending: holding them back from subscribers forever helps nobody.
+            self._notify_commit(batch)
             calls = [i for i in batch.items if isinstance(i, _Call)]
             if not calls or not isinstance(batch.items[-1], _Call):
                 # Some lost rows had nobody awaiting them: report to the next awaited call.
                 self._set_undelivered(err)
             for call in calls:
                 _resolve(call, error=err)
-            return
+            return None
+        self._notify_commit(batch)
         self._stats.commits += 1
         self._stats.events_written += n_events
         self._stats.logs_written += n_logs
@@ -1005,18 +1481,58 @@ class RunStore:
                 _resolve(call, error=pending)
             else:
                 _resolve(call, result)
+        return None
+
+    def _notify_commit(self, batch: _Batch) -> None:
+        listener = self._commit_listener
+        if listener is None:
+            return
+        upto = max((i.upto for i in batch.items if isinstance(i, _Append)), default=0)
+        loop = self._loop
+        if upto and loop is not None:
+            try:
+                loop.call_soon_threadsafe(listener, upto)
+            except RuntimeError:  # the loop is closed
+                pass
 
     def _write_rows(
-        self, conn: sqlite3.Connection, events: list[Event], logs: list[LogLine]
+        self,
+        conn: sqlite3.Connection,
+        events: list[Event],
+        logs: list[LogLine],
+        steps: list[tuple[str, str, str, str]] | None = None,
+        runs: list[tuple[Any, ...]] | None = None,
     ) -> None:
         """Insert appended rows; a failed group is recorded, not raised, so calls still commit."""
+        for rows, upsert, what in (
+            (steps, _upsert_steps, "step state(s)"),
+            (runs, _upsert_runs, "run state(s)"),
+        ):
+            if not rows:
+                continue
+            conn.execute("SAVEPOINT appends")
+            try:
+                upsert(conn, rows)
+            except Exception as exc:
+                if _is_full(exc):
+                    raise
+                conn.execute("ROLLBACK TO appends")
+                self._note_append_failure(exc, len(rows), what)
+            conn.execute("RELEASE appends")
         if events:
             conn.execute("SAVEPOINT appends")
             try:
+                # `ins` numbers rows in commit order across every process sharing the file:
+                # computed under the write lock, so a follower reading `ins > cursor` never
+                # misses a row that commits later with a smaller number.
+                base = conn.execute("SELECT COALESCE(MAX(ins), 0) FROM events").fetchone()[0]
                 cur = conn.executemany(
-                    "INSERT OR IGNORE INTO events (seq, ts, type, correlation_id, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(e.seq, e.ts, e.type, e.correlation_id, _dump_event(e)) for e in events],
+                    "INSERT OR IGNORE INTO events (seq, ts, type, correlation_id, data, ins) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (e.seq, e.ts, e.type, e.correlation_id, _dump_event(e), base + i)
+                        for i, e in enumerate(events, start=1)
+                    ],
                 )
                 if 0 <= cur.rowcount < len(events):
                     logger.warning(
@@ -1025,6 +1541,8 @@ class RunStore:
                         len(events) - cur.rowcount,
                     )
             except Exception as exc:
+                if _is_full(exc):
+                    raise
                 conn.execute("ROLLBACK TO appends")
                 self._note_append_failure(exc, len(events), "event(s)")
             conn.execute("RELEASE appends")
@@ -1037,6 +1555,8 @@ class RunStore:
                     [(ln.run_id, ln.step_id, ln.attempt, ln.stream, ln.ts, ln.line) for ln in logs],
                 )
             except Exception as exc:
+                if _is_full(exc):
+                    raise
                 conn.execute("ROLLBACK TO appends")
                 self._note_append_failure(exc, len(logs), "log line(s)")
             conn.execute("RELEASE appends")
