@@ -27,11 +27,12 @@ from voltui.engine.api import (
 )
 from voltui.engine.balancer import LoadBalancer
 from voltui.engine.cache import CacheManager
+from voltui.engine.catalogue import Catalogue
 from voltui.engine.coordination import CoordinationEngine
 from voltui.engine.errors import NotFoundError, UserError, WorkflowFileError
 from voltui.engine.events import EventDispatcher
 from voltui.engine.inputs import resolve_inputs
-from voltui.engine.loader import load_workflow, load_workflow_dir
+from voltui.engine.loader import load_workflow
 from voltui.engine.models import (
     AgentSpec,
     Approval,
@@ -135,6 +136,9 @@ class Orchestrator:
             new_id=new_id,
             limits=self.config.rate_limits(),
             max_map_children=self.config.max_map_children,
+        )
+        self.catalogue = Catalogue(
+            self.config.workflows_dir, limits=self.config.limits, missing_ok=True
         )
         self._started = False
         self._watching = False
@@ -471,10 +475,8 @@ class Orchestrator:
     # ------------------------------------------------------------------ workflows
 
     def _catalogue(self) -> tuple[list[Workflow], list[WorkflowFileError]]:
-        folder = self.config.workflows_dir
-        if folder is None or not Path(folder).is_dir():
-            return [], []
-        return load_workflow_dir(folder)
+        """The workflows folder; each file is parsed once per version (see Catalogue)."""
+        return self.catalogue.list()
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         workflows, _errors = await asyncio.to_thread(self._catalogue)
@@ -488,7 +490,7 @@ class Orchestrator:
     async def _resolve_workflow(self, ref: str) -> Workflow:
         path = Path(ref)
         if path.suffix in (".yaml", ".yml", ".json") or await asyncio.to_thread(path.is_file):
-            return await asyncio.to_thread(load_workflow, path)
+            return await asyncio.to_thread(load_workflow, path, limits=self.config.limits)
         workflows, _errors = await asyncio.to_thread(self._catalogue)
         for wf in workflows:
             if wf.id == ref:
