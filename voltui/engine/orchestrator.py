@@ -196,6 +196,7 @@ class Orchestrator:
         agents += self._extra_agents or []
         for agent in agents:
             await self.register_agent(agent)
+        await self._seed_agent_figures()
         self._register_components()
         self._started = True
         address = self.config.executor.dask.address
@@ -309,6 +310,17 @@ class Orchestrator:
             if policy.delete_run_folders and report.folders:
                 await asyncio.to_thread(_remove_folders, report.folders, self.config.runs_dir())
         return report
+
+    async def _seed_agent_figures(self) -> None:
+        """Agents' done/failed counts continue from the stored history, not from zero."""
+        try:
+            outcomes = await self.store.agent_outcomes()
+        except Exception as exc:  # figures are not worth failing a start for
+            log.warning("agent figures not read from the store: %s", exc)
+            return
+        for agent_id, (done, failed) in outcomes.items():
+            if agent_id in self.balancer:
+                self.balancer.seed(agent_id, completed=done, failed=failed)
 
     def _on_store_full(self, reason: str | None) -> None:
         """The store stopped (reason) or resumed (None) taking writes: say so everywhere."""
