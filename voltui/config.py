@@ -23,6 +23,7 @@ from pydantic_settings import (
 from voltui.engine.balancer import Strategy
 from voltui.engine.cache import CacheConfig
 from voltui.engine.errors import UserError
+from voltui.engine.limits import WorkflowLimits
 from voltui.engine.models import AgentSpec, Duration, RateLimitSpec, RetryPolicy
 from voltui.engine.ratelimit import DEFAULT_PROVIDER, RateLimits
 from voltui.engine.watcher import HealthCheckSpec, Thresholds
@@ -167,6 +168,10 @@ class OrchestratorConfig(BaseSettings):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    limits: WorkflowLimits = Field(
+        default_factory=WorkflowLimits,
+        description="bounds on workflow files: size, steps, text length, nesting",
+    )
 
     @classmethod
     def settings_customise_sources(
