@@ -104,6 +104,21 @@ KEYS: dict[str, tuple[str, str | None]] = {
 
 # ---------------------------------------------------------------------- the flood
 
+CANCEL_LIMIT = 10.0
+"""Seconds a cancel may take before the bench gives up on it (and says so)."""
+
+
+async def cancel(orch: Orchestrator, run_id: str) -> bool:
+    """Cancel a run the bench started; False if the engine did not answer within
+    `CANCEL_LIMIT` (the bench goes on rather than hang: seen with an engine in the making)."""
+    try:
+        await asyncio.wait_for(orch.cancel_run(run_id), CANCEL_LIMIT)
+    except UserError:
+        pass  # finished already
+    except TimeoutError:
+        return False
+    return True
+
 
 def engine_config(db: Path) -> OrchestratorConfig:
     agent = AgentSpec(
@@ -180,8 +195,7 @@ class Flood:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self.run_id is not None:
-            with contextlib.suppress(UserError):
-                await self.orch.cancel_run(self.run_id)
+            await cancel(self.orch, self.run_id)
 
 
 # ---------------------------------------------------------------------- measuring
@@ -744,16 +758,18 @@ async def measure_start(app: Any, orch: Orchestrator, frames: Frames, out: Actio
 
         out.add("start", await timed(frames, start, appeared))
         for key in [k for k in runs.rows if k not in before]:
-            with contextlib.suppress(UserError):
-                await orch.cancel_run(str(key.value))
+            if not await cancel(orch, str(key.value)):
+                out.notes.append(
+                    f"cancel_run({key.value}) did not return within {CANCEL_LIMIT:g} s"
+                )
         await asyncio.sleep(0.3)
     # The engine's share: the same start through the API alone, no dashboard involved.
     for _ in range(ACTION_SAMPLES // 2):
         cpu, sent = time.thread_time(), time.perf_counter()
         run = await orch.start_workflow(StartRequest(workflow="simulated_load"))
         out.add("start api", (time.perf_counter() - sent, time.thread_time() - cpu))
-        with contextlib.suppress(UserError):
-            await orch.cancel_run(run.id)
+        if not await cancel(orch, run.id):
+            out.notes.append(f"cancel_run({run.id}) did not return within {CANCEL_LIMIT:g} s")
         await asyncio.sleep(0.3)
 
 
@@ -849,8 +865,8 @@ async def measure_dag(
         else:
             out.notes.append("DAG: no foldable levels in this version (enter/G/g not timed)")
     finally:
-        with contextlib.suppress(UserError):
-            await orch.cancel_run(run.id)
+        if not await cancel(orch, run.id):
+            out.notes.append(f"cancel_run({run.id}) did not return within {CANCEL_LIMIT:g} s")
 
 
 async def actions_phase(args: argparse.Namespace, folder: Path) -> Actions:
@@ -877,7 +893,10 @@ async def actions_phase(args: argparse.Namespace, folder: Path) -> Actions:
             await measure_dag(app, orch, term, frames, out, quiet=False)
             await measure_dag(app, orch, term, frames, out, quiet=True)
     finally:
-        await orch.stop()
+        try:
+            await asyncio.wait_for(orch.stop(), 60)
+        except TimeoutError:
+            out.notes.append("the engine did not stop within 60 s")
     return out
 
 
