@@ -37,6 +37,7 @@ from voltui.engine.models import (
     Workflow,
 )
 from voltui.engine.reaper import reap_orphan
+from voltui.engine.secrets import missing_secrets
 from voltui.engine.store import RunStore
 from voltui.engine.watcher import SystemWatcher
 from voltui.engine.workflows import WorkflowManager, new_run_id
@@ -302,7 +303,8 @@ class Orchestrator:
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         workflows, _errors = await asyncio.to_thread(self._catalogue)
-        return [_workflow_info(wf) for wf in workflows]
+        infos = [_workflow_info(wf) for wf in workflows]
+        return infos
 
     async def workflow_errors(self) -> list[WorkflowFileError]:
         """Files in the workflows folder that failed to load, for the UI to show."""
@@ -325,10 +327,24 @@ class Orchestrator:
     async def start_workflow(self, request: StartRequest) -> Run:
         workflow = await self._resolve_workflow(request.workflow)
         inputs = resolve_inputs(workflow, request.inputs)
-        return await self.workflows.submit(workflow, inputs)
+        self._check_secrets(workflow)
+        return await self.workflows.submit(
+            workflow, inputs, trigger=request.trigger, trigger_ref=request.trigger_ref
+        )
+
+    def _check_secrets(self, workflow: Workflow) -> None:
+        """A declared secret that is not in the environment would reach the step as nothing."""
+        missing = missing_secrets(workflow)
+        if missing:
+            raise UserError(
+                f"workflow {workflow.id} declares secrets {', '.join(missing)}, but the "
+                "environment of this voltui process does not set them (or sets fewer than 4 "
+                "characters, too short to mask); export them before starting voltui"
+            )
 
     async def run_workflow(self, workflow: Workflow, inputs: dict[str, Any] | None = None) -> Run:
         """Start an in-memory workflow (for embedding programs); returns the queued run."""
+        self._check_secrets(workflow)
         return await self.workflows.submit(workflow, resolve_inputs(workflow, inputs or {}))
 
     async def cancel_run(self, run_id: str) -> Run:
@@ -350,6 +366,7 @@ class Orchestrator:
         if workflow is None:
             raise NotFoundError(f"run {run.id} has no stored workflow definition to replay")
         workflow._source = run.workflow_path
+        self._check_secrets(workflow)
         steps = await self.store.get_steps(run.id)
         if request.mode == "failed":
             reuse = {s.step_id: s for s in steps if s.state.ok}
@@ -367,9 +384,10 @@ class Orchestrator:
                 replay_mode="failed",
                 reuse=reuse,
                 run_dir=run_dir,
+                trigger="replay",
             )
         return await self.workflows.submit(
-            workflow, run.inputs, replay_of=run.id, replay_mode="all"
+            workflow, run.inputs, replay_of=run.id, replay_mode="all", trigger="replay"
         )
 
     # ------------------------------------------------------------------ queries

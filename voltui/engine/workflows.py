@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from voltui.engine.agents.base import StepContext
 from voltui.engine.cache import CacheManager, stable_key
+from voltui.engine.concurrency import ConcurrencyGate
 from voltui.engine.coordination import CoordinationEngine
 from voltui.engine.durations import format_duration
 from voltui.engine.errors import NotFoundError, StepError
@@ -31,6 +32,7 @@ from voltui.engine.models import (
     RetryPolicy,
     Run,
     RunState,
+    RunTrigger,
     Step,
     StepRun,
     StepState,
@@ -39,6 +41,7 @@ from voltui.engine.models import (
 )
 from voltui.engine.reaper import process_start_time
 from voltui.engine.retry import backoff_delay, should_retry
+from voltui.engine.secrets import Masker, MaskingEmitter, MaskingStore
 from voltui.engine.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -91,11 +94,15 @@ class WorkflowManager:
         timer: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         new_id: Callable[[], str] = new_run_id,
+        gate: ConcurrencyGate | None = None,
     ) -> None:
-        self._events = dispatcher
+        # Secrets are masked at the two doors step text leaves by: the store and the events.
+        self.secrets = Masker()
+        self._events: EventDispatcher = MaskingEmitter(dispatcher, self.secrets)  # type: ignore[assignment]
         self._coord = coordination
         self._cache = cache
-        self._store = store
+        self._store: RunStore = MaskingStore(store, self.secrets)  # type: ignore[assignment]
+        self.gate = gate or ConcurrencyGate(dispatcher)
         self._runs_dir = runs_dir
         self._slots = asyncio.Semaphore(max_concurrent_workflows)
         self._default_retry = default_retry or RetryPolicy()
@@ -131,6 +138,8 @@ class WorkflowManager:
         replay_mode: Literal["failed", "all"] | None = None,
         reuse: dict[str, StepRun] | None = None,
         run_dir: Path | None = None,
+        trigger: RunTrigger = "manual",
+        trigger_ref: str | None = None,
     ) -> Run:
         """Record a new run and schedule it; returns at once with the run queued."""
         problems = validate_dag(workflow)
@@ -149,6 +158,8 @@ class WorkflowManager:
             workflow_path=workflow.source,
             run_dir=str(run_dir or self._runs_dir / run_id),
             owner_pid=os.getpid(),
+            trigger=trigger,
+            trigger_ref=trigger_ref,
         )
         steps = {
             s.id: StepRun(
@@ -157,6 +168,7 @@ class WorkflowManager:
             for s in workflow.steps
         }
         ex = _RunExec(run, workflow, steps, Path(run.run_dir or ""), reuse or {})
+        self.secrets.add_names(workflow.secrets)
         await self._store.save_run(run, workflow)
         self._active[run_id] = ex
         self._events.emit(
@@ -170,6 +182,8 @@ class WorkflowManager:
                 "dag": [[s.id, list(s.depends_on)] for s in workflow.steps],
                 "replay_of": replay_of,
                 "replay_mode": replay_mode,
+                "trigger": trigger,
+                "trigger_ref": trigger_ref,
             },
             correlation_id=run_id,
         )
@@ -219,6 +233,9 @@ class WorkflowManager:
     async def _run(self, ex: _RunExec) -> None:
         run = ex.run
         try:
+            if not await self.gate.enter(run, ex.workflow):  # concurrency key busy, policy skip
+                await self._finish(ex, cancelled=True)
+                return
             async with self._slots:
                 run.state = RunState.RUNNING
                 run.started_at = self._clock()
@@ -245,6 +262,7 @@ class WorkflowManager:
             run.error = f"engine error: {type(exc).__name__}: {exc}"
             await self._finish(ex)
         finally:
+            self.gate.release(run.id)
             ex.done.set()
             self._active.pop(run.id, None)
 
