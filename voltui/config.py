@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,7 @@ from voltui.engine.balancer import Strategy
 from voltui.engine.cache import CacheConfig
 from voltui.engine.errors import UserError
 from voltui.engine.models import AgentSpec, Duration, RetryPolicy
+from voltui.engine.notify import NotifyRule
 from voltui.engine.watcher import HealthCheckSpec, Thresholds
 
 CONFIG_ENV = "VOLTUI_CONFIG"
@@ -80,6 +81,33 @@ class ExecutorConfig(BaseModel):
     dask: DaskConfig = Field(default_factory=DaskConfig)
 
 
+class MetricsConfig(BaseModel):
+    """Prometheus `/metrics` of a long-lived engine (`voltui serve --metrics HOST:PORT`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = Field(None, description="HOST:PORT to serve /metrics on")
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            from voltui.engine.metrics import parse_address
+
+            parse_address(value)
+        return value
+
+
+class OtelConfig(BaseModel):
+    """OpenTelemetry traces (needs `pip install 'voltui[otel]'`); OTLP settings come from the
+    standard OTEL_* variables."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool | None = Field(
+        None, description="None: on when OTEL_EXPORTER_OTLP_ENDPOINT is set"
+    )
+    service_name: str = "voltui"
+
+
 class OrchestratorConfig(BaseSettings):
     """The design's OrchestratorConfig in Python form (durations accept `30s`, `5m`)."""
 
@@ -112,6 +140,16 @@ class OrchestratorConfig(BaseSettings):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    # Automation (schedules, triggers, notifications, metrics, traces): see engine/automation.py.
+    schedules_enabled: bool = Field(
+        True, description="run workflow schedules in `voltui serve` and the dashboard"
+    )
+    triggers_enabled: bool = Field(
+        True, description="watch workflow file triggers in `voltui serve` and the dashboard"
+    )
+    notify: list[NotifyRule] = Field(default_factory=list)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    otel: OtelConfig = Field(default_factory=OtelConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -164,6 +202,9 @@ def load_config(path: Path | None = None, **overrides: Any) -> OrchestratorConfi
     dask_address = overrides.pop("dask_address", None) or os.environ.get("VOLTUI_DASK_ADDRESS")
     if dask_address:  # the issue's short spelling of VOLTUI_EXECUTOR__DASK__ADDRESS
         overrides["executor"] = {"dask": {"address": dask_address}}
+    metrics_address = overrides.pop("metrics_address", None)
+    if metrics_address:  # `voltui serve --metrics HOST:PORT`
+        overrides["metrics"] = {"address": metrics_address}
     try:
         return OrchestratorConfig(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:

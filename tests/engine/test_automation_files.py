@@ -67,7 +67,7 @@ secrets: [API_TOKEN]
         ('schedules:\n  - {cron: "0 3 * * *", every: 1h}\n', 9, "exactly one of cron"),
         ("schedules:\n  - {timezone: UTC}\n", 9, "exactly one of cron"),
         ("schedules:\n  - {every: 100ms}\n", 9, "at most once a second"),
-        ('schedules:\n  - {every: 1h, overlap: wait}\n', 9, "use one of skip, queue"),
+        ("schedules:\n  - {every: 1h, overlap: wait}\n", 9, "use one of skip, queue"),
         ("schedules:\n  - {id: '2', every: 1h}\n  - {every: 2h}\n", 10, "id '2' is used twice"),
         ('triggers:\n  - {files: "in/*", input: file}\n', 9, "declares no such input"),
         ("concurrency: {key: 'x-${inputs.rep}'}\n", 8, "declares no input `rep`"),

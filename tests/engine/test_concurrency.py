@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.engine.waiting import until
 from voltui.config import OrchestratorConfig
 from voltui.engine.concurrency import KEY_BUSY, ConcurrencyGate
 from voltui.engine.models import AgentSpec, Event, Run, RunState, Workflow
@@ -111,12 +112,6 @@ def gated(policy: str = "queue") -> Workflow:
     )
 
 
-async def until(predicate: Any, what: str) -> None:
-    async with asyncio.timeout(WAIT):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 def types_for(engine: Orchestrator, run_id: str) -> list[str]:
     return [e.type for e in engine.dispatcher.correlated(run_id)]
 
@@ -133,7 +128,8 @@ async def test_runs_with_the_same_key_take_turns_and_other_keys_do_not_wait(
     await until(lambda: "step:started" in types_for(engine, b.id), "b started")
     await until(lambda: "step:started" in types_for(engine, a1.id), "a1 started")
     busy = [
-        e for e in engine.dispatcher.correlated(a2.id)
+        e
+        for e in engine.dispatcher.correlated(a2.id)
         if e.type == "workflow:queued" and e.data.get("reason") == KEY_BUSY
     ]
     assert len(busy) == 1 and busy[0].data["key"] == "repo-a"

@@ -41,10 +41,7 @@ def workflow(run_dir_file: str) -> Workflow:
         "print('stderr has', tok, file=sys.stderr)\n"
         "print(json.dumps({'token': tok, 'nested': ['x' + tok]}))\n"
     )
-    failer = (
-        "import os, sys\n"
-        "sys.exit('refused with ' + os.environ['API_TOKEN'])\n"
-    )
+    failer = "import os, sys\nsys.exit('refused with ' + os.environ['API_TOKEN'])\n"
     return Workflow.model_validate(
         {
             "id": "secretive",

@@ -17,6 +17,7 @@ from voltui.config import OrchestratorConfig
 from voltui.engine.agents.base import Agent
 from voltui.engine.agents.registry import create_agent
 from voltui.engine.api import EngineSnapshot, ReplayRequest, StartRequest, WorkflowInfo
+from voltui.engine.automation import Automation
 from voltui.engine.balancer import LoadBalancer
 from voltui.engine.cache import CacheManager
 from voltui.engine.coordination import CoordinationEngine
@@ -111,6 +112,8 @@ class Orchestrator:
         self._cache_task: asyncio.Task[None] | None = None
         self._dask: Any = None
         self.interrupted_on_start: list[str] = []
+        # Schedules, triggers, notifications, metrics, traces (issue 12): engine/automation.py.
+        self.automation = Automation(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -176,6 +179,12 @@ class Orchestrator:
             self.dispatcher.emit(
                 "engine:started", SOURCE, {"db": str(self.store.path)}, priority=Priority.HIGH
             )
+        # ---- automation: consumers always, schedules/triggers/metrics only when watching
+        try:
+            await self.automation.start(watch=watch)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def _reap_orphans(self, run_ids: list[str]) -> None:
         """End command processes that interrupted runs left running, and say so in the log."""
@@ -199,6 +208,7 @@ class Orchestrator:
         if not self._started:
             return
         self._started = False
+        await self.automation.stop()  # no new runs from schedules or triggers
         await self.workflows.stop()
         if self._dask is not None:  # after the runs stopped, so their Dask steps end cleanly
             await self._dask.stop()
@@ -207,6 +217,7 @@ class Orchestrator:
             self._cache_task.cancel()
             await asyncio.gather(self._cache_task, return_exceptions=True)
             self._cache_task = None
+        await self.automation.close()  # deliver notifications in flight, flush traces
         await self.watcher.stop()
         if self._watching:
             self.dispatcher.emit("engine:stopped", SOURCE, {}, priority=Priority.HIGH)
@@ -304,6 +315,9 @@ class Orchestrator:
     async def list_workflows(self) -> list[WorkflowInfo]:
         workflows, _errors = await asyncio.to_thread(self._catalogue)
         infos = [_workflow_info(wf) for wf in workflows]
+        schedules = await self.automation.describe(workflows)  # next fire times, paused
+        for info in infos:
+            info.schedules = schedules.get(info.id, [])
         return infos
 
     async def workflow_errors(self) -> list[WorkflowFileError]:
