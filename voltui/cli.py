@@ -23,6 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 from voltui import __version__
+from voltui.cli_schedules import add_parser as add_schedules_parser
+from voltui.cli_schedules import cmd_schedules
 from voltui.config import OrchestratorConfig, load_config
 from voltui.engine.api import EngineAPI, ReplayRequest, StartRequest
 from voltui.engine.durations import format_duration
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="cancel",
         help="on SIGTERM/SIGINT: cancel active runs, or let them finish first",
     )
+    p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics there")
 
     p = sub.add_parser("attach", parents=[remote], help="open the dashboard on a `voltui serve`")
     p.add_argument("--read-only", action="store_true", help="show actions but refuse them")
@@ -162,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--theme", help="Textual theme name, e.g. textual-dark, ansi-dark")
 
     sub.add_parser("schema", help="print the JSON Schema of workflow files")
+    add_schedules_parser(sub, [common])
     return parser
 
 
@@ -530,7 +534,11 @@ async def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
 
 async def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     """The engine headless, serving dashboards and CLI commands until SIGTERM/SIGINT."""
-    config = _config(args, dask_address=getattr(args, "dask", None))
+    config = _config(
+        args,
+        dask_address=getattr(args, "dask", None),
+        metrics_address=getattr(args, "metrics", None),
+    )
     tcp = parse_tcp(args.tcp) if getattr(args, "tcp", None) else None
     token = None
     if tcp is not None:
@@ -548,6 +556,8 @@ async def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         where = [str(getattr(args, "socket", None) or default_socket_path())]
         if server.tcp_address:
             where.append("tcp {}:{}".format(*server.tcp_address))
+        if engine.automation.metrics_address:
+            where.append(f"metrics http://{engine.automation.metrics_address}/metrics")
         console.print(Text(f"voltui engine serving on {', '.join(where)} (db {engine.store.path})"))
         await server.serve_forever(on_stop=args.on_stop)
     finally:
@@ -603,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "events": cmd_events,
             "cancel": cmd_cancel,
             "serve": cmd_serve,
+            "schedules": cmd_schedules,
         }.get(args.command)
         if args.command == "attach":
             return asyncio.run(cmd_attach(args))
