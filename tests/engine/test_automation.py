@@ -7,9 +7,12 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.engine.waiting import until
 from voltui.config import OrchestratorConfig
 from voltui.engine.concurrency import KEY_BUSY
+from voltui.engine.errors import UserError
 from voltui.engine.models import AgentSpec, RunState
 from voltui.engine.orchestrator import Orchestrator
 from voltui.engine.schedules import Scheduler
@@ -140,3 +143,13 @@ async def test_replays_record_their_trigger(tmp_path: Path) -> None:
         await asyncio.wait_for(engine.wait_run(again.id), WAIT)
     finally:
         await engine.stop()
+
+
+async def test_otel_switched_on_without_the_sdk_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk", None)  # as if the extra is missing
+    engine = Orchestrator(OrchestratorConfig(db=tmp_path / "e.db", otel={"enabled": True}))
+    with pytest.raises(UserError, match=r"pip install 'voltui\[otel\]'"):
+        await engine.start(watch=False)
+    assert not engine.running
