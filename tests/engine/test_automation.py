@@ -148,7 +148,8 @@ async def test_replays_record_their_trigger(tmp_path: Path) -> None:
 async def test_otel_switched_on_without_the_sdk_refuses_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "opentelemetry.sdk", None)  # as if the extra is missing
+    for name in ("opentelemetry.sdk.resources", "opentelemetry.sdk.trace"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if the extra were not installed
     engine = Orchestrator(OrchestratorConfig(db=tmp_path / "e.db", otel={"enabled": True}))
     with pytest.raises(UserError, match=r"pip install 'voltui\[otel\]'"):
         await engine.start(watch=False)

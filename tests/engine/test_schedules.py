@@ -20,7 +20,7 @@ import pytest
 from voltui.engine.api import StartRequest
 from voltui.engine.automation_state import AutomationState
 from voltui.engine.models import Event, Run, RunState, Workflow
-from voltui.engine.schedules import Scheduler, due_instants, next_after
+from voltui.engine.schedules import COUNT_LIMIT, Scheduler, due_instants, next_after
 
 BERLIN = ZoneInfo("Europe/Berlin")
 QUARTER = 15 * 60
@@ -183,6 +183,13 @@ def test_every_is_aligned_to_the_epoch_and_counts_missed_instants() -> None:
     due, earlier, bound = due_instants(spec, 0.0, 6000.0, keep=3)
     assert due == [4800.0, 5400.0, 6000.0]
     assert (earlier, bound) == (7, False)
+
+
+def test_a_very_long_outage_is_counted_to_a_bound_not_walked_to_the_end() -> None:
+    spec = wf({"cron": "* * * * *"}).schedules[0]
+    due, earlier, bound = due_instants(spec, utc(2024, 1, 1), utc(2024, 4, 1), keep=1)
+    assert due == [utc(2024, 4, 1)]
+    assert bound and earlier == COUNT_LIMIT
 
 
 # ------------------------------------------------------------------------- downtime

@@ -11,7 +11,7 @@ import pytest
 
 from tests.engine.waiting import until
 from voltui.config import OrchestratorConfig
-from voltui.engine.models import AgentSpec, Run, RunState
+from voltui.engine.models import AgentSpec, Run, RunState, Workflow
 from voltui.engine.orchestrator import Orchestrator
 
 WAIT = 30.0
@@ -150,3 +150,26 @@ async def test_triggers_can_be_switched_off(tmp_path: Path) -> None:
         assert engine.automation.triggers is None
     finally:
         await engine.stop()
+
+
+def test_globs_split_into_a_folder_to_watch_and_a_pattern(tmp_path: Path) -> None:
+    from voltui.engine.triggers import TriggerWatcher, _split, trigger_entries
+
+    assert _split("inbox/*.csv", tmp_path) == (tmp_path / "inbox", "*.csv", False)
+    assert _split("data/**/*.json", tmp_path) == (tmp_path / "data", "**/*.json", True)
+    assert _split("/srv/drop/x.txt", tmp_path) == (Path("/srv/drop"), "x.txt", False)
+    wf = Workflow.model_validate(
+        {
+            "id": "w",
+            "inputs": {"path": {"type": "string"}},
+            "triggers": [{"files": "data/**/*.json"}],
+            "steps": [{"id": "s", "run": {"simulated": {}}}],
+        }
+    )
+    wf._source = str(tmp_path / "w.yaml")
+    (trig,) = trigger_entries([wf])
+    matches = TriggerWatcher._matches
+    assert matches(None, trig, str(tmp_path / "data" / "a.json"))  # type: ignore[arg-type]
+    assert matches(None, trig, str(tmp_path / "data" / "x" / "y" / "b.json"))  # type: ignore[arg-type]
+    assert not matches(None, trig, str(tmp_path / "data" / "b.csv"))  # type: ignore[arg-type]
+    assert not matches(None, trig, str(tmp_path / "other" / "a.json"))  # type: ignore[arg-type]

@@ -197,7 +197,11 @@ class TriggerWatcher:
             rel = Path(path).relative_to(trig.folder).as_posix()
         except ValueError:
             return False
-        return fnmatch.fnmatchcase(rel, trig.pattern)
+        pattern = trig.pattern
+        # `**/` also matches no folder at all, as in shells with globstar: `**/*.csv` takes a.csv.
+        return fnmatch.fnmatchcase(rel, pattern) or (
+            "**/" in pattern and fnmatch.fnmatchcase(rel, pattern.replace("**/", ""))
+        )
 
     def _quiet(self, trig: FileTrigger, path: str) -> None:
         trig.timers.pop(path, None)
