@@ -108,6 +108,23 @@ class OtelConfig(BaseModel):
     service_name: str = "voltui"
 
 
+class RetentionConfig(BaseModel):
+    """How much history the store keeps; `voltui serve` and an open dashboard apply it every
+    `interval`, `voltui prune` on demand. Active runs are never pruned."""
+
+    model_config = ConfigDict(extra="forbid")
+    keep_runs: int | None = Field(
+        1000, ge=1, description="finished runs kept (newest first); null = no count limit"
+    )
+    max_age: Duration | None = Field(
+        30 * 86400.0, description="finished runs older than this go (e.g. 30d); null = keep"
+    )
+    interval: Duration = Field(3600.0, gt=0, description="how often a server applies it")
+    delete_run_folders: bool = Field(
+        True, description="also delete the run folders (artefacts) of pruned runs"
+    )
+
+
 class OrchestratorConfig(BaseSettings):
     """The design's OrchestratorConfig in Python form (durations accept `30s`, `5m`)."""
 
@@ -131,6 +148,13 @@ class OrchestratorConfig(BaseSettings):
     log_level: Literal["debug", "info", "warn", "error"] = "info"
     event_history: int = Field(10_000, ge=100, description="events kept in memory")
     max_stored_events: int = Field(1_000_000, ge=1000, description="events kept in SQLite")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    max_log_lines: int = Field(
+        10_000, ge=10, description="log lines per step attempt kept in the store; the rest spill"
+    )
+    live_output_lines: int = Field(
+        200, ge=1, description="step:output events per second per attempt; the rest log only"
+    )
     llm_base_url: str | None = None
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"

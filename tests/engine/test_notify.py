@@ -249,3 +249,27 @@ async def test_a_secret_in_a_failing_notification_is_masked_in_its_events(
     assert failed.data["error"].endswith("exited with code 1: rejected ***")
     for path in (tmp_path / "state").glob("engine.db*"):
         assert TOKEN.encode() not in path.read_bytes(), path.name
+
+
+async def test_an_engine_sharing_the_store_does_not_notify_about_another_engines_runs(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The dashboard relays a server's events (marked foreign); only the owner notifies."""
+    rules = [{"on": ["failed"], "webhook": receiver.url, "retry": FAST}]
+    owner = engine_with(tmp_path, rules)
+    watcher = engine_with(tmp_path, rules)
+    await owner.start(watch=False)
+    await watcher.start()  # watching: relays the owner's events from the store
+    try:
+        (run_id,) = await run_all(owner, [failing()])
+        await until(
+            lambda: any(
+                e.foreign and e.type == "workflow:failed" and e.correlation_id == run_id
+                for e in watcher.dispatcher.history()
+            ),
+            "the relayed workflow:failed",
+        )
+    finally:
+        await watcher.stop()
+        await owner.stop()
+    assert [p["run_id"] for p in receiver.posts] == [run_id]

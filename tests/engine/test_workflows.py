@@ -85,7 +85,14 @@ async def test_linear_dag_runs_in_order_and_passes_outputs(engine: Orchestrator)
     started = [e.data["step"] for e in events if e.type == "step:started"]
     assert started == ["a", "b"]
     progress = [e.data for e in run_events(engine, detail.run.id) if e.type == "workflow:progress"]
-    assert progress[-1] == {"done": 2, "total": 2}
+    assert progress[-1] == {
+        "done": 2,
+        "total": 2,
+        "succeeded": 2,
+        "failed": 0,
+        "skipped": 0,
+        "cancelled": 0,
+    }
 
 
 async def test_max_parallel_is_honoured(engine: Orchestrator) -> None:
@@ -177,7 +184,10 @@ async def test_workflow_timeout_fails_the_run(engine: Orchestrator) -> None:
     detail = await run_to_end(engine, wf)
     assert detail.run.state is RunState.FAILED
     assert "workflow timed out" in (detail.run.error or "")
-    assert detail.steps[0].state is StepState.CANCELLED
+    # The step the timeout stopped says so (and the limit); it was not cancelled by anyone.
+    assert detail.steps[0].state is StepState.FAILED
+    assert "timed out" in (detail.steps[0].error or "")
+    assert "300ms" in (detail.steps[0].error or "")
 
 
 async def test_cancel_stops_running_command_within_grace(engine: Orchestrator) -> None:
@@ -314,3 +324,93 @@ async def test_subscribe_resumes_from_the_store_without_gap(tmp_path: Path) -> N
         stored = [e.seq for e in await orch.store.events_range(0, last)]
         assert got == stored
         assert len(got) > 100  # more than the in-memory history: the store filled the gap
+
+
+async def test_a_skipped_step_never_lets_its_dependents_run(engine: Orchestrator) -> None:
+    # `guard` fails; `tolerant` (continue_on_failure) is skipped because of it; `after` depends
+    # on `tolerant`. Only a step that actually failed with the flag may let dependents run on.
+    steps = [
+        sim("guard", fail_attempts=5),
+        {**sim("tolerant", deps=["guard"]), "continue_on_failure": True},
+        sim("after", deps=["tolerant"]),
+    ]
+    detail = await run_to_end(engine, workflow(steps))
+    states = {s.step_id: s.state for s in detail.steps}
+    assert states == {
+        "guard": StepState.FAILED,
+        "tolerant": StepState.SKIPPED,
+        "after": StepState.SKIPPED,
+    }
+    assert detail.run.state is RunState.FAILED
+    assert (detail.run.steps_failed, detail.run.steps_skipped) == (1, 2)
+
+
+async def test_a_failed_step_with_continue_on_failure_lets_dependents_run(
+    engine: Orchestrator,
+) -> None:
+    steps = [
+        {**sim("soft", fail_attempts=5), "continue_on_failure": True},
+        sim("after", deps=["soft"]),
+    ]
+    detail = await run_to_end(engine, workflow(steps))
+    states = {s.step_id: s.state for s in detail.steps}
+    assert states == {"soft": StepState.FAILED, "after": StepState.SUCCEEDED}
+    assert detail.run.state is RunState.SUCCEEDED
+
+
+async def test_cancelled_sync_python_step_really_stops_before_the_run_is_cancelled(
+    engine: Orchestrator, tmp_path: Path
+) -> None:
+    # A sync function ignoring ctx.cancel_event: its thread cannot be interrupted, so the
+    # cancel must wait for it (run `cancelling`, slot held) rather than report a cancelled run
+    # while the thread goes on writing into the run folder.
+    (tmp_path / "slowstep.py").write_text(
+        "import time\n"
+        "from pathlib import Path\n"
+        "def slow(ctx):\n"
+        "    Path(ctx.run_dir, 'began').write_text('x')\n"
+        "    time.sleep(0.8)\n"
+        "    Path(ctx.run_dir, 'late.txt').write_text('still writing')\n"
+    )
+    wf = workflow([{"id": "slow", "run": {"python": "slowstep:slow"}}])
+    wf._source = str(tmp_path / "wf.yaml")
+    run = await engine.run_workflow(wf)
+    run_dir = Path(run.run_dir or "")
+    deadline = time.monotonic() + 10
+    while not (run_dir / "began").exists():
+        assert time.monotonic() < deadline, "the step never started"
+        await asyncio.sleep(0.02)
+    cancelled = await engine.cancel_run(run.id)
+    assert cancelled.state is RunState.CANCELLED
+    # The work had stopped when the cancel returned: nothing writes after the run ended.
+    assert (run_dir / "late.txt").exists()
+    assert all(load.active == 0 for load in engine.coordination.loads())
+    types = [e.type for e in run_events(engine, run.id)]
+    assert "workflow:cancelling" in types
+    assert types.index("workflow:cancelling") < types.index("workflow:cancelled")
+
+
+async def test_a_chatty_step_is_capped_in_the_store_spilled_to_a_file_and_throttled_live(
+    tmp_path: Path,
+) -> None:
+    config = OrchestratorConfig(
+        db=tmp_path / "chatty.db", agents=agents(), max_log_lines=1000, live_output_lines=100
+    )
+    code = "import sys\nfor i in range(50_000):\n    sys.stdout.write(f'line {i}\\n')\n"
+    async with Orchestrator(config) as orch:
+        detail = await run_to_end(orch, workflow([cmd("chatty", code)]))
+        assert detail.run.state is RunState.SUCCEEDED
+        log = await orch.step_log(detail.run.id, "chatty")
+        # The first 1,000 lines and one marker naming the spill file; nothing more stored.
+        assert len(log) == 1001
+        assert log[0].line == "line 0" and log[999].line == "line 999"
+        assert "49000 more line(s)" in log[-1].line
+        spill = Path(detail.run.run_dir or "") / "logs" / "chatty.1.log"
+        assert f"{spill}" in log[-1].line
+        spilled = spill.read_text().splitlines()
+        assert len(spilled) == 49_000 and spilled[-1] == "stdout\tline 49999"
+        assert spill.stat().st_mode & 0o777 == 0o600
+        live = [e for e in run_events(orch, detail.run.id) if e.type == "step:output"]
+        # At most 100 lines a second went out live, plus one "not shown live" note a second.
+        assert 100 <= len(live) < 1000
+        assert any("not shown live" in e.data["line"] for e in live)

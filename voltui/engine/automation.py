@@ -229,10 +229,12 @@ class Automation:
     # ------------------------------------------------------------------ plumbing
 
     def _guarded(self, sink: Callable[[Event], None]) -> Callable[[Event], None]:
-        """Sinks cannot be removed from the dispatcher; after close they do nothing."""
+        """Sinks cannot be removed from the dispatcher; after close they do nothing. Events
+        relayed from other processes sharing the store (`foreign`) are theirs to notify about,
+        count and trace, so they are skipped: nothing is notified or counted twice."""
 
         def guarded(event: Event) -> None:
-            if self._open:
+            if self._open and not event.foreign:
                 sink(event)
 
         return guarded

@@ -217,14 +217,21 @@ class LoadBalancer:
             )
         state.active += 1
 
-    def release(self, agent_id: str, *, latency: float, success: bool) -> None:
+    def release(self, agent_id: str, *, latency: float, success: bool, final: bool = True) -> None:
+        """Give back a slot with the attempt's outcome.
+
+        `final=False` is a failed attempt that will be retried: it still teaches the
+        performance strategy (EWMAs) but is not counted as a failure, since the step may yet
+        succeed. Cancellations use `abandon` and teach nothing.
+        """
         state = self._take_back(agent_id)
+        latency = max(0.0, latency)
         if success:
             state.completed += 1
-        else:
+        elif final:
             state.failed += 1
-        latency = max(0.0, latency)
-        state.latency_sum += latency
+        if success or final:
+            state.latency_sum += latency
         outcome = 1.0 if success else 0.0
         a = self.ewma_alpha
         if state.ewma_latency is None or state.ewma_success is None:
@@ -248,6 +255,10 @@ class LoadBalancer:
         return state
 
     # ------------------------------------------------------------------ reporting
+
+    def any_free(self) -> bool:
+        """Whether any healthy agent has a free slot (no snapshots built)."""
+        return any(state.free for state in self._agents.values())
 
     def load(self, agent_id: str) -> AgentLoad:
         return self._state(agent_id).snapshot()

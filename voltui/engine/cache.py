@@ -160,6 +160,10 @@ def _entry_expires(_key: str, entry: _Entry, _now: float) -> float:
     return entry.expires
 
 
+_contains = cachetools.Cache.__contains__
+_INF = math.inf
+
+
 class _LazyExpiry:
     """Time awareness for the cachetools classes that have none (LRU, LFU, FIFO).
 
@@ -186,7 +190,8 @@ class _LazyExpiry:
 
     def __setitem__(self, key: str, entry: _Entry) -> None:
         super().__setitem__(key, entry)  # type: ignore[misc]
-        self._next_due = min(self._next_due, entry.expires)
+        if entry.expires < self._next_due:
+            self._next_due = entry.expires
 
     def popitem(self) -> tuple[str, _Entry]:
         expired = self.expire()
@@ -223,11 +228,16 @@ class _LazyExpiry:
         return self._check(key, entry)
 
     def lookup(self, key: str) -> _Entry | None:
-        """The live entry, counted as a use by the eviction policy."""
-        try:
-            entry: _Entry = self[key]  # type: ignore[index]
-        except KeyError:
+        """The live entry, counted as a use by the eviction policy.
+
+        A miss is a membership test, not a KeyError raised through `__missing__` and caught:
+        misses are common and exceptions are ten times the cost of the lookup itself.
+        """
+        if not _contains(self, key):
             return None
+        entry: _Entry = self[key]  # type: ignore[index]
+        if entry.expires == _INF:
+            return entry
         return self._check(key, entry)
 
     def _check(self, key: str, entry: _Entry) -> _Entry | None:
@@ -342,7 +352,7 @@ class CacheManager:
     ) -> None:
         self.config = config or CacheConfig()
         self._clock = clock
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # never re-entered; a plain Lock is the cheaper one
         self._namespaces: dict[str, _Namespace] = {}
         self._overrides: dict[str, CacheConfig] = {}
         self._key_locks: dict[tuple[str, str], _KeyLock] = {}
@@ -412,7 +422,9 @@ class CacheManager:
     def get(self, key: str, namespace: str | None = None, default: Any = None) -> Any:
         """The live value, or `default`; counts a hit or a miss."""
         with self._lock:
-            ns = self._namespace(namespace)
+            ns = self._namespaces.get(namespace or self.config.namespace) or self._namespace(
+                namespace
+            )
             entry = ns.store.lookup(key)
             if entry is None:
                 ns.counters.misses += 1
@@ -430,9 +442,14 @@ class CacheManager:
         """
         if ttl is not None:
             ttl = parse_duration(ttl)
-        size = _approx_size(key, value)  # pickling can be slow: outside the lock
+        name = namespace or self.config.namespace
+        config = (self._overrides.get(name) or self.config) if self._overrides else self.config
+        # Sizing pickles the value: only a byte-limited namespace needs it, and outside the lock.
+        size = _approx_size(key, value) if config.max_bytes is not None else 0
         with self._lock:
-            ns = self._namespace(namespace)
+            ns = self._namespaces.get(name) or self._namespace(name)
+            if ns.config.max_bytes is not None and not size:  # reconfigured meanwhile
+                size = _approx_size(key, value)
             lifetime = ttl if ttl is not None else ns.config.ttl
             if lifetime is not None and lifetime <= 0:
                 self._remove(ns, key)  # expired on arrival; never serve the older value
@@ -511,24 +528,31 @@ class CacheManager:
 
     def namespace_stats(self, namespace: str) -> CacheStats:
         with self._lock:
-            ns = self._namespace(namespace)
-            entries = list(ns.entries())
-            c = ns.counters
-            return CacheStats(
-                namespace=ns.name,
-                strategy=ns.config.strategy,
-                hits=c.hits,
-                misses=c.misses,
-                evictions=c.evicted + c.expired,
-                size=len(entries),
-                max_size=ns.config.max_items if ns.config.max_bytes is None else 0,
-                max_bytes=ns.config.max_bytes,
-                bytes=sum(entry.size for _, entry in entries),
-            )
+            return self._stats_of(self._namespace(namespace))
+
+    def _stats_of(self, ns: _Namespace) -> CacheStats:
+        """Figures of one namespace; the caller holds the lock. Entries of a namespace without
+        a byte budget are sized here, once each, rather than pickled on every `set`."""
+        entries = list(ns.entries())
+        for key, entry in entries:
+            if not entry.size:
+                entry.size = _approx_size(key, entry.value)
+        c = ns.counters
+        return CacheStats(
+            namespace=ns.name,
+            strategy=ns.config.strategy,
+            hits=c.hits,
+            misses=c.misses,
+            evictions=c.evicted + c.expired,
+            size=len(entries),
+            max_size=ns.config.max_items if ns.config.max_bytes is None else 0,
+            max_bytes=ns.config.max_bytes,
+            bytes=sum(entry.size for _, entry in entries),
+        )
 
     def stats(self) -> list[CacheStats]:
         with self._lock:
-            return [self.namespace_stats(name) for name in sorted(self._namespaces)]
+            return [self._stats_of(self._namespaces[name]) for name in sorted(self._namespaces)]
 
     # ----------------------------------------------------------------- memoize
 

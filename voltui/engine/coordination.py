@@ -48,6 +48,9 @@ class CoordinationEngine:
         self._agents: dict[str, Agent] = {}
         self._queue: list[_Waiter] = []
         self._seq = itertools.count()
+        self._matches: dict[tuple[str, tuple[str, ...], str | None], list[str]] = {}
+        self._dirty_loads: set[str] = set()
+        self._load_flush_scheduled = False
 
     @property
     def balancer(self) -> LoadBalancer:
@@ -70,6 +73,7 @@ class CoordinationEngine:
             weight=spec.weight,
         )
         self._agents[spec.id] = agent
+        self._matches.clear()
         self._emit(
             "agent:registered",
             {
@@ -87,6 +91,7 @@ class CoordinationEngine:
     async def unregister_agent(self, agent_id: str) -> None:
         agent = self.get(agent_id)
         del self._agents[agent_id]
+        self._matches.clear()
         self._balancer.unregister(agent_id)
         self._emit("agent:unregistered", {"agent": agent_id})
         # Steps that only this agent could run will never run now: fail them instead of letting
@@ -126,6 +131,20 @@ class CoordinationEngine:
         if not self._candidates(step):
             raise NoCapableAgentError(self._explain(step))
 
+    def try_acquire(self, step: Step) -> Agent | None:
+        """A free capable agent taken at once, or None when the step would have to queue.
+
+        Raises NoCapableAgentError when no registered agent can ever run the step. Never
+        jumps the queue: with steps waiting, it defers to `acquire`.
+        """
+        candidates = self._candidates(step)
+        if not candidates:
+            raise NoCapableAgentError(self._explain(step))
+        if self._queue:
+            return None
+        chosen = self._balancer.select(candidates)
+        return self._grant(chosen) if chosen is not None else None
+
     async def acquire(self, step: Step, *, run_id: str, priority: Priority | None = None) -> Agent:
         candidates = self._candidates(step)
         if not candidates:
@@ -160,12 +179,19 @@ class CoordinationEngine:
                 self._queue.remove(waiter)
             raise
 
-    def release(self, agent: Agent, *, latency: float, success: bool) -> None:
+    def release(
+        self, agent: Agent, *, latency: float, success: bool | None, final: bool = True
+    ) -> None:
+        """End an attempt. `success=None` is a cancellation: the slot comes back but nothing
+        counts for or against the agent; `final=False` is a failure that will be retried."""
         if self._agents.get(agent.id) is not agent:
             # Unregistered (or replaced by a new agent with the same id) while the step ran:
             # its slot no longer exists, so there is nothing to give back.
             return
-        self._balancer.release(agent.id, latency=latency, success=success)
+        if success is None:
+            self._balancer.abandon(agent.id)
+        else:
+            self._balancer.release(agent.id, latency=latency, success=success, final=final)
         self._emit_load(agent.id)
         self._dispatch()
 
@@ -179,7 +205,12 @@ class CoordinationEngine:
     # ------------------------------------------------------------------ internals
 
     def _candidates(self, step: Step) -> list[str]:
-        return [a.id for a in self._agents.values() if a.can_run(step)]
+        """Agents that can run `step`, computed once per kind of step until agents change."""
+        key = (step.run.kind, tuple(step.requires), step.agent)
+        found = self._matches.get(key)
+        if found is None:
+            found = self._matches[key] = [a.id for a in self._agents.values() if a.can_run(step)]
+        return list(found)
 
     def _grant(self, agent_id: str) -> Agent:
         self._balancer.acquire(agent_id)
@@ -212,10 +243,33 @@ class CoordinationEngine:
         self._queue = remaining
 
     def _any_free(self) -> bool:
-        return any(load.healthy and load.active < load.capacity for load in self._balancer.loads())
+        return self._balancer.any_free()
 
     def _emit_load(self, agent_id: str) -> None:
-        self._emit("agent:load", self._balancer.load(agent_id).model_dump())
+        """Report an agent's load once per loop tick, however many slots changed in it.
+
+        Sixty-four steps finishing together are one `agent:load` per agent with the final
+        figures, not 128 events; without a running loop (tests driving it synchronously) the
+        event goes out at once.
+        """
+        if agent_id in self._dirty_loads:
+            return
+        self._dirty_loads.add(agent_id)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._flush_loads()
+            return
+        if not self._load_flush_scheduled:
+            self._load_flush_scheduled = True
+            loop.call_soon(self._flush_loads)
+
+    def _flush_loads(self) -> None:
+        self._load_flush_scheduled = False
+        dirty, self._dirty_loads = self._dirty_loads, set()
+        for agent_id in sorted(dirty):
+            if agent_id in self._balancer:
+                self._emit("agent:load", self._balancer.load(agent_id).model_dump())
 
     def _emit(self, type: str, data: dict[str, Any]) -> None:
         self._dispatcher.emit(type, SOURCE, data)

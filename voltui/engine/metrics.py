@@ -252,10 +252,11 @@ class EngineMetrics:
         self._running[key] = event.ts
         self._bound(self._running)
         since = self._waiting.pop(key, None)
-        if since is not None:
-            self.step_queue_wait.labels(self._workflow(event), key[1]).observe(
-                max(0.0, event.ts - since)
-            )
+        wait = event.data.get("queue_wait")  # the engine's own figure (StepRun.queue_wait)
+        if not isinstance(wait, int | float) and since is not None:
+            wait = event.ts - since
+        if isinstance(wait, int | float):
+            self.step_queue_wait.labels(self._workflow(event), key[1]).observe(max(0.0, wait))
 
     def _step_done(self, event: Event) -> None:
         """An attempt ended: its measured duration, else the time since its `step:started`

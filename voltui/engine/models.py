@@ -572,6 +572,7 @@ class AgentLoad(BaseModel):
 class RunState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    CANCELLING = "cancelling"  # cancel asked; waiting for work that cannot be interrupted
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -579,7 +580,7 @@ class RunState(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self not in (RunState.QUEUED, RunState.RUNNING)
+        return self not in (RunState.QUEUED, RunState.RUNNING, RunState.CANCELLING)
 
 
 class StepState(enum.StrEnum):
@@ -625,7 +626,11 @@ class Run(BaseModel):
     finished_at: float | None = None
     error: str | None = None
     steps_total: int = 0
-    steps_done: int = 0
+    steps_done: int = Field(0, description="steps in a final state, whatever it is")
+    steps_succeeded: int = Field(0, description="succeeded or served from the cache")
+    steps_failed: int = 0
+    steps_skipped: int = 0
+    steps_cancelled: int = 0
     replay_of: str | None = None
     replay_mode: Literal["failed", "all"] | None = None
     workflow_path: str | None = None
@@ -657,7 +662,10 @@ class StepRun(BaseModel):
     attempt: int = 0
     max_attempts: int = 1
     agent_id: str | None = None
-    started_at: float | None = None
+    queued_at: float | None = Field(
+        None, description="when the latest attempt began waiting for an agent"
+    )
+    started_at: float | None = Field(None, description="when the latest attempt began running")
     finished_at: float | None = None
     output: Any = None
     error: str | None = None
@@ -669,9 +677,18 @@ class StepRun(BaseModel):
 
     @property
     def duration(self) -> float | None:
+        """The one definition every view uses: the latest attempt, start to end (queue wait
+        apart). None until the attempt ends; a live view adds its own clock to `started_at`."""
         if self.started_at is None or self.finished_at is None:
             return None
         return max(0.0, self.finished_at - self.started_at)
+
+    @property
+    def queue_wait(self) -> float | None:
+        """Time the latest attempt waited for a free capable agent before it started."""
+        if self.queued_at is None or self.started_at is None:
+            return None
+        return max(0.0, self.started_at - self.queued_at)
 
 
 class LogLine(BaseModel):
@@ -706,6 +723,11 @@ class Event(BaseModel):
     priority: Priority = Priority.NORMAL
     correlation_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    foreign: bool = Field(
+        False,
+        description="recorded by another engine process sharing the store and relayed here; "
+        "its number there is data['origin_seq']",
+    )
 
 
 class EventQuery(BaseModel):

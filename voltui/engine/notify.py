@@ -125,8 +125,9 @@ class NotifyRule(BaseModel):
 def event_kinds(event: Event) -> tuple[NotifyKind, ...]:
     """The notify kinds an event stands for; a workflow timeout is also a failure."""
     kinds = EVENT_KINDS.get(event.type, ())
-    if event.type == "workflow:failed" and str(event.data.get("error") or "").startswith(
-        "workflow timed out"
+    if event.type == "workflow:failed" and (
+        event.data.get("timed_out") is True
+        or str(event.data.get("error") or "").startswith("workflow timed out")
     ):
         return ("timed_out", "failed")
     return kinds

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -39,7 +41,7 @@ from voltui.engine.models import (
 )
 from voltui.engine.reaper import reap_orphan
 from voltui.engine.secrets import missing_secrets
-from voltui.engine.store import RunStore
+from voltui.engine.store import PruneReport, RunStore, default_is_alive
 from voltui.engine.watcher import SystemWatcher
 from voltui.engine.workflows import WorkflowManager, new_run_id
 
@@ -49,6 +51,22 @@ SOURCE = "orchestrator"
 RECENT_RUNS = 50
 _ONE_SHOT_NOISE = frozenset({"agent:registered", "agent:unregistered"})
 FOLLOW_POLL = 0.25
+STORE_POLL = 0.5
+RELAY_PAGE = 5000
+"""Seconds between looks at the shared store for requests and other processes' events."""
+
+
+def _remove_folders(folders: list[str], runs_dir: Path) -> None:
+    """Delete pruned runs' folders, but only real folders inside `runs_dir` (never a link,
+    never something a stored path points at elsewhere)."""
+    root = runs_dir.resolve()
+    for folder in folders:
+        path = Path(folder)
+        if path.is_symlink() or not path.is_dir():
+            continue
+        if root not in path.resolve().parents:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _workflow_info(wf: Workflow) -> WorkflowInfo:
@@ -103,6 +121,8 @@ class Orchestrator:
             workflow_timeout=self.config.workflow_timeout,
             cancel_grace=self.config.cancel_grace,
             settings=self.config.agent_settings(),
+            max_log_lines=self.config.max_log_lines,
+            live_output_lines=self.config.live_output_lines,
             clock=clock,
             timer=timer,
             new_id=new_id,
@@ -110,7 +130,10 @@ class Orchestrator:
         self._started = False
         self._watching = False
         self._cache_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
         self._dask: Any = None
+        self._follower: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
         self.interrupted_on_start: list[str] = []
         # Schedules, triggers, notifications, metrics, traces (issue 12): engine/automation.py.
         self.automation = Automation(self)
@@ -172,9 +195,11 @@ class Orchestrator:
                 self._started = False
                 await self._abort_start()
                 raise
+        self._follower = asyncio.create_task(self._follow_store(relay=watch), name="store-follower")
         if watch:
             await self.watcher.start()
             self._cache_task = asyncio.create_task(self._report_cache(), name="cache-stats")
+            self._retention_task = asyncio.create_task(self._retain(), name="retention")
         if watch:
             self.dispatcher.emit(
                 "engine:started", SOURCE, {"db": str(self.store.path)}, priority=Priority.HIGH
@@ -209,14 +234,19 @@ class Orchestrator:
             return
         self._started = False
         await self.automation.stop()  # no new runs from schedules or triggers
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+            self._follower = None
         await self.workflows.stop()
         if self._dask is not None:  # after the runs stopped, so their Dask steps end cleanly
             await self._dask.stop()
             self._dask = None
-        if self._cache_task is not None:
-            self._cache_task.cancel()
-            await asyncio.gather(self._cache_task, return_exceptions=True)
-            self._cache_task = None
+        for task in (self._cache_task, self._retention_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._cache_task = self._retention_task = None
         await self.automation.close()  # deliver notifications in flight, flush traces
         await self.watcher.stop()
         if self._watching:
@@ -238,7 +268,102 @@ class Orchestrator:
                 )
             await asyncio.sleep(self.config.metrics_collection_interval)
 
+    async def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        keep: int | None = None,
+        dry_run: bool = False,
+    ) -> PruneReport:
+        """Apply the retention policy (or the given limits) and say what was removed.
+
+        Without arguments the configured policy applies. Run folders are deleted only when
+        they lie inside this engine's runs folder and are real folders, not links.
+        """
+        policy = self.config.retention
+        if older_than is None and keep is None:
+            older_than, keep = policy.max_age, policy.keep_runs
+        report = await self.store.prune_runs(
+            older_than=older_than, keep=keep, now=self._clock(), dry_run=dry_run
+        )
+        total = await self.store.count_events()
+        report.extra_events = max(0, total - self.config.max_stored_events)
+        if not dry_run:
+            if report.extra_events:
+                await self.store.prune_events(self.config.max_stored_events)
+            if policy.delete_run_folders and report.folders:
+                await asyncio.to_thread(_remove_folders, report.folders, self.config.runs_dir())
+        return report
+
+    async def _retain(self) -> None:
+        """Apply the retention policy now and then every `retention.interval` seconds."""
+        while True:
+            try:
+                report = await self.prune()
+                if report.runs or report.extra_events:
+                    self.dispatcher.emit(
+                        "store:pruned",
+                        SOURCE,
+                        {
+                            "runs": len(report.runs),
+                            "events": report.events + report.extra_events,
+                            "log_lines": report.log_lines,
+                            "folders": len(report.folders),
+                        },
+                        priority=Priority.LOW,
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("retention pass failed: %s", exc)
+            await asyncio.sleep(self.config.retention.interval)
+
+    async def _follow_store(self, *, relay: bool) -> None:
+        """Act on requests other processes left in the store, and relay their events.
+
+        Many processes, one store, one truth: a `voltui cancel` in another terminal is a row
+        here within STORE_POLL seconds; with `relay`, runs another process drives show up in
+        this engine's event stream (marked `foreign`) so a dashboard sees every run.
+        """
+        own_pid = os.getpid()
+        last_request = await self.store.last_request_id()
+        cursor = await self.store.last_ins() if relay else 0
+        while True:
+            await asyncio.sleep(STORE_POLL)
+            try:
+                for request_id, run_id, kind, _by in await self.store.requests_after(last_request):
+                    last_request = request_id
+                    if kind == "cancel" and self.workflows.is_active(run_id):
+                        await self.store.mark_handled(request_id)
+                        task = asyncio.create_task(self.workflows.cancel(run_id))
+                        self._background.add(task)
+                        task.add_done_callback(self._background.discard)
+                while relay:  # pages until caught up, so a busy store never leaves it behind
+                    before = cursor
+                    events, cursor = await self.store.events_after_ins(
+                        cursor, RELAY_PAGE, skip=self.dispatcher.blocks
+                    )
+                    for event in events:
+                        if self.dispatcher.owns_seq(event.seq):
+                            continue
+                        self.dispatcher.emit(
+                            event.type,
+                            event.source,
+                            {**event.data, "origin_seq": event.seq},
+                            priority=event.priority,
+                            correlation_id=event.correlation_id,
+                            foreign=True,
+                        )
+                    if cursor - before < RELAY_PAGE:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a busy or damaged store must not end the follower
+                log.warning("following the store (pid %d) failed: %s", own_pid, exc)
+
     def _persist(self, event: Event) -> None:
+        if event.foreign:
+            return  # already stored by the process that recorded it
         if event.type == "metrics:system" and not self.config.enable_telemetry:
             return
         if not self._watching and event.type in _ONE_SHOT_NOISE:
@@ -362,15 +487,27 @@ class Orchestrator:
         return await self.workflows.submit(workflow, resolve_inputs(workflow, inputs or {}))
 
     async def cancel_run(self, run_id: str) -> Run:
+        """Cancel a run wherever it runs: here directly, in another process via the store."""
         run = await self._find(run_id)
         if run.state.finished:
             raise UserError(f"run {run.id} already ended as {run.state.value}; nothing to cancel")
-        if self.workflows.live(run.id) is None:
-            raise UserError(
-                f"run {run.id} is owned by another voltui process (pid {run.owner_pid}); "
-                "cancel it from there"
-            )
-        return await self.workflows.cancel(run.id)
+        if self.workflows.is_active(run.id):
+            return await self.workflows.cancel(run.id)
+        if not default_is_alive(run.owner_pid):
+            await self.store.mark_interrupted()
+            return await self._find(run.id)
+        await self.store.request(run.id, "cancel", f"pid {os.getpid()}")
+        # The owner polls every STORE_POLL s, then stops the steps (commands get cancel_grace).
+        deadline = time.monotonic() + STORE_POLL * 4 + self.config.cancel_grace + 5
+        while time.monotonic() < deadline:
+            await asyncio.sleep(FOLLOW_POLL)
+            run = await self._find(run.id)
+            if run.state.finished:
+                return run
+        raise UserError(
+            f"asked the voltui process that owns run {run.id} (pid {run.owner_pid}) to cancel "
+            f"it, but it has not confirmed yet; `voltui watch {run.id}` shows when it ends"
+        )
 
     async def replay_run(self, request: ReplayRequest) -> Run:
         run = await self._find(request.run_id)
@@ -407,16 +544,16 @@ class Orchestrator:
     # ------------------------------------------------------------------ queries
 
     async def _find(self, run_id: str) -> Run:
-        live = self.workflows.live(run_id)
+        live = self.workflows.live_run(run_id)
         if live is not None:
-            return live[0]
+            return live
         run = await self.store.find_run(run_id)
         if run is None:
             raise NotFoundError(
                 f"unknown run id {run_id!r}; `voltui list` shows the runs this engine knows"
             )
-        live = self.workflows.live(run.id)
-        return live[0] if live is not None else run
+        live = self.workflows.live_run(run.id)
+        return live if live is not None else run
 
     async def get_run(self, run_id: str) -> RunDetail:
         run = await self._find(run_id)

@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from voltui.engine.api import ScheduleInfo, StartRequest
 from voltui.engine.automation_state import AutomationState, ScheduleState
 from voltui.engine.events import EventEmitter
-from voltui.engine.models import Priority, Run, RunState, ScheduleSpec, Workflow
+from voltui.engine.models import Priority, Run, ScheduleSpec, Workflow
 from voltui.engine.store import default_is_alive
 
 __all__ = [
@@ -65,7 +65,6 @@ StartFn = Callable[[StartRequest], Awaitable[Run]]
 RunsFn = Callable[[str], Awaitable[list[Run]]]
 CancelFn = Callable[[str], Awaitable[Any]]
 SleepFn = Callable[[float], Awaitable[None]]
-_ACTIVE = (RunState.QUEUED, RunState.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -275,7 +274,7 @@ class Scheduler:
         spec, key, wf = entry.spec, entry.key, entry.workflow
         if spec.overlap in ("skip", "cancel_previous"):
             active = [
-                r for r in await self._runs(wf.id) if r.trigger_ref == key and r.state in _ACTIVE
+                r for r in await self._runs(wf.id) if r.trigger_ref == key and not r.state.finished
             ]
             if active and spec.overlap == "skip":
                 self._emit(

@@ -4,13 +4,12 @@ A step receives its secrets as ordinary environment variables (it inherits the e
 environment), but whatever it prints, returns or fails with passes through a `Masker` before the
 engine stores or shows it: each secret value becomes `***`.
 
-The masking happens at the two doors every step text goes through on its way out of the
-WorkflowManager — the run store and the event dispatcher — by wrapping both (`MaskingStore`,
-`MaskingEmitter`). That catches every path (log lines, outputs, errors, event data) including
-ones added later, without a mask call next to each of them. The models given to the store are
-masked in place, so what the engine shows afterwards (`get_run` of a live run) matches what it
-stored. One consequence, on purpose: a step that returns a secret passes `***` downstream;
-secrets travel through the environment, never through outputs.
+The WorkflowManager masks where step text enters the engine: each output line in its output
+sink (so the store's log, the spill file and `step:output` events get the masked line), each
+attempt's error, and each step's output before it is kept, cached or reported. As a net for
+anything else, every event it emits passes through `MaskingEmitter`. One consequence, on
+purpose: a step that returns a secret passes `***` downstream; secrets travel through the
+environment, never through outputs.
 """
 
 from __future__ import annotations
@@ -20,15 +19,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from voltui.engine.models import Event, LogLine, Priority, Run, StepRun, Workflow
-from voltui.engine.store import RunStore
+from voltui.engine.models import Event, Priority, Workflow
 
 __all__ = [
     "MASK",
     "MIN_SECRET_LENGTH",
     "Masker",
     "MaskingEmitter",
-    "MaskingStore",
     "missing_secrets",
     "secret_values",
 ]
@@ -123,51 +120,14 @@ class MaskingEmitter:
         *,
         priority: Priority = Priority.NORMAL,
         correlation_id: str | None = None,
+        **extra: Any,
     ) -> Event:
         if data and self._masker.active:
             data = self._masker.mask_value(data)
         event: Event = self._inner.emit(
-            type, source, data, priority=priority, correlation_id=correlation_id
+            type, source, data, priority=priority, correlation_id=correlation_id, **extra
         )
         return event
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class MaskingStore:
-    """The run store as the WorkflowManager sees it: what it writes is masked first.
-
-    `save_run` and `save_step` mask the given model in place (see the module docstring); log
-    lines and cached step results are masked copies. Reads fall through to the real store.
-    """
-
-    def __init__(self, inner: RunStore, masker: Masker) -> None:
-        self._inner = inner
-        self._masker = masker
-
-    async def save_run(self, run: Run, workflow: Workflow | None = None) -> None:
-        if self._masker.active and run.error:
-            run.error = self._masker.mask(run.error)
-        await self._inner.save_run(run, workflow)
-
-    async def save_step(self, step: StepRun) -> None:
-        m = self._masker
-        if m.active:
-            if step.error:
-                step.error = m.mask(step.error)
-            if step.output is not None:
-                step.output = m.mask_value(step.output)
-        await self._inner.save_step(step)
-
-    def append_log(self, lines: list[LogLine]) -> None:
-        m = self._masker
-        if m.active:
-            lines = [ln.model_copy(update={"line": m.mask(ln.line)}) for ln in lines]
-        self._inner.append_log(lines)
-
-    async def cache_put(self, key: str, value: Any, expires_at: float | None) -> None:
-        await self._inner.cache_put(key, self._masker.mask_value(value), expires_at)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

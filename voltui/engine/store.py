@@ -53,6 +53,7 @@ __all__ = [
     "BATCH_ROWS",
     "SCHEMA_VERSION",
     "AmbiguousRunIdError",
+    "PruneReport",
     "RunStore",
     "StoreError",
     "StoreStats",
@@ -70,7 +71,7 @@ BATCH_ROWS = 1000
 """Appended rows that trigger a commit without waiting for `BATCH_INTERVAL`."""
 BUSY_TIMEOUT_MS = 5000
 
-_ACTIVE_RUN_STATES = (RunState.QUEUED.value, RunState.RUNNING.value)
+_ACTIVE_RUN_STATES = tuple(s.value for s in RunState if not s.finished)
 _UNFINISHED_STEP_STATES = (
     StepState.PENDING.value,
     StepState.WAITING.value,
@@ -136,6 +137,26 @@ _MIGRATIONS: list[list[str]] = [
             value TEXT NOT NULL,
             expires_at REAL
         )""",
+    ],
+    [
+        # The definition lives apart from the run row: the row is rewritten on every state
+        # change and a 10,000-step definition is megabytes. Old rows keep `runs.workflow`.
+        """CREATE TABLE IF NOT EXISTS run_workflows (
+            run_id TEXT PRIMARY KEY,
+            workflow TEXT NOT NULL
+        )""",
+        # Requests any process sharing the file can make of a run's owner (cancel), which the
+        # owner polls; `handled_at` is set once acted on.
+        """CREATE TABLE IF NOT EXISTS run_requests (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            requested_by TEXT,
+            handled_at REAL
+        )""",
+        "ALTER TABLE events ADD COLUMN ins INTEGER",
+        "CREATE INDEX IF NOT EXISTS events_ins ON events (ins)",
     ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -206,6 +227,51 @@ def _now() -> float:
     return time.time()
 
 
+def step_row(step: StepRun) -> tuple[str, str, str, str]:
+    """The row a step state is stored as; made at call time because the engine keeps mutating
+    the same StepRun. Raises StoreError for an output that is not JSON."""
+    try:
+        data = step.model_dump_json()
+    except Exception as exc:
+        raise StoreError(
+            f"step {step.step_id!r} of run {step.run_id} cannot be saved: its output is not "
+            f"JSON-serialisable ({exc})"
+        ) from exc
+    return (step.run_id, step.step_id, step.state.value, data)
+
+
+def run_row(run: Run) -> tuple[Any, ...]:
+    return (
+        run.id,
+        run.workflow_id,
+        run.state.value,
+        run.created_at,
+        run.owner_pid,
+        run.model_dump_json(),
+    )
+
+
+def _upsert_steps(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str]]) -> None:
+    conn.executemany(
+        """INSERT INTO steps (run_id, step_id, state, data) VALUES (?, ?, ?, ?)
+        ON CONFLICT (run_id, step_id) DO UPDATE SET
+            state = excluded.state, data = excluded.data""",
+        rows,
+    )
+
+
+def _upsert_runs(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    conn.executemany(
+        """INSERT INTO runs (id, workflow_id, state, created_at, owner_pid, data)
+        VALUES (?, ?, ?, ?, ?, ?)
+        ON CONFLICT (id) DO UPDATE SET
+            workflow_id = excluded.workflow_id, state = excluded.state,
+            created_at = excluded.created_at, owner_pid = excluded.owner_pid,
+            data = excluded.data""",
+        rows,
+    )
+
+
 # --------------------------------------------------------------------------- writer queue items
 
 
@@ -215,10 +281,12 @@ class _Append:
 
     events: Sequence[Event] = ()
     logs: Sequence[LogLine] = ()
+    steps: Sequence[tuple[str, str, str, str]] = ()
+    runs: Sequence[tuple[Any, ...]] = ()
 
     @property
     def rows(self) -> int:
-        return len(self.events) + len(self.logs)
+        return len(self.events) + len(self.logs) + len(self.steps) + len(self.runs)
 
 
 @dataclass(slots=True)
@@ -230,6 +298,20 @@ class _Call:
     future: asyncio.Future[Any]
     is_flush: bool = False
     stop: bool = False
+
+
+@dataclass(slots=True)
+class PruneReport:
+    """What a retention pass removed (or would remove)."""
+
+    runs: list[str] = field(default_factory=list)
+    steps: int = 0
+    log_lines: int = 0
+    events: int = 0
+    folders: list[str] = field(default_factory=list)
+    """Run folders no remaining run uses; the caller deletes them."""
+    extra_events: int = 0
+    """Events beyond `max_stored_events` (not tied to a pruned run)."""
 
 
 @dataclass(slots=True)
@@ -294,6 +376,7 @@ class RunStore:
         self._fatal: StoreWriteError | None = None  # the writer thread died
         self._fatal_reported = False  # some awaited call has raised `_fatal`
         self._inflight: _Batch | None = None  # taken off the queue, not yet resolved
+        self._pending_events: list[Event] = []  # appended this loop tick, not yet queued
         self._stats = StoreStats()
 
     # ------------------------------------------------------------------ lifecycle
@@ -371,53 +454,49 @@ class RunStore:
     # ------------------------------------------------------------------ writes
 
     async def save_run(self, run: Run, workflow: Workflow | None = None) -> None:
-        """Upsert `run`; `workflow` is stored when given and kept when later saves omit it.
+        """Upsert `run`; `workflow` is stored (once, in its own table) when given.
 
         Serialised here, at call time, because the caller keeps mutating the same `Run`.
         """
-        row = (
-            run.id,
-            run.workflow_id,
-            run.state.value,
-            run.created_at,
-            run.owner_pid,
-            run.model_dump_json(),
-            json.dumps(workflow.model_dump(mode="json")) if workflow is not None else None,
+        row = run_row(run)
+        definition = (
+            (run.id, workflow.model_dump_json(exclude_defaults=False))
+            if workflow is not None
+            else None
         )
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                """INSERT INTO runs (id, workflow_id, state, created_at, owner_pid, data, workflow)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET
-                    workflow_id = excluded.workflow_id, state = excluded.state,
-                    created_at = excluded.created_at, owner_pid = excluded.owner_pid,
-                    data = excluded.data, workflow = COALESCE(excluded.workflow, runs.workflow)""",
-                row,
-            )
+            _upsert_runs(conn, [row])
+            if definition is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO run_workflows (run_id, workflow) VALUES (?, ?)",
+                    definition,
+                )
 
         await self._submit(write)
 
     async def save_step(self, step: StepRun) -> None:
         """Upsert by (run_id, step_id); the first save fixes the step's place in `get_steps`."""
-        try:
-            data = step.model_dump_json()
-        except Exception as exc:
-            raise StoreError(
-                f"step {step.step_id!r} of run {step.run_id} cannot be saved: its output is not "
-                f"JSON-serialisable ({exc})"
-            ) from exc
-        row = (step.run_id, step.step_id, step.state.value, data)
+        row = step_row(step)
+        await self._submit(lambda conn: _upsert_steps(conn, [row]))
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                """INSERT INTO steps (run_id, step_id, state, data) VALUES (?, ?, ?, ?)
-                ON CONFLICT (run_id, step_id) DO UPDATE SET
-                    state = excluded.state, data = excluded.data""",
-                row,
-            )
+    def append_steps(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Queue step rows (from `step_row`) for the next batch; never blocks.
 
-        await self._submit(write)
+        The engine appends every step change and then awaits one `flush()` for all the steps
+        that changed in the same loop tick, so a thousand steps finishing together cost one
+        commit instead of a thousand round trips to the writer thread. Rows commit in queue
+        order, so a later state of a step always overwrites an earlier one.
+        """
+        if rows:
+            self._check_writable()
+            self._queue.put(_Append(steps=rows))
+
+    def append_runs(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Queue run rows (from `run_row`) for the next batch; never blocks."""
+        if rows:
+            self._check_writable()
+            self._queue.put(_Append(runs=rows))
 
     async def cache_put(self, key: str, value: Any, expires_at: float | None) -> None:
         """Remember a step result under its cache key until `expires_at` (None: no expiry)."""
@@ -451,9 +530,28 @@ class RunStore:
             self._queue.put(_Append(events=list(events)))
 
     def append_event(self, event: Event) -> None:
-        """One event; fits `EventDispatcher.add_sink` directly."""
+        """One event; fits `EventDispatcher.add_sink` directly.
+
+        Events emitted in one loop tick travel to the writer as one queue item: at 100,000
+        events/s a queue item (and a wake-up of the writer thread) per event costs more than
+        the insert. Anything that waits for the writer (`flush`, `save_*`) pushes the pending
+        events first, so queue order is kept.
+        """
         self._check_writable()
-        self._queue.put(_Append(events=(event,)))
+        pending = self._pending_events
+        pending.append(event)
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self._push_pending)
+            except RuntimeError:  # no loop (a synchronous caller): hand it over now
+                self._push_pending()
+        elif len(pending) >= BATCH_ROWS:
+            self._push_pending()
+
+    def _push_pending(self) -> None:
+        if self._pending_events:
+            events, self._pending_events = self._pending_events, []
+            self._queue.put(_Append(events=events))
 
     def append_log(self, lines: list[LogLine]) -> None:
         """Queue step output lines for the next batch; never blocks."""
@@ -482,7 +580,8 @@ class RunStore:
         def write(conn: sqlite3.Connection) -> list[str]:
             now = _now()
             rows = conn.execute(
-                "SELECT id, owner_pid, data FROM runs WHERE state IN (?, ?) ORDER BY created_at",
+                f"SELECT id, owner_pid, data FROM runs WHERE state IN "
+                f"({','.join('?' * len(_ACTIVE_RUN_STATES))}) ORDER BY created_at",
                 _ACTIVE_RUN_STATES,
             ).fetchall()
             changed: list[str] = []
@@ -521,6 +620,156 @@ class RunStore:
         result: list[str] = await self._submit(write)
         return result
 
+    # ------------------------------------------------------------------ requests between processes
+
+    async def request(self, run_id: str, kind: str, by: str) -> int:
+        """Ask the process that owns `run_id` to act on it (`cancel`); returns the request id.
+
+        Any process sharing the file can ask; the owner polls `requests_after` and acts within
+        a second, so a CLI, a dashboard and a server can each act on runs the others started.
+        """
+
+        def write(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO run_requests (run_id, kind, requested_at, requested_by) "
+                "VALUES (?, ?, ?, ?)",
+                (run_id, kind, _now(), by),
+            )
+            return int(cur.lastrowid or 0)
+
+        result: int = await self._submit(write)
+        return result
+
+    async def requests_after(self, after_id: int) -> list[tuple[int, str, str, str | None]]:
+        """Unhandled requests with an id above `after_id`: (id, run_id, kind, requested_by)."""
+        return await self._read(
+            lambda c: c.execute(
+                "SELECT id, run_id, kind, requested_by FROM run_requests "
+                "WHERE id > ? AND handled_at IS NULL ORDER BY id LIMIT 1000",
+                (after_id,),
+            ).fetchall()
+        )
+
+    async def last_request_id(self) -> int:
+        row = await self._read(lambda c: c.execute("SELECT MAX(id) FROM run_requests").fetchone())
+        return int(row[0] or 0) if row else 0
+
+    async def mark_handled(self, request_id: int) -> None:
+        await self._submit(
+            lambda conn: conn.execute(
+                "UPDATE run_requests SET handled_at = ? WHERE id = ?", (_now(), request_id)
+            )
+        )
+
+    async def last_ins(self) -> int:
+        """Where a follower of other processes' events starts: the newest row now."""
+        row = await self._read(lambda c: c.execute("SELECT MAX(ins) FROM events").fetchone())
+        return int(row[0] or 0) if row else 0
+
+    async def events_after_ins(
+        self, cursor: int, limit: int = 2000, *, skip: Sequence[tuple[int, int]] = ()
+    ) -> tuple[list[Event], int]:
+        """Events committed after `cursor` (by any process) in commit order, and the new cursor.
+
+        `skip` lists seq ranges `(lo, hi]` whose events the caller already has (its own): they
+        advance the cursor but are neither returned nor parsed, so a follower's cost is the
+        other processes' events, not its own.
+        """
+        own = " OR ".join("(seq > ? AND seq <= ?)" for _ in skip) or "0"
+        args: list[Any] = [x for pair in skip for x in pair]
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT ins, CASE WHEN {own} THEN NULL ELSE data END FROM events "
+                "WHERE ins > ? ORDER BY ins LIMIT ?",
+                (*args, cursor, limit),
+            ).fetchall()
+        )
+        if not rows:
+            return [], cursor
+        events = [Event.model_validate_json(r[1]) for r in rows if r[1] is not None]
+        return events, int(rows[-1][0])
+
+    async def prune_runs(
+        self,
+        *,
+        older_than: float | None,
+        keep: int | None,
+        now: float,
+        dry_run: bool = False,
+    ) -> PruneReport:
+        """Delete finished runs older than `older_than` seconds or beyond the newest `keep`,
+        with their steps, logs, events, definition and requests.
+
+        Active runs are never touched. Returns what went (or would go, with `dry_run`),
+        including run folders no remaining run uses, for the caller to delete: the store
+        never deletes files itself.
+        """
+        finished = [s.value for s in RunState if s.finished]
+        marks = ",".join("?" * len(finished))
+
+        def work(conn: sqlite3.Connection) -> PruneReport:
+            doomed: dict[str, str | None] = {}
+            if older_than is not None:
+                for run_id, data in conn.execute(
+                    f"SELECT id, data FROM runs WHERE state IN ({marks}) AND created_at < ?",
+                    (*finished, now - older_than),
+                ):
+                    doomed[run_id] = json.loads(data).get("run_dir")
+            if keep is not None:
+                for run_id, data in conn.execute(
+                    f"SELECT id, data FROM runs WHERE state IN ({marks}) "
+                    "ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?",
+                    (*finished, keep),
+                ):
+                    doomed[run_id] = json.loads(data).get("run_dir")
+            report = PruneReport(runs=sorted(doomed))
+            if not doomed:
+                return report
+            ids = list(doomed)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                q = ",".join("?" * len(chunk))
+                report.steps += conn.execute(
+                    f"SELECT COUNT(*) FROM steps WHERE run_id IN ({q})", chunk
+                ).fetchone()[0]
+                report.log_lines += conn.execute(
+                    f"SELECT COUNT(*) FROM logs WHERE run_id IN ({q})", chunk
+                ).fetchone()[0]
+                report.events += conn.execute(
+                    f"SELECT COUNT(*) FROM events WHERE correlation_id IN ({q})", chunk
+                ).fetchone()[0]
+                if dry_run:
+                    continue
+                for table, column in (
+                    ("steps", "run_id"),
+                    ("logs", "run_id"),
+                    ("events", "correlation_id"),
+                    ("run_workflows", "run_id"),
+                    ("run_requests", "run_id"),
+                    ("runs", "id"),
+                ):
+                    conn.execute(f"DELETE FROM {table} WHERE {column} IN ({q})", chunk)
+            # A replay --failed shares its parent's folder: keep folders a kept run still uses.
+            folders = {d for d in doomed.values() if d}
+            if folders:
+                in_use = {
+                    json.loads(data).get("run_dir")
+                    for (data,) in conn.execute("SELECT data FROM runs")
+                    if not dry_run or json.loads(data).get("id") not in doomed
+                }
+                report.folders = sorted(folders - in_use)
+            return report
+
+        if dry_run:
+            result: PruneReport = await self._read(work)
+        else:
+            result = await self._submit(work)
+        return result
+
+    async def count_events(self) -> int:
+        row = await self._read(lambda c: c.execute("SELECT COUNT(*) FROM events").fetchone())
+        return int(row[0]) if row else 0
+
     async def prune_events(self, keep: int) -> int:
         """Delete all but the newest `keep` events; returns how many were deleted."""
         if keep < 0:
@@ -547,9 +796,14 @@ class RunStore:
 
     async def get_workflow(self, run_id: str) -> Workflow | None:
         """The definition stored with the run, so replays use what actually ran."""
-        row = await self._read(
-            lambda c: c.execute("SELECT workflow FROM runs WHERE id = ?", (run_id,)).fetchone()
-        )
+
+        def query(c: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row = c.execute(
+                "SELECT workflow FROM run_workflows WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return row or c.execute("SELECT workflow FROM runs WHERE id = ?", (run_id,)).fetchone()
+
+        row = await self._read(query)
         if not row or row[0] is None:
             return None
         return Workflow.model_validate_json(row[0])
@@ -746,6 +1000,7 @@ class RunStore:
                 err = self._take_undelivered()
                 if err is not None:
                     raise err
+            self._push_pending()
             loop = asyncio.get_running_loop()
             future: asyncio.Future[T] = loop.create_future()
             # Under the lock the writer takes when it dies, so no call is queued after its
@@ -935,6 +1190,8 @@ class RunStore:
         outcomes: list[tuple[_Call, Any, BaseException | None]] = []
         events: list[Event] = []
         logs: list[LogLine] = []
+        steps: list[tuple[str, str, str, str]] = []
+        runs: list[tuple[Any, ...]] = []
         n_events = n_logs = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -943,13 +1200,15 @@ class RunStore:
                     if isinstance(item, _Append):
                         events.extend(item.events)
                         logs.extend(item.logs)
+                        steps.extend(item.steps)
+                        runs.extend(item.runs)
                         continue
                     # Rows queued before this call are written before it runs, so a flush or a
                     # save returns only once every earlier append is in the same commit.
                     n_events += len(events)
                     n_logs += len(logs)
-                    self._write_rows(conn, events, logs)
-                    events, logs = [], []
+                    self._write_rows(conn, events, logs, steps, runs)
+                    events, logs, steps, runs = [], [], [], []
                     conn.execute("SAVEPOINT call")
                     try:
                         outcomes.append((item, item.fn(conn), None))
@@ -959,7 +1218,7 @@ class RunStore:
                     conn.execute("RELEASE call")
                 n_events += len(events)
                 n_logs += len(logs)
-                self._write_rows(conn, events, logs)
+                self._write_rows(conn, events, logs, steps, runs)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -1007,16 +1266,41 @@ class RunStore:
                 _resolve(call, result)
 
     def _write_rows(
-        self, conn: sqlite3.Connection, events: list[Event], logs: list[LogLine]
+        self,
+        conn: sqlite3.Connection,
+        events: list[Event],
+        logs: list[LogLine],
+        steps: list[tuple[str, str, str, str]] | None = None,
+        runs: list[tuple[Any, ...]] | None = None,
     ) -> None:
         """Insert appended rows; a failed group is recorded, not raised, so calls still commit."""
+        for rows, upsert, what in (
+            (steps, _upsert_steps, "step state(s)"),
+            (runs, _upsert_runs, "run state(s)"),
+        ):
+            if not rows:
+                continue
+            conn.execute("SAVEPOINT appends")
+            try:
+                upsert(conn, rows)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO appends")
+                self._note_append_failure(exc, len(rows), what)
+            conn.execute("RELEASE appends")
         if events:
             conn.execute("SAVEPOINT appends")
             try:
+                # `ins` numbers rows in commit order across every process sharing the file:
+                # computed under the write lock, so a follower reading `ins > cursor` never
+                # misses a row that commits later with a smaller number.
+                base = conn.execute("SELECT COALESCE(MAX(ins), 0) FROM events").fetchone()[0]
                 cur = conn.executemany(
-                    "INSERT OR IGNORE INTO events (seq, ts, type, correlation_id, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(e.seq, e.ts, e.type, e.correlation_id, _dump_event(e)) for e in events],
+                    "INSERT OR IGNORE INTO events (seq, ts, type, correlation_id, data, ins) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (e.seq, e.ts, e.type, e.correlation_id, _dump_event(e), base + i)
+                        for i, e in enumerate(events, start=1)
+                    ],
                 )
                 if 0 <= cur.rowcount < len(events):
                     logger.warning(

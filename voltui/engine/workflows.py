@@ -1,9 +1,18 @@
 """WorkflowManager: runs workflow DAGs step by step with retries, timeouts and cancellation.
 
-Each run is one asyncio task that launches a step task as soon as the step's dependencies have
-succeeded, up to the workflow's `max_parallel`; runs beyond `max_concurrent_workflows` wait queued.
-Every state change is saved to the RunStore before the matching event is emitted, so what a
-dashboard shows as succeeded is already on disk (durable before reported).
+Each run is one asyncio task; each step attempt is one task launched the moment the step's last
+dependency finishes, up to the workflow's `max_parallel`; runs beyond `max_concurrent_workflows`
+wait queued.
+
+Cost follows the change, not the size (DESIGN rule 8): every step keeps a count of unfinished
+dependencies and a list of dependents, so a step finishing touches only its own edges; progress
+counters are kept as steps change, never recounted; per-run facts (the workflow folder, the
+step index) are computed once at submit.
+
+Durable before reported: a step's final state is appended to the RunStore and its event is
+emitted, and its dependents released, only after the commit that holds it. Every step that
+finishes in the same loop tick shares one commit (`_Journal`), so a thousand steps finishing
+together cost one transaction, not a thousand round trips to the writer thread.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import os
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +51,14 @@ from voltui.engine.models import (
 )
 from voltui.engine.reaper import process_start_time
 from voltui.engine.retry import backoff_delay, should_retry
-from voltui.engine.secrets import Masker, MaskingEmitter, MaskingStore
-from voltui.engine.store import RunStore
+from voltui.engine.secrets import Masker, MaskingEmitter
+from voltui.engine.store import RunStore, run_row, step_row
 
 log = logging.getLogger(__name__)
 
 SOURCE = "workflows"
 PREVIEW_CHARS = 300
+StopReason = Literal["cancelled", "interrupted"]
 
 
 def new_run_id() -> str:
@@ -60,18 +71,144 @@ def _preview(value: Any) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
+class _Node:
+    """One step of one run: its state plus the edges the scheduler walks."""
+
+    step: Step
+    sr: StepRun
+    pending: int
+    """Dependencies not finished yet; the step is ready at 0."""
+    children: list[_Node] = field(default_factory=list)
+    blocked_by: list[str] | None = None
+    """Dependencies that finished without success (and without `continue_on_failure`)."""
+    settled: bool = False
+    """Final state set; its report may still be waiting for the commit."""
+
+
+@dataclass(eq=False)
 class _RunExec:
     """The live state of one run inside this process."""
 
     run: Run
     workflow: Workflow
-    steps: dict[str, StepRun]
+    nodes: dict[str, _Node]
+    order: list[_Node]
     run_dir: Path
+    base_dir: Path
     reuse: dict[str, StepRun] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    stop_reason: Literal["cancelled", "interrupted"] | None = None
+    stop_reason: StopReason | None = None
+    timed_out: float | None = None
+    ready: deque[_Node] = field(default_factory=deque)
+    running: set[asyncio.Task[None]] = field(default_factory=set)
+    inflight: int = 0
+    """Steps launched and not yet reported finished: what `max_parallel` limits, so no view
+    ever sees more steps running than the limit while a commit is pending."""
+    finished: int = 0
+    tolerated: int = 0
+    """Steps that failed with `continue_on_failure`: they do not fail the run."""
+    all_done: asyncio.Future[None] | None = None
+    closed: bool = False
+    dirty: bool = False
+    """Counters changed since the run row was last queued for the store."""
+
+
+class _Journal:
+    """Groups the store writes of one loop tick into one commit, then reports them in order.
+
+    Callers append their rows to the store (never blocking), then register what must happen
+    once those rows are durable (emit the event, release the dependents). One flush is in
+    flight at a time so reports keep the order they were registered in.
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        on_error: Callable[[_RunExec, BaseException], None],
+        on_progress: Callable[[_RunExec], None],
+    ) -> None:
+        self._store = store
+        self._on_error = on_error
+        self._on_progress = on_progress
+        self._reports: list[tuple[_RunExec, Callable[[], None]]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._dirty: dict[str, _RunExec] = {}
+        self._scheduled = False
+        self._inflight = False
+
+    def after_commit(self, ex: _RunExec, report: Callable[[], None]) -> None:
+        self._reports.append((ex, report))
+        self._schedule()
+
+    def mark_dirty(self, ex: _RunExec) -> None:
+        """Queue the run's row (counters) with the next commit, once however often it changed."""
+        if not ex.dirty:
+            ex.dirty = True
+            self._dirty[ex.run.id] = ex
+            self._schedule()
+
+    def wait(self) -> asyncio.Future[None]:
+        """A future set once everything appended so far is committed and reported."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._schedule()
+        return future
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._inflight:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._inflight:
+            return
+        dirty, self._dirty = self._dirty, {}
+        rows = []
+        for ex in dirty.values():
+            ex.dirty = False
+            rows.append(run_row(ex.run))
+        reports, self._reports = self._reports, []
+        waiters, self._waiters = self._waiters, []
+        try:
+            self._store.append_runs(rows)
+        except Exception as exc:
+            self._settle(None, reports, waiters, dirty, exc)
+            return
+        self._inflight = True
+        task = asyncio.get_running_loop().create_task(self._store.flush())
+        task.add_done_callback(lambda t: self._settle(t, reports, waiters, dirty, None))
+
+    def _settle(
+        self,
+        task: asyncio.Task[None] | None,
+        reports: list[tuple[_RunExec, Callable[[], None]]],
+        waiters: list[asyncio.Future[None]],
+        dirty: dict[str, _RunExec],
+        error: BaseException | None,
+    ) -> None:
+        self._inflight = False
+        if task is not None:
+            error = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if error is None:
+            for ex in dirty.values():
+                self._on_progress(ex)
+            for _ex, report in reports:
+                report()
+        else:
+            failed = {id(ex): ex for ex, _ in reports} | {id(ex): ex for ex in dirty.values()}
+            for ex in failed.values():
+                self._on_error(ex, error)
+        for waiter in waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+        if self._reports or self._waiters or self._dirty:
+            self._schedule()
 
 
 class WorkflowManager:
@@ -90,43 +227,58 @@ class WorkflowManager:
         workflow_timeout: float | None = None,
         cancel_grace: float = 5.0,
         settings: dict[str, Any] | None = None,
+        max_log_lines: int = 10_000,
+        live_output_lines: int = 200,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         new_id: Callable[[], str] = new_run_id,
         gate: ConcurrencyGate | None = None,
     ) -> None:
-        # Secrets are masked at the two doors step text leaves by: the store and the events.
+        # Secret values are masked where step text enters (output sink, errors, outputs) and,
+        # as a net for everything else, in event data.
         self.secrets = Masker()
         self._events: EventDispatcher = MaskingEmitter(dispatcher, self.secrets)  # type: ignore[assignment]
+        self.gate = gate or ConcurrencyGate(dispatcher)
         self._coord = coordination
         self._cache = cache
-        self._store: RunStore = MaskingStore(store, self.secrets)  # type: ignore[assignment]
-        self.gate = gate or ConcurrencyGate(dispatcher)
+        self._store = store
         self._runs_dir = runs_dir
         self._slots = asyncio.Semaphore(max_concurrent_workflows)
         self._default_retry = default_retry or RetryPolicy()
         self._workflow_timeout = workflow_timeout
         self._cancel_grace = cancel_grace
         self._settings = settings or {}
+        self._log_lines = max_log_lines
+        self._live_lines = live_output_lines
         self._clock = clock
         self._timer = timer
         self._new_id = new_id
         self._rng = rng or random.Random()
         self._active: dict[str, _RunExec] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._journal = _Journal(store, self._crash, self._emit_progress)
+        self.touches = 0
+        """Step-node visits by the scheduler; tests assert it grows linearly with run size."""
 
     # ------------------------------------------------------------------ public
 
     def active_runs(self) -> list[Run]:
         return [ex.run.model_copy() for ex in self._active.values()]
 
+    def is_active(self, run_id: str) -> bool:
+        return run_id in self._active
+
+    def live_run(self, run_id: str) -> Run | None:
+        """A copy of an active run's row, without its steps (cheap at any run size)."""
+        ex = self._active.get(run_id)
+        return ex.run.model_copy() if ex is not None else None
+
     def live(self, run_id: str) -> tuple[Run, Workflow, list[StepRun]] | None:
         """State of a run held in memory (None once it finished and left)."""
         ex = self._active.get(run_id)
         if ex is None:
             return None
-        steps = [ex.steps[s.id].model_copy() for s in ex.workflow.steps]
+        steps = [node.sr.model_copy() for node in ex.order]
         return ex.run.model_copy(), ex.workflow, steps
 
     async def submit(
@@ -161,13 +313,20 @@ class WorkflowManager:
             trigger=trigger,
             trigger_ref=trigger_ref,
         )
-        steps = {
-            s.id: StepRun(
+        nodes: dict[str, _Node] = {}
+        order: list[_Node] = []
+        for s in workflow.steps:
+            sr = StepRun(
                 run_id=run_id, step_id=s.id, max_attempts=self._policy(workflow, s).max_attempts
             )
-            for s in workflow.steps
-        }
-        ex = _RunExec(run, workflow, steps, Path(run.run_dir or ""), reuse or {})
+            node = _Node(s, sr, len(s.depends_on))
+            nodes[s.id] = node
+            order.append(node)
+        for node in order:
+            for dep in node.step.depends_on:
+                nodes[dep].children.append(node)
+        base_dir = await asyncio.to_thread(_workflow_folder, workflow.source)
+        ex = _RunExec(run, workflow, nodes, order, Path(run.run_dir or ""), base_dir, reuse or {})
         self.secrets.add_names(workflow.secrets)
         await self._store.save_run(run, workflow)
         self._active[run_id] = ex
@@ -193,7 +352,9 @@ class WorkflowManager:
     async def cancel(self, run_id: str) -> Run:
         """Stop a run: running steps get their processes terminated, the rest are cancelled.
 
-        Returns once the work has stopped, so the state it reports is the final one.
+        Returns once the work has stopped, so the state it reports is the final one. Work that
+        cannot be interrupted (a synchronous python step) is waited for; meanwhile the run is
+        `cancelling`.
         """
         ex = self._active.get(run_id)
         if ex is None:
@@ -218,11 +379,21 @@ class WorkflowManager:
 
     # ------------------------------------------------------------------ run
 
-    async def _stop_run(self, ex: _RunExec, reason: Literal["cancelled", "interrupted"]) -> None:
+    async def _stop_run(self, ex: _RunExec, reason: StopReason) -> None:
         if ex.run.state.finished:
             return
         if ex.stop_reason is None:
             ex.stop_reason = reason
+            if reason == "cancelled" and ex.run.state is not RunState.QUEUED:
+                ex.run.state = RunState.CANCELLING
+                self._store.append_runs([run_row(ex.run)])
+                self._events.emit(
+                    "workflow:cancelling",
+                    SOURCE,
+                    {"workflow_id": ex.run.workflow_id, "state": RunState.CANCELLING.value},
+                    priority=Priority.HIGH,
+                    correlation_id=ex.run.id,
+                )
         if ex.task is not None and not ex.task.done():
             ex.task.cancel()
         await ex.done.wait()
@@ -233,27 +404,47 @@ class WorkflowManager:
     async def _run(self, ex: _RunExec) -> None:
         run = ex.run
         try:
-            if not await self.gate.enter(run, ex.workflow):  # concurrency key busy, policy skip
+            try:
+                if not await self.gate.enter(run, ex.workflow):  # concurrency key busy, skip
+                    await self._finish(ex, cancelled=True)
+                    return
+                await self._slots.acquire()
+            except asyncio.CancelledError:
                 await self._finish(ex, cancelled=True)
                 return
-            async with self._slots:
-                run.state = RunState.RUNNING
-                run.started_at = self._clock()
-                ex.run_dir.mkdir(parents=True, exist_ok=True)
-                await self._store.save_run(run)
-                self._events.emit(
-                    "workflow:started",
-                    SOURCE,
-                    {"workflow_id": run.workflow_id, "name": run.workflow_name},
-                    priority=Priority.HIGH,
-                    correlation_id=run.id,
-                )
-                timeout = ex.workflow.timeout or self._workflow_timeout
-                try:
-                    async with asyncio.timeout(timeout):
-                        await self._schedule(ex)
-                except TimeoutError:
-                    run.error = f"workflow timed out after {format_duration(timeout)}"
+            try:
+                await self._execute(ex)
+            finally:
+                # Released only after the final event: the next queued run starts after it.
+                self._slots.release()
+        finally:
+            self.gate.release(run.id)
+            ex.done.set()
+            self._active.pop(run.id, None)
+
+    async def _execute(self, ex: _RunExec) -> None:
+        run = ex.run
+        try:
+            run.state = RunState.RUNNING
+            run.started_at = self._clock()
+            ex.run_dir.mkdir(parents=True, exist_ok=True)
+            self._store.append_runs([run_row(run)])
+            self._events.emit(
+                "workflow:started",
+                SOURCE,
+                {"workflow_id": run.workflow_id, "name": run.workflow_name},
+                priority=Priority.HIGH,
+                correlation_id=run.id,
+            )
+            timeout = ex.workflow.timeout or self._workflow_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._schedule(ex)
+            except TimeoutError:
+                if ex.stop_reason is not None:
+                    raise asyncio.CancelledError() from None
+                ex.timed_out = timeout
+                run.error = f"workflow timed out after {format_duration(timeout)}"
             await self._finish(ex)
         except asyncio.CancelledError:
             await self._finish(ex, cancelled=True)
@@ -261,62 +452,161 @@ class WorkflowManager:
             log.exception("run %s crashed", run.id)
             run.error = f"engine error: {type(exc).__name__}: {exc}"
             await self._finish(ex)
-        finally:
-            self.gate.release(run.id)
-            ex.done.set()
-            self._active.pop(run.id, None)
 
     async def _schedule(self, ex: _RunExec) -> None:
-        """Launch steps as their dependencies finish; skip those below a failure."""
-        wf = ex.workflow
-        by_id = {s.id: s for s in wf.steps}
-        remaining = {s.id for s in wf.steps}
-        running: dict[asyncio.Task[None], str] = {}
+        """Start the roots, then let each finishing step release its dependents."""
+        ex.all_done = asyncio.get_running_loop().create_future()
+        for node in ex.order:
+            if node.pending == 0:
+                ex.ready.append(node)
+        self._launch(ex)
         try:
-            while remaining or running:
-                progressed = True
-                while progressed:
-                    progressed = False
-                    for sid in [s.id for s in wf.steps if s.id in remaining]:
-                        step = by_id[sid]
-                        deps = [ex.steps[d] for d in step.depends_on]
-                        if any(not d.state.finished for d in deps):
-                            continue
-                        blocked = [
-                            d.step_id
-                            for d in deps
-                            if not d.state.ok and not by_id[d.step_id].continue_on_failure
-                        ]
-                        if blocked:
-                            remaining.discard(sid)
-                            await self._skip(ex, step, blocked)
-                            progressed = True
-                        elif len(running) < wf.max_parallel:
-                            remaining.discard(sid)
-                            task = asyncio.create_task(self._run_step(ex, step))
-                            running[task] = sid
-                if not running:
-                    break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    running.pop(task)
-                    task.result()
+            if ex.finished < len(ex.order):
+                await ex.all_done
         finally:
-            if running:
-                for task in running:
+            if ex.running:
+                tasks = list(ex.running)
+                for task in tasks:
                     task.cancel()
-                await asyncio.gather(*running, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _launch(self, ex: _RunExec) -> None:
+        limit = ex.workflow.max_parallel
+        while ex.ready and ex.inflight < limit and not ex.closed:
+            node = ex.ready.popleft()
+            ex.inflight += 1
+            self.touches += 1
+            task = asyncio.create_task(self._run_step(ex, node))
+            ex.running.add(task)
+            task.add_done_callback(lambda t, ex=ex: self._task_done(ex, t))
+
+    def _task_done(self, ex: _RunExec, task: asyncio.Task[None]) -> None:
+        ex.running.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._crash(ex, exc)
+
+    def _crash(self, ex: _RunExec, exc: BaseException) -> None:
+        """A step task or a commit failed in a way the engine did not expect: end the run."""
+        if ex.all_done is not None and not ex.all_done.done():
+            ex.all_done.set_exception(exc)
+
+    def _settle(
+        self,
+        ex: _RunExec,
+        node: _Node,
+        event_type: str,
+        extra: dict[str, Any] | None = None,
+        priority: Priority = Priority.NORMAL,
+    ) -> None:
+        """Record a final step state; report it and release its dependents once committed."""
+        node.settled = True
+        self._store.append_steps([step_row(node.sr)])
+
+        def report() -> None:
+            ex.inflight -= 1
+            self._emit_step(ex, event_type, node.sr, extra, priority)
+            if not ex.closed:
+                self._node_finished(ex, node)
+
+        self._journal.after_commit(ex, report)
+
+    def _count(self, ex: _RunExec, node: _Node) -> None:
+        run = ex.run
+        state = node.sr.state
+        ex.finished += 1
+        run.steps_done = ex.finished
+        if state.ok:
+            run.steps_succeeded += 1
+        elif state is StepState.FAILED:
+            run.steps_failed += 1
+            if node.step.continue_on_failure:
+                ex.tolerated += 1
+        elif state is StepState.SKIPPED:
+            run.steps_skipped += 1
+        else:
+            run.steps_cancelled += 1
+        self._journal.mark_dirty(ex)
+
+    def _node_finished(self, ex: _RunExec, node: _Node) -> None:
+        """O(edges): count the step, release its dependents, skip those below a failure."""
+        self._count(ex, node)
+        stack = [node]
+        while stack:
+            done = stack.pop()
+            sr = done.sr
+            # Only a step that really failed may let its dependents run on; a skipped or
+            # cancelled one never does, whatever its flag says.
+            blocks = not sr.state.ok and not (
+                sr.state is StepState.FAILED and done.step.continue_on_failure
+            )
+            for child in done.children:
+                self.touches += 1
+                child.pending -= 1
+                if blocks:
+                    if child.blocked_by is None:
+                        child.blocked_by = []
+                    child.blocked_by.append(done.step.id)
+                if child.pending:
+                    continue
+                if child.blocked_by:
+                    self._skip(ex, child)
+                    self._count(ex, child)
+                    stack.append(child)
+                else:
+                    ex.ready.append(child)
+        if ex.finished >= len(ex.order):
+            if ex.all_done is not None and not ex.all_done.done():
+                ex.all_done.set_result(None)
+        else:
+            self._launch(ex)
+
+    def _skip(self, ex: _RunExec, node: _Node) -> None:
+        sr = node.sr
+        sr.state = StepState.SKIPPED
+        sr.error = f"skipped because {', '.join(node.blocked_by or [])} did not succeed"
+        node.settled = True
+        self._store.append_steps([step_row(sr)])
+        self._journal.after_commit(
+            ex, lambda: self._emit_step(ex, "step:skipped", sr, {"reason": sr.error})
+        )
 
     async def _finish(self, ex: _RunExec, *, cancelled: bool = False) -> None:
         run = ex.run
+        try:
+            await self._journal.wait()  # reports of steps that already ended come first
+        except Exception as exc:
+            log.error("run %s: final step states were not all committed: %s", run.id, exc)
+            run.error = run.error or f"engine error: {exc}"
+        ex.closed = True
         now = self._clock()
-        for sr in ex.steps.values():
-            if not sr.state.finished:
+        stopped: list[StepRun] = []
+        for node in ex.order:
+            sr = node.sr
+            if node.settled or sr.state.finished:
+                continue
+            node.settled = True
+            if ex.timed_out is not None and sr.started_at is not None:
+                sr.state = StepState.FAILED
+                sr.error = (
+                    f"timed out: stopped by the workflow's {format_duration(ex.timed_out)} limit"
+                )
+            elif ex.timed_out is not None:
                 sr.state = StepState.CANCELLED
-                sr.finished_at = sr.finished_at or (now if sr.started_at else None)
-                sr.error = sr.error or (ex.stop_reason or "cancelled")
-                await self._store.save_step(sr)
-                self._emit_step(ex, "step:cancelled", sr, {"reason": sr.error})
+                sr.error = (
+                    f"not started: the workflow timed out after {format_duration(ex.timed_out)}"
+                )
+            else:
+                sr.state = StepState.CANCELLED
+                sr.error = ex.stop_reason or "cancelled"
+            if sr.started_at is not None and sr.finished_at is None:
+                sr.finished_at = now
+            self._count(ex, node)
+            stopped.append(sr)
+        if stopped:
+            self._store.append_steps([step_row(sr) for sr in stopped])
         if cancelled or ex.stop_reason:
             run.state = (
                 RunState.INTERRUPTED if ex.stop_reason == "interrupted" else RunState.CANCELLED
@@ -329,24 +619,29 @@ class WorkflowManager:
         elif run.error:
             run.state = RunState.FAILED
         else:
-            bad = [
-                sr.step_id
-                for sr in ex.steps.values()
-                if not sr.state.ok
-                and not (
-                    sr.state is StepState.FAILED
-                    and ex.workflow.step(sr.step_id).continue_on_failure
-                )
-            ]
+            bad = run.steps_done - run.steps_succeeded - ex.tolerated
             run.state = RunState.FAILED if bad else RunState.SUCCEEDED
             if bad:
-                failed = [s for s in bad if ex.steps[s].state is StepState.FAILED]
-                run.error = (
-                    f"step {failed[0]} failed: {ex.steps[failed[0]].error}" if failed else None
+                failed = next(
+                    (
+                        n
+                        for n in ex.order
+                        if n.sr.state is StepState.FAILED and not n.step.continue_on_failure
+                    ),
+                    None,
                 )
+                run.error = f"step {failed.step.id} failed: {failed.sr.error}" if failed else None
         run.finished_at = now
-        run.steps_done = sum(1 for sr in ex.steps.values() if sr.state.finished)
-        await self._store.save_run(run)
+        ex.dirty = False
+        try:
+            await self._store.save_run(run)
+        except Exception as exc:
+            log.error("run %s: final state not saved: %s", run.id, exc)
+        for sr in stopped:
+            if sr.state is StepState.FAILED:
+                self._emit_step(ex, "step:failed", sr, {"error": sr.error, "timed_out": True})
+            else:
+                self._emit_step(ex, "step:cancelled", sr, {"reason": sr.error})
         self._events.emit(
             f"workflow:{run.state.value}",
             SOURCE,
@@ -356,12 +651,37 @@ class WorkflowManager:
                 "state": run.state.value,
                 "duration": run.duration,
                 "error": run.error,
+                "succeeded": run.steps_succeeded,
+                "failed": run.steps_failed,
+                "skipped": run.steps_skipped,
+                "cancelled": run.steps_cancelled,
+                "timed_out": ex.timed_out is not None,
             },
             priority=Priority.HIGH,
             correlation_id=run.id,
         )
 
     # ------------------------------------------------------------------ steps
+
+    def _emit_progress(self, ex: _RunExec) -> None:
+        """One `workflow:progress` per commit per run, however many steps it covered."""
+        if ex.closed:
+            return
+        run = ex.run
+        self._events.emit(
+            "workflow:progress",
+            SOURCE,
+            {
+                "done": run.steps_done,
+                "total": run.steps_total,
+                "succeeded": run.steps_succeeded,
+                "failed": run.steps_failed,
+                "skipped": run.steps_skipped,
+                "cancelled": run.steps_cancelled,
+            },
+            priority=Priority.LOW,
+            correlation_id=run.id,
+        )
 
     def _emit_step(
         self,
@@ -382,33 +702,14 @@ class WorkflowManager:
             data.update(extra)
         self._events.emit(type_, SOURCE, data, priority=priority, correlation_id=ex.run.id)
 
-    async def _progress(self, ex: _RunExec) -> None:
-        run = ex.run
-        run.steps_done = sum(1 for sr in ex.steps.values() if sr.state.finished)
-        await self._store.save_run(run)
-        self._events.emit(
-            "workflow:progress",
-            SOURCE,
-            {"done": run.steps_done, "total": run.steps_total},
-            priority=Priority.LOW,
-            correlation_id=run.id,
-        )
-
-    async def _skip(self, ex: _RunExec, step: Step, blocked: list[str]) -> None:
-        sr = ex.steps[step.id]
-        sr.state = StepState.SKIPPED
-        sr.error = f"skipped because {', '.join(blocked)} did not succeed"
-        await self._store.save_step(sr)
-        self._emit_step(ex, "step:skipped", sr, {"reason": sr.error})
-        await self._progress(ex)
-
     def _cache_key(self, ex: _RunExec, step: Step, upstream: dict[str, Any]) -> str:
         definition = step.model_dump(mode="json", exclude={"retry", "timeout", "priority", "name"})
         return stable_key(ex.workflow.id, definition, ex.run.inputs, upstream)
 
-    async def _run_step(self, ex: _RunExec, step: Step) -> None:
-        sr = ex.steps[step.id]
-        upstream = {d: ex.steps[d].output for d in step.depends_on}
+    async def _run_step(self, ex: _RunExec, node: _Node) -> None:
+        step, sr = node.step, node.sr
+        nodes = ex.nodes
+        upstream = {d: nodes[d].sr.output for d in step.depends_on}
 
         previous = ex.reuse.get(step.id)
         if previous is not None and previous.state.ok:
@@ -416,12 +717,11 @@ class WorkflowManager:
             sr.output = previous.output
             sr.attempt = previous.attempt
             sr.agent_id = previous.agent_id
+            sr.queued_at = previous.queued_at
             sr.started_at = previous.started_at
             sr.finished_at = previous.finished_at
             sr.reused_from = previous.reused_from or previous.run_id
-            await self._store.save_step(sr)
-            self._emit_step(ex, "step:succeeded", sr, {"reused_from": sr.reused_from})
-            await self._progress(ex)
+            self._settle(ex, node, "step:succeeded", {"reused_from": sr.reused_from})
             return
 
         cache_key = None
@@ -439,40 +739,50 @@ class WorkflowManager:
                 sr.cached = True
                 sr.output = hit
                 sr.started_at = sr.finished_at = now
-                await self._store.save_step(sr)
-                self._emit_step(ex, "step:cached", sr, {"output": _preview(hit)})
-                await self._progress(ex)
+                self._settle(ex, node, "step:cached", {"output": _preview(hit)})
                 return
 
         policy = self._policy(ex.workflow, step)
+        coord = self._coord
         attempt = 0
         while True:
             attempt += 1
             sr.attempt = attempt
             sr.error = None
             sr.exit_code = None
-            sr.state = StepState.WAITING
-            self._emit_step(ex, "step:waiting", sr, {"requires": step.requires}, Priority.LOW)
+            sr.queued_at = self._clock()
             try:
-                agent = await self._coord.acquire(step, run_id=ex.run.id)
+                agent = coord.try_acquire(step)
+                if agent is None:
+                    sr.state = StepState.WAITING
+                    self._emit_step(
+                        ex, "step:waiting", sr, {"requires": step.requires}, Priority.LOW
+                    )
+                    agent = await coord.acquire(step, run_id=ex.run.id)
             except StepError as exc:
-                await self._fail(ex, sr, str(exc), None)
+                sr.finished_at = self._clock()
+                self._fail(ex, node, str(exc), None)
                 return
             sr.state = StepState.RUNNING
             sr.agent_id = agent.id
             sr.started_at = self._clock()
             sr.finished_at = None
-            await self._store.save_step(sr)
-            self._emit_step(ex, "step:started", sr, {"type": step.type, "kind": step.run.kind})
+            self._store.append_steps([step_row(sr)])
+            self._emit_step(
+                ex,
+                "step:started",
+                sr,
+                {"type": step.type, "kind": step.run.kind, "queue_wait": sr.queue_wait},
+            )
             ctx = StepContext(
                 run_id=ex.run.id,
                 step=step,
                 attempt=attempt,
                 inputs=ex.run.inputs,
                 upstream=upstream,
-                base_dir=self._base_dir(ex),
+                base_dir=ex.base_dir,
                 run_dir=ex.run_dir,
-                emit=self._output_sink(ex, step.id, attempt),
+                emit=(sink := self._output_sink(ex, step.id, attempt)),
                 on_spawn=self._spawn_recorder(sr),
                 cancel_grace=self._cancel_grace,
                 settings=self._settings,
@@ -481,8 +791,14 @@ class WorkflowManager:
             error: str | None = None
             retryable = True
             try:
-                async with asyncio.timeout(step.timeout):
-                    output = await agent.execute(ctx)
+                try:
+                    if step.timeout is None:
+                        output = await agent.execute(ctx)
+                    else:
+                        async with asyncio.timeout(step.timeout):
+                            output = await agent.execute(ctx)
+                finally:
+                    sink.close()
             except TimeoutError:
                 error = f"timed out after {format_duration(step.timeout)}"
             except StepError as exc:
@@ -490,56 +806,68 @@ class WorkflowManager:
                 retryable = exc.retryable
                 sr.exit_code = exc.exit_code
             except asyncio.CancelledError:
-                self._coord.release(agent, latency=self._timer() - started, success=False)
+                coord.release(agent, latency=self._timer() - started, success=None)
                 sr.finished_at = self._clock()
                 raise
             except Exception as exc:  # an agent bug must fail the step, not the engine
                 log.exception("agent %s raised", agent.id)
                 error = f"{type(exc).__name__}: {exc}"
             latency = self._timer() - started
-            self._coord.release(agent, latency=latency, success=error is None)
+            if error is not None:
+                error = self.secrets.mask(error)
+            will_retry = error is not None and should_retry(
+                policy, attempt, error, retryable=retryable
+            )
+            # A retried attempt is not a failure of the agent's yet: only the final outcome
+            # counts against it (and a cancellation never does).
+            coord.release(agent, latency=latency, success=error is None, final=not will_retry)
             sr.finished_at = self._clock()
             sr.pid = sr.pid_started = None
 
             if error is None:
                 sr.state = StepState.SUCCEEDED
-                sr.output = output
-                await self._store.save_step(sr)  # durable before reported
+                sr.output = output = self.secrets.mask_value(output)
                 if cache_key is not None and step.cache is not None:
                     ttl = step.cache.ttl
                     self._cache.set(cache_key, output, step.cache.namespace, ttl=ttl)
                     expires = None if ttl is None else self._clock() + ttl
                     await self._store.cache_put(cache_key, output, expires)
-                self._emit_step(
-                    ex, "step:succeeded", sr, {"duration": latency, "output": _preview(output)}
+                self._settle(
+                    ex,
+                    node,
+                    "step:succeeded",
+                    {"duration": sr.duration, "output": _preview(output)},
                 )
-                await self._progress(ex)
                 return
 
-            if should_retry(policy, attempt, error, retryable=retryable):
+            if will_retry:
                 delay = backoff_delay(policy, attempt, self._rng)
                 sr.state = StepState.RETRYING
                 sr.error = error
-                await self._store.save_step(sr)
+                self._store.append_steps([step_row(sr)])
                 self._emit_step(
                     ex,
                     "step:retrying",
                     sr,
-                    {"error": error, "delay": round(delay, 3), "next_attempt": attempt + 1},
+                    {
+                        "error": error,
+                        "delay": round(delay, 3),
+                        "next_attempt": attempt + 1,
+                        "duration": sr.duration,
+                    },
                     Priority.HIGH,
                 )
                 await asyncio.sleep(delay)
                 continue
-            await self._fail(ex, sr, error, latency)
+            self._fail(ex, node, error, sr.duration)
             return
 
-    async def _fail(self, ex: _RunExec, sr: StepRun, error: str, latency: float | None) -> None:
+    def _fail(self, ex: _RunExec, node: _Node, error: str, duration: float | None) -> None:
+        sr = node.sr
         sr.state = StepState.FAILED
         sr.error = error
         sr.finished_at = sr.finished_at or self._clock()
-        await self._store.save_step(sr)
-        self._emit_step(ex, "step:failed", sr, {"error": error, "duration": latency}, Priority.HIGH)
-        await self._progress(ex)
+        self._settle(ex, node, "step:failed", {"error": error, "duration": duration}, Priority.HIGH)
 
     def _spawn_recorder(self, sr: StepRun) -> Callable[[int], None]:
         """Save the child's process group so a restart after a crash can end it."""
@@ -547,44 +875,152 @@ class WorkflowManager:
         def record(pid: int) -> None:
             sr.pid = pid
             sr.pid_started = process_start_time(pid)
-            task = asyncio.create_task(self._store.save_step(sr))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._store.append_steps([step_row(sr)])
 
         return record
 
-    def _base_dir(self, ex: _RunExec) -> Path:
-        source = ex.run.workflow_path
-        return Path(source).resolve().parent if source else Path.cwd()
+    def _output_sink(self, ex: _RunExec, step_id: str, attempt: int) -> _OutputSink:
+        return _OutputSink(
+            self, ex.run.id, step_id, attempt, ex.run_dir, self._log_lines, self._live_lines
+        )
 
-    def _output_sink(
-        self, ex: _RunExec, step_id: str, attempt: int
-    ) -> Callable[[Literal["stdout", "stderr", "engine"], str], None]:
-        run_id = ex.run.id
 
-        def sink(stream: Literal["stdout", "stderr", "engine"], line: str) -> None:
-            now = self._clock()
-            self._store.append_log(
-                [
-                    LogLine(
-                        run_id=run_id,
-                        step_id=step_id,
-                        attempt=attempt,
-                        stream=stream,
-                        ts=now,
-                        line=line,
-                    )
-                ]
+class _OutputSink:
+    """Where a step attempt's output lines go: the store's log, live events, and a spill file.
+
+    A chatty step must not sink the engine (issue: 200 MB of output took 5 GB of memory and a
+    1 GB database). The store keeps the first `max_lines` lines of an attempt; the rest go to
+    `RUN_DIR/logs/STEP.ATTEMPT.log` (0600), with a marker line in the log saying so. Live
+    `step:output` events are limited to `live_lines` per second per attempt; the lines beyond
+    that are in the log only, and one event per second says how many were not shown live.
+    """
+
+    __slots__ = (
+        "_attempt",
+        "_live_lines",
+        "_manager",
+        "_max_lines",
+        "_run_dir",
+        "_run_id",
+        "_spill",
+        "_spill_path",
+        "_step_id",
+        "_window",
+        "_window_lines",
+        "hidden",
+        "lines",
+    )
+
+    def __init__(
+        self,
+        manager: WorkflowManager,
+        run_id: str,
+        step_id: str,
+        attempt: int,
+        run_dir: Path,
+        max_lines: int,
+        live_lines: int,
+    ) -> None:
+        self._manager = manager
+        self._run_id = run_id
+        self._step_id = step_id
+        self._attempt = attempt
+        self._run_dir = run_dir
+        self._max_lines = max_lines
+        self._live_lines = live_lines
+        self._spill: Any = None
+        self._spill_path: Path | None = None
+        self._window = 0.0
+        self._window_lines = 0
+        self.lines = 0
+        self.hidden = 0
+
+    def __call__(self, stream: Literal["stdout", "stderr", "engine"], line: str) -> None:
+        m = self._manager
+        line = m.secrets.mask(line)
+        now = m._clock()
+        self.lines += 1
+        if self.lines <= self._max_lines:
+            self._store_line(stream, line, now)
+        else:
+            self._spill_line(stream, line, now)
+        if now - self._window >= 1.0:
+            if self.hidden:
+                self._emit(
+                    "engine",
+                    f"[voltui] {self.hidden} line(s) not shown live; the step's log has them",
+                    now,
+                )
+                self.hidden = 0
+            self._window = now
+            self._window_lines = 0
+        if self._window_lines < self._live_lines:
+            self._window_lines += 1
+            self._emit(stream, line, now)
+        else:
+            self.hidden += 1
+
+    def _emit(self, stream: str, line: str, now: float) -> None:
+        self._manager._events.emit(
+            "step:output",
+            SOURCE,
+            {"step": self._step_id, "attempt": self._attempt, "stream": stream, "line": line},
+            priority=Priority.LOW,
+            correlation_id=self._run_id,
+        )
+
+    def _store_line(
+        self, stream: Literal["stdout", "stderr", "engine"], line: str, now: float
+    ) -> None:
+        self._manager._store.append_log(
+            [
+                LogLine(
+                    run_id=self._run_id,
+                    step_id=self._step_id,
+                    attempt=self._attempt,
+                    stream=stream,
+                    ts=now,
+                    line=line,
+                )
+            ]
+        )
+
+    def _spill_line(self, stream: str, line: str, now: float) -> None:
+        if self._spill is None:
+            folder = self._run_dir / "logs"
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._spill_path = folder / f"{self._step_id}.{self._attempt}.log"
+            fd = os.open(
+                self._spill_path,
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0),
+                0o600,
             )
-            self._events.emit(
-                "step:output",
-                SOURCE,
-                {"step": step_id, "attempt": attempt, "stream": stream, "line": line},
-                priority=Priority.LOW,
-                correlation_id=run_id,
-            )
+            self._spill = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
+        self._spill.write(f"{stream}\t{line}\n")
 
-        return sink
+    def close(self) -> None:
+        """End of the attempt: close the spill file and say in the log where the rest is."""
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+            extra = self.lines - self._max_lines
+            self._store_line(
+                "engine",
+                f"[voltui] output truncated: {extra} more line(s) are in {self._spill_path}",
+                self._manager._clock(),
+            )
+        if self.hidden:
+            self._emit(
+                "engine",
+                f"[voltui] {self.hidden} line(s) not shown live; the step's log has them",
+                self._manager._clock(),
+            )
+            self.hidden = 0
+
+
+def _workflow_folder(source: str | None) -> Path:
+    """Where relative paths of a run's steps resolve: once per run (it touches the disk)."""
+    return Path(source).resolve().parent if source else Path.cwd()
 
 
 class _Miss:

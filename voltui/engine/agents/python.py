@@ -7,9 +7,14 @@ already imported from elsewhere resolves to that one, as any Python import would
 
 A function that takes a positional parameter gets the `StepContext`; one that takes none is
 called bare. Coroutine functions run on the event loop; plain functions run in a worker thread so
-they cannot stall the engine. A thread cannot be interrupted, so on cancellation the agent sets
-`ctx.cancel_event` and lets the cancellation propagate at once; long-running sync steps should
-check that event.
+they cannot stall the engine. A thread cannot be interrupted, so on cancellation (or a timeout)
+the agent sets `ctx.cancel_event` and then waits for the function to return before the step
+counts as stopped: the agent slot stays taken and the run stays `cancelling` meanwhile, so a
+cancelled run never has work still writing into its folder. Long sync steps should check that
+event.
+
+A target is resolved (imported, inspected) once per agent and workflow folder, not on every
+attempt: importing is slow and the answer does not change while the engine runs.
 """
 
 from __future__ import annotations
@@ -170,6 +175,23 @@ def jsonable(value: Any, target: str) -> Any:
         ) from exc
 
 
+async def _outlive(work: concurrent.futures.Future[Any]) -> None:
+    """Wait until a worker thread's function has returned, whatever cancels us meanwhile.
+
+    Cancelling the awaiting task cancels only the asyncio wrapper (and the work itself only if
+    it had not started); a running thread runs on. The loop keeps waiting through repeated
+    cancellations (a second Ctrl-C, an engine stop) so the slot and the run are given up only
+    once the work stopped.
+    """
+    while not work.done():
+        try:
+            await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            continue
+        except Exception:
+            return
+
+
 class PythonAgent(Agent):
     """Runs `python` steps in the engine's own process and interpreter."""
 
@@ -178,6 +200,16 @@ class PythonAgent(Agent):
     def __init__(self, spec: AgentSpec) -> None:
         super().__init__(spec)
         self._executor: ThreadPoolExecutor | None = None
+        self._resolved: dict[tuple[str, Path], tuple[Callable[..., Any], bool, bool]] = {}
+
+    async def _resolve(self, target: str, base_dir: Path) -> tuple[Callable[..., Any], bool, bool]:
+        """(function, is it async, does it take ctx), imported on first use only."""
+        key = (target, base_dir)
+        found = self._resolved.get(key)
+        if found is None:
+            func = await asyncio.to_thread(_import_target, target, base_dir)
+            found = self._resolved[key] = (func, _is_async(func), _wants_context(func))
+        return found
 
     def _pool(self) -> ThreadPoolExecutor:
         """Sync steps get this agent's own threads, not the loop's default executor, so blocking
@@ -205,17 +237,22 @@ class PythonAgent(Agent):
                 f"step {ctx.step.id!r} has no python target; the python agent cannot run it",
                 retryable=False,
             )
-        func = await asyncio.to_thread(_import_target, target, ctx.base_dir)
+        func, is_async, wants_ctx = await self._resolve(target, ctx.base_dir)
         loop = asyncio.get_running_loop()
         try:
-            if _is_async(func):
-                args = (ctx,) if _wants_context(func) else ()
-                result = await func(*args)
+            if is_async:
+                result = await (func(ctx) if wants_ctx else func())
             else:
                 thread_ctx = _thread_safe(ctx, loop)
-                args = (thread_ctx,) if _wants_context(func) else ()
+                args = (thread_ctx,) if wants_ctx else ()
                 call = functools.partial(contextvars.copy_context().run, func, *args)
-                result = await loop.run_in_executor(self._pool(), call)
+                work = self._pool().submit(call)
+                try:
+                    result = await asyncio.wrap_future(work)
+                except asyncio.CancelledError:
+                    ctx.cancel_event.set()
+                    await _outlive(work)
+                    raise
                 if inspect.isawaitable(result):
                     result = await result
         except asyncio.CancelledError:

@@ -19,6 +19,8 @@ from voltui.engine.agents.base import Agent, StepContext
 from voltui.engine.errors import StepError
 from voltui.engine.models import RunKind, SimulatedCall
 
+_SHARED = random.Random()
+
 
 class SimulatedAgent(Agent):
     """Runs `simulated` steps; for demos and load tests only."""
@@ -37,7 +39,7 @@ class SimulatedAgent(Agent):
     def rng(self, ctx: StepContext) -> random.Random:
         seed = self.spec.config.get("seed")
         if seed is None:
-            return random.Random()
+            return _SHARED  # a fresh Random() reads the OS entropy pool: slow for load tests
         return random.Random(f"{seed}:{ctx.step.id}:{ctx.attempt}")
 
     def plan(self, call: SimulatedCall, rng: random.Random) -> float:
