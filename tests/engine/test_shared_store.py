@@ -86,3 +86,34 @@ async def _events(db: Path, run_id: str) -> list:
 
     async with RunStore(db) as store:
         return await store.events(EventQuery(correlation_id=run_id))
+
+
+async def test_subscribers_only_ever_see_committed_events(tmp_path: Path) -> None:
+    # A crash right after a subscriber got an event must not lose that event: what the stream
+    # hands out is already in the database (read here through a separate connection).
+    db = tmp_path / "durable.db"
+    async with Orchestrator(OrchestratorConfig(db=db)) as engine:
+        checked = 0
+
+        async def consume() -> None:
+            nonlocal checked
+            async for batch in engine.subscribe("probe:*"):
+                with sqlite3.connect(db) as conn:
+                    stored = {
+                        r[0]
+                        for r in conn.execute("SELECT seq FROM events WHERE type = 'probe:tick'")
+                    }
+                for event in batch:
+                    assert event.seq in stored, f"event {event.seq} was sent before it was stored"
+                checked += len(batch)
+                if checked >= 300:
+                    return
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.sleep(0)
+        for i in range(300):
+            engine.dispatcher.emit("probe:tick", "test", {"i": i})
+            if i % 50 == 0:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(consumer, 10)
+        assert checked == 300

@@ -248,6 +248,8 @@ async def test_tcp_requires_the_token_and_records_refusals(
             await RemoteEngine(tcp=addr).connect()  # refused locally, nothing sent
 
         async with RemoteEngine(tcp=addr, token="s3cret-token") as good:
+            await engine.store.flush()  # a snapshot is as of the newest committed event
+            await asyncio.sleep(0.05)
             assert (await good.snapshot()).seq > 0
 
         refused = engine.dispatcher.history(EventQuery(type="remote:auth_failed"))

@@ -177,6 +177,9 @@ class EventDispatcher:
         # The last seq handed to history, sinks and subscribers; lags `_seq` only inside a
         # re-entrant emit (a sink emitting), when the inner event waits in `_pending`.
         self._delivered_seq = start_seq
+        self._released_seq = start_seq
+        self._gate = False
+        self._held: deque[Event] = deque()
         self._history: deque[Event] = deque(maxlen=history_size)
         self._by_type: dict[str, int] = {}
         self._total = 0
@@ -255,7 +258,7 @@ class EventDispatcher:
         """
         if self._seq != self._delivered_seq or self._history:
             raise RuntimeError("reset_seq is only allowed before the first event")
-        self._seq = self._delivered_seq = start_seq
+        self._seq = self._delivered_seq = self._released_seq = start_seq
         self._seq_limit = limit
         self._seq_renew = renew
         self._blocks = [(start_seq, limit if limit is not None else 2**62)]
@@ -357,6 +360,39 @@ class EventDispatcher:
                 n = self._sink_errors
                 if n & (n - 1) == 0 or n < 4:
                     logger.exception("event sink %r failed (%d failure(s) so far)", sink, n)
+        if self._gate:
+            self._held.append(event)
+        else:
+            self._released_seq = event.seq
+            self._to_subscribers(event)
+        if self._state == "new" or (self._state == "running" and self._handlers):
+            heapq.heappush(self._heap, (-_RANK[event.priority], event.seq, event))
+            self._work.set()
+
+    def hold_until_durable(self) -> None:
+        """Give subscribers only events the store has committed (`release` says which).
+
+        Durable before reported applies to the event stream too: a dashboard or a remote
+        client must never have seen an event that a crash then loses. Sinks, history and
+        handlers still get every event at once.
+        """
+        self._gate = True
+
+    def release(self, upto_seq: int) -> None:
+        """Every event up to `upto_seq` is committed: hand them to subscribers, in order."""
+        held = self._held
+        while held and held[0].seq <= upto_seq:
+            event = held.popleft()
+            self._released_seq = event.seq
+            self._to_subscribers(event)
+
+    @property
+    def released_seq(self) -> int:
+        """The newest event subscribers may have; a snapshot is consistent as of this."""
+        return self._released_seq
+
+    def _to_subscribers(self, event: Event) -> None:
+        etype = event.type
         for sub in self._subs:
             if sub.everything or sub.matches(etype):
                 buf = sub.buffer
@@ -369,9 +405,6 @@ class EventDispatcher:
                     sub.buffer = []
                     self._remove_sub(sub)
                     sub.wake.set()
-        if self._state == "new" or (self._state == "running" and self._handlers):
-            heapq.heappush(self._heap, (-_RANK[event.priority], event.seq, event))
-            self._work.set()
 
     # ------------------------------------------------------------------ handlers and sinks
 
@@ -526,7 +559,8 @@ class EventDispatcher:
             sub.closed = True
         last = since_seq
         try:
-            upto = self._delivered_seq
+            # Only what subscribers may see: with the durability gate, what is committed.
+            upto = self._released_seq
             backlog: list[Event] = []
             missing_upto: int | None = None
             if since_seq < upto:
@@ -536,7 +570,11 @@ class EventDispatcher:
                     missing_upto = oldest - 1
                 # History seqs are contiguous, so the wanted slice starts at a known index.
                 first = max(0, since_seq + 1 - oldest)
-                backlog = [e for e in itertools.islice(history, first, None) if sub.matches(e.type)]
+                backlog = [
+                    e
+                    for e in itertools.islice(history, first, None)
+                    if e.seq <= upto and sub.matches(e.type)
+                ]
             if missing_upto is not None:
                 if backfill is None:
                     raise SubscriptionLagged(since_seq)

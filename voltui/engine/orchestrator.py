@@ -162,6 +162,9 @@ class Orchestrator:
         start, limit = await asyncio.to_thread(self.store.lease_seq_block)
         self.dispatcher.reset_seq(start, limit=limit, renew=self.store.lease_seq_block)
         self.dispatcher.add_sink(self._persist)
+        # Subscribers (dashboards, remote clients) get an event only once it is committed.
+        self.dispatcher.hold_until_durable()
+        self.store.set_commit_listener(self.dispatcher.release)
         await self.dispatcher.start()
         self.interrupted_on_start = await self.store.mark_interrupted()
         await self._reap_orphans(self.interrupted_on_start)
@@ -251,6 +254,11 @@ class Orchestrator:
         await self.watcher.stop()
         if self._watching:
             self.dispatcher.emit("engine:stopped", SOURCE, {}, priority=Priority.HIGH)
+        try:  # subscribers get the last events once they are committed
+            await self.store.flush()
+            await asyncio.sleep(0)
+        except Exception as exc:
+            log.warning("final events not committed: %s", exc)
         await self.dispatcher.stop()
         for agent in self.coordination.agents():
             await agent.close()
@@ -362,12 +370,14 @@ class Orchestrator:
                 log.warning("following the store (pid %d) failed: %s", own_pid, exc)
 
     def _persist(self, event: Event) -> None:
-        if event.foreign:
-            return  # already stored by the process that recorded it
-        if event.type == "metrics:system" and not self.config.enable_telemetry:
+        if (
+            event.foreign  # already stored by the process that recorded it
+            or (event.type == "metrics:system" and not self.config.enable_telemetry)
+            # every `voltui list` would otherwise record its agents registering
+            or (not self._watching and event.type in _ONE_SHOT_NOISE)
+        ):
+            self.store.note_seq(event.seq)
             return
-        if not self._watching and event.type in _ONE_SHOT_NOISE:
-            return  # every `voltui list` would otherwise record its agents registering
         self.store.append_event(event)
 
     def _register_components(self) -> None:
@@ -600,7 +610,10 @@ class Orchestrator:
         return run
 
     async def snapshot(self) -> EngineSnapshot:
-        seq = self.dispatcher.last_seq
+        # As of the newest committed event: a subscriber resuming from here misses nothing
+        # and is never shown an event a crash could still lose.
+        seq = self.dispatcher.released_seq
+        recent = [e for e in self.dispatcher.history(EventQuery(limit=200)) if e.seq <= seq]
         return EngineSnapshot(
             seq=seq,
             ts=self._clock(),
@@ -612,7 +625,7 @@ class Orchestrator:
             runs=await self.list_runs(limit=RECENT_RUNS),
             cache=self.cache.stats(),
             events=self.dispatcher.stats(),
-            recent_events=self.dispatcher.history(EventQuery(limit=200)),
+            recent_events=recent,
         )
 
     def subscribe(

@@ -161,6 +161,32 @@ _MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+# What the current schema must have: table -> columns the code reads or writes.
+EXPECTED_SCHEMA: dict[str, tuple[str, ...]] = {
+    "runs": ("id", "workflow_id", "state", "created_at", "owner_pid", "data", "workflow"),
+    "steps": ("pos", "run_id", "step_id", "state", "data"),
+    "events": ("seq", "ts", "type", "correlation_id", "data", "ins"),
+    "logs": ("id", "run_id", "step_id", "attempt", "stream", "ts", "line"),
+    "seq_lease": ("id", "next"),
+    "step_cache": ("key", "value", "expires_at"),
+    "run_workflows": ("run_id", "workflow"),
+    "run_requests": ("id", "run_id", "kind", "requested_at", "requested_by", "handled_at"),
+}
+
+
+def schema_problems(conn: sqlite3.Connection) -> list[str]:
+    """Missing tables or columns, each said in a few words; empty when the schema is whole."""
+    problems = []
+    for table, columns in EXPECTED_SCHEMA.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            problems.append(f"table {table!r} is missing")
+            continue
+        lost = [c for c in columns if c not in have]
+        if lost:
+            problems.append(f"table {table!r} lacks column(s) {', '.join(lost)}")
+    return problems
+
 
 # --------------------------------------------------------------------------- errors
 
@@ -227,6 +253,48 @@ def _now() -> float:
     return time.time()
 
 
+M = TypeVar("M", Run, StepRun, Event, Workflow)
+_BAD_ROWS_LOGGED: set[tuple[str, str]] = set()
+
+
+def _parse(model: type[M], data: Any, where: str) -> M | None:
+    """A stored row as a model, or None (with one warning naming it) when it is damaged.
+
+    A single malformed row, written by a bug, a crash of an old version or a hand edit,
+    must not make every listing of the store fail: it is skipped and named once.
+    """
+    try:
+        return model.model_validate_json(data)
+    except Exception as exc:
+        key = (model.__name__, where)
+        if key not in _BAD_ROWS_LOGGED:
+            _BAD_ROWS_LOGGED.add(key)
+            logger.warning(
+                "run store: skipped a damaged %s row (%s): %s; `voltui doctor` checks the file",
+                model.__name__,
+                where,
+                str(exc).splitlines()[0],
+            )
+        return None
+
+
+def _run_dir_of(data: str) -> str | None:
+    try:
+        value = json.loads(data).get("run_dir")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _parse_all(model: type[M], rows: Sequence[Any], where: str, col: int = 0) -> list[M]:
+    out = []
+    for r in rows:
+        parsed = _parse(model, r[col], f"{where}, key {r[-1]}" if len(r) > 1 else where)
+        if parsed is not None:
+            out.append(parsed)
+    return out
+
+
 def step_row(step: StepRun) -> tuple[str, str, str, str]:
     """The row a step state is stored as; made at call time because the engine keeps mutating
     the same StepRun. Raises StoreError for an output that is not JSON."""
@@ -283,6 +351,8 @@ class _Append:
     logs: Sequence[LogLine] = ()
     steps: Sequence[tuple[str, str, str, str]] = ()
     runs: Sequence[tuple[Any, ...]] = ()
+    upto: int = 0
+    """Every event seq up to this one is covered once this item commits (see note_seq)."""
 
     @property
     def rows(self) -> int:
@@ -377,7 +447,12 @@ class RunStore:
         self._fatal_reported = False  # some awaited call has raised `_fatal`
         self._inflight: _Batch | None = None  # taken off the queue, not yet resolved
         self._pending_events: list[Event] = []  # appended this loop tick, not yet queued
+        self._pending_upto = 0
+        self._pushed_upto = 0
+        self._push_scheduled = False
+        self._commit_listener: Callable[[int], None] | None = None
         self._stats = StoreStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -385,7 +460,7 @@ class RunStore:
         """Connect, create or upgrade the schema, and start the writer thread."""
         if self._state != "new":
             raise StoreError(f"run store {self.path} was already opened")
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         self._writer = threading.Thread(
             target=self._writer_main,
@@ -396,7 +471,10 @@ class RunStore:
         self._writer.start()
         try:
             await ready
-            self._read_conn = await asyncio.to_thread(self._connect_reader)
+            try:
+                self._read_conn = await asyncio.to_thread(self._connect_reader)
+            except sqlite3.DatabaseError as exc:
+                raise self._open_error(exc) from exc
         except BaseException:
             self._state = "closed"
             self._queue.put(_Call(lambda conn: None, loop, loop.create_future(), stop=True))
@@ -540,18 +618,37 @@ class RunStore:
         self._check_writable()
         pending = self._pending_events
         pending.append(event)
-        if len(pending) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self._push_pending)
-            except RuntimeError:  # no loop (a synchronous caller): hand it over now
-                self._push_pending()
-        elif len(pending) >= BATCH_ROWS:
+        self._pending_upto = event.seq
+        if len(pending) >= BATCH_ROWS:
+            self._push_pending()
+        else:
+            self._schedule_push()
+
+    def note_seq(self, seq: int) -> None:
+        """An event the caller chose not to store: it must not hold back the commit listener,
+        which reports every seq up to the newest one whose fate is settled."""
+        self._pending_upto = seq
+        self._schedule_push()
+
+    def set_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(upto_seq)` on the loop after each commit covering events up to it."""
+        self._commit_listener = listener
+
+    def _schedule_push(self) -> None:
+        if self._push_scheduled:
+            return
+        self._push_scheduled = True
+        try:
+            asyncio.get_running_loop().call_soon(self._push_pending)
+        except RuntimeError:  # no loop (a synchronous caller): hand it over now
             self._push_pending()
 
     def _push_pending(self) -> None:
-        if self._pending_events:
+        self._push_scheduled = False
+        if self._pending_events or self._pending_upto > self._pushed_upto:
             events, self._pending_events = self._pending_events, []
-            self._queue.put(_Append(events=events))
+            self._pushed_upto = self._pending_upto
+            self._queue.put(_Append(events=events, upto=self._pending_upto))
 
     def append_log(self, lines: list[LogLine]) -> None:
         """Queue step output lines for the next batch; never blocks."""
@@ -588,7 +685,9 @@ class RunStore:
             for run_id, owner_pid, data in rows:
                 if alive(owner_pid):
                     continue
-                run = Run.model_validate_json(data)
+                run = _parse(Run, data, f"run {run_id}")
+                if run is None:
+                    continue
                 who = f"pid {owner_pid}" if owner_pid is not None else "pid unknown"
                 run.state = RunState.INTERRUPTED
                 run.finished_at = now
@@ -605,7 +704,9 @@ class RunStore:
                     (run_id, *_UNFINISHED_STEP_STATES),
                 ).fetchall()
                 for pos, step_data in steps:
-                    step = StepRun.model_validate_json(step_data)
+                    step = _parse(StepRun, step_data, f"a step of run {run_id}")
+                    if step is None:
+                        continue
                     step.state = StepState.CANCELLED
                     step.error = "interrupted"
                     if step.started_at is not None and step.finished_at is None:
@@ -686,7 +787,9 @@ class RunStore:
         )
         if not rows:
             return [], cursor
-        events = [Event.model_validate_json(r[1]) for r in rows if r[1] is not None]
+        events = [
+            e for r in rows if r[1] is not None and (e := _parse(Event, r[1], "events")) is not None
+        ]
         return events, int(rows[-1][0])
 
     async def prune_runs(
@@ -714,14 +817,14 @@ class RunStore:
                     f"SELECT id, data FROM runs WHERE state IN ({marks}) AND created_at < ?",
                     (*finished, now - older_than),
                 ):
-                    doomed[run_id] = json.loads(data).get("run_dir")
+                    doomed[run_id] = _run_dir_of(data)
             if keep is not None:
                 for run_id, data in conn.execute(
                     f"SELECT id, data FROM runs WHERE state IN ({marks}) "
                     "ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?",
                     (*finished, keep),
                 ):
-                    doomed[run_id] = json.loads(data).get("run_dir")
+                    doomed[run_id] = _run_dir_of(data)
             report = PruneReport(runs=sorted(doomed))
             if not doomed:
                 return report
@@ -753,9 +856,9 @@ class RunStore:
             folders = {d for d in doomed.values() if d}
             if folders:
                 in_use = {
-                    json.loads(data).get("run_dir")
-                    for (data,) in conn.execute("SELECT data FROM runs")
-                    if not dry_run or json.loads(data).get("id") not in doomed
+                    _run_dir_of(data)
+                    for (run_id, data) in conn.execute("SELECT id, data FROM runs")
+                    if not dry_run or run_id not in doomed
                 }
                 report.folders = sorted(folders - in_use)
             return report
@@ -792,7 +895,7 @@ class RunStore:
         row = await self._read(
             lambda c: c.execute("SELECT data FROM runs WHERE id = ?", (run_id,)).fetchone()
         )
-        return Run.model_validate_json(row[0]) if row else None
+        return _parse(Run, row[0], f"run {run_id}") if row else None
 
     async def get_workflow(self, run_id: str) -> Workflow | None:
         """The definition stored with the run, so replays use what actually ran."""
@@ -806,15 +909,15 @@ class RunStore:
         row = await self._read(query)
         if not row or row[0] is None:
             return None
-        return Workflow.model_validate_json(row[0])
+        return _parse(Workflow, row[0], f"definition of run {run_id}")
 
     async def get_steps(self, run_id: str) -> list[StepRun]:
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT data FROM steps WHERE run_id = ? ORDER BY pos", (run_id,)
+                "SELECT data, step_id FROM steps WHERE run_id = ? ORDER BY pos", (run_id,)
             ).fetchall()
         )
-        return [StepRun.model_validate_json(r[0]) for r in rows]
+        return _parse_all(StepRun, rows, f"steps of run {run_id}")
 
     async def list_runs(
         self,
@@ -832,13 +935,13 @@ class RunStore:
         if workflow_id is not None:
             where.append("workflow_id = ?")
             args.append(workflow_id)
-        sql = "SELECT data FROM runs"
+        sql = "SELECT data, id FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         args.append(max(0, limit))
         rows = await self._read(lambda c: c.execute(sql, args).fetchall())
-        return [Run.model_validate_json(r[0]) for r in rows]
+        return _parse_all(Run, rows, "runs")
 
     async def find_run(self, prefix: str) -> Run | None:
         """The run with this exact id, else the only run whose id starts with `prefix`.
@@ -863,7 +966,13 @@ class RunStore:
             return None
         if len(rows) > 1:
             raise AmbiguousRunIdError(prefix, [r[0] for r in rows])
-        return Run.model_validate_json(rows[0][1])
+        run = _parse(Run, rows[0][1], f"run {rows[0][0]}")
+        if run is None:
+            raise UserError(
+                f"run {rows[0][0]} is damaged in the store {self.path} and cannot be read; "
+                "`voltui doctor` checks the file and can repair it"
+            )
+        return run
 
     async def events(self, query: EventQuery) -> list[Event]:
         """Stored events matching `query`, ordered by seq; `limit` keeps the newest N."""
@@ -889,7 +998,7 @@ class RunStore:
         if query.correlation_id is not None:
             where.append("correlation_id = ?")
             args.append(query.correlation_id)
-        sql = "SELECT data FROM events"
+        sql = "SELECT data, seq FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         if query.limit is not None:
@@ -900,17 +1009,17 @@ class RunStore:
         rows = await self._read(lambda c: c.execute(sql, args).fetchall())
         if query.limit is not None:
             rows.reverse()
-        return [Event.model_validate_json(r[0]) for r in rows]
+        return _parse_all(Event, rows, "events")
 
     async def events_range(self, after_seq: int, upto_seq: int) -> list[Event]:
         """Events with after_seq < seq <= upto_seq, in order (subscriber backfill)."""
         rows = await self._read(
             lambda c: c.execute(
-                "SELECT data FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+                "SELECT data, seq FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
                 (after_seq, upto_seq),
             ).fetchall()
         )
-        return [Event.model_validate_json(r[0]) for r in rows]
+        return _parse_all(Event, rows, "events")
 
     def lease_seq_block(self, size: int = 100_000) -> tuple[int, int]:
         """Reserve event numbers `(start, start + size]` for this process; returns both ends.
@@ -1087,9 +1196,17 @@ class RunStore:
                     conn.execute(statement)
             if version != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            missing = schema_problems(conn)
+            if missing:
+                raise StoreError(
+                    f"run store {self.path} is damaged: {'; '.join(missing)}. Run "
+                    f"`voltui doctor --db {self.path} --repair` to back it up and rebuild it "
+                    "(the rows still readable are kept), or use another store path"
+                )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     # ------------------------------------------------------------------ writer thread
@@ -1099,7 +1216,7 @@ class RunStore:
         try:
             conn = self._connect()
         except BaseException as exc:
-            _resolve(ready_call, error=StoreError(f"cannot open run store {self.path}: {exc}"))
+            _resolve(ready_call, error=self._open_error(exc))
             return
         try:
             try:
@@ -1108,7 +1225,7 @@ class RunStore:
                 _resolve(ready_call, error=exc)
                 return
             except BaseException as exc:
-                _resolve(ready_call, error=StoreError(f"cannot open run store {self.path}: {exc}"))
+                _resolve(ready_call, error=self._open_error(exc))
                 return
             _resolve(ready_call)
             self._writer_loop(conn)
@@ -1127,6 +1244,14 @@ class RunStore:
             self._fail_queued(fatal)
         finally:
             conn.close()
+
+    def _open_error(self, exc: BaseException) -> StoreError:
+        hint = (
+            f"; `voltui doctor --db {self.path} --repair` backs it up and rebuilds it"
+            if isinstance(exc, sqlite3.DatabaseError)
+            else ""
+        )
+        return StoreError(f"cannot open run store {self.path}: {exc}{hint}")
 
     def _fail_queued(self, error: StoreWriteError) -> None:
         while True:
@@ -1243,6 +1368,8 @@ class RunStore:
             self._stats.last_error = str(exc)
             err = StoreWriteError(f"run store {self.path}: write failed: {exc}")
             err.__cause__ = exc
+            # Lost, not pending: holding them back from subscribers forever helps nobody.
+            self._notify_commit(batch)
             calls = [i for i in batch.items if isinstance(i, _Call)]
             if not calls or not isinstance(batch.items[-1], _Call):
                 # Some lost rows had nobody awaiting them: report to the next awaited call.
@@ -1250,6 +1377,7 @@ class RunStore:
             for call in calls:
                 _resolve(call, error=err)
             return
+        self._notify_commit(batch)
         self._stats.commits += 1
         self._stats.events_written += n_events
         self._stats.logs_written += n_logs
@@ -1264,6 +1392,18 @@ class RunStore:
                 _resolve(call, error=pending)
             else:
                 _resolve(call, result)
+
+    def _notify_commit(self, batch: _Batch) -> None:
+        listener = self._commit_listener
+        if listener is None:
+            return
+        upto = max((i.upto for i in batch.items if isinstance(i, _Append)), default=0)
+        loop = self._loop
+        if upto and loop is not None:
+            try:
+                loop.call_soon_threadsafe(listener, upto)
+            except RuntimeError:  # the loop is closed
+                pass
 
     def _write_rows(
         self,

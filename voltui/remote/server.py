@@ -287,7 +287,7 @@ class _Client:
                     "protocol": proto.PROTOCOL_VERSION,
                     "client_id": self.cid,
                     "read_only": self.read_only,
-                    "seq": self.server.engine.dispatcher.last_seq,
+                    "seq": self.server.engine.dispatcher.released_seq,
                 }
             )
         )
