@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp", metavar="HOST:PORT", help="also listen on TCP (token required)")
     p.add_argument("--token-file", type=Path, help="token file for --tcp (created if missing)")
     p.add_argument(
+        "--read-only-token-file",
+        type=Path,
+        help="a second token for --tcp whose clients can only watch (created if missing)",
+    )
+    p.add_argument(
         "--dask",
         metavar="ADDRESS",
         help="run steps on a Dask cluster (tcp://HOST:8786), or `local` for a LocalCluster",
@@ -195,7 +200,7 @@ def _event_line(event: Event) -> Text:
     if event.correlation_id:
         line.append(clean(event.correlation_id) + " ", style="dim")
     style = "red" if event.type.endswith(("failed", "error")) else ""
-    line.append(f"{event.type:<18} ", style=style or "bold")
+    line.append(f"{clean(event.type, max_len=40):<18} ", style=style or "bold")
     line.append(summarize(event))
     return line
 
@@ -550,6 +555,9 @@ async def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         socket_path=getattr(args, "socket", None) or default_socket_path(),
         tcp=tcp,
         token=token,
+        read_only_token=load_or_create_token(args.read_only_token_file)
+        if getattr(args, "read_only_token_file", None)
+        else None,
     )
     try:
         await server.start()

@@ -231,7 +231,9 @@ async def test_no_server_gives_a_clear_message(short_dir: Path) -> None:
 async def test_tcp_requires_the_token_and_records_refusals(
     engine: Orchestrator, sock: Path
 ) -> None:
-    srv = EngineServer(engine, socket_path=sock, tcp=("127.0.0.1", 0), token="s3cret-token")
+    srv = EngineServer(
+        engine, socket_path=sock, tcp=("127.0.0.1", 0), token="s3cret-token", auth_fail_window=0.3
+    )
     await srv.start()
     try:
         assert srv.tcp_address is not None
@@ -252,8 +254,13 @@ async def test_tcp_requires_the_token_and_records_refusals(
             await asyncio.sleep(0.05)
             assert (await good.snapshot()).seq > 0
 
+        # The first refusal is recorded at once, the second with the end of its window.
+        await until(
+            lambda: len(engine.dispatcher.history(EventQuery(type="remote:auth_failed"))) == 2
+        )
         refused = engine.dispatcher.history(EventQuery(type="remote:auth_failed"))
         assert [e.data["reason"] for e in refused] == ["missing token", "wrong token"]
+        assert [e.data["count"] for e in refused] == [1, 1]
         assert all(e.data["peer"].startswith("tcp:127.0.0.1:") for e in refused)
         assert all(e.priority == "high" for e in refused)
         assert "s3cret" not in repr([e.data for e in refused]) + repr(refused)
@@ -377,7 +384,8 @@ async def test_incompatible_protocol_gets_a_clear_message(
 
     # And the client refuses a server from the future, in words.
     async def future_server(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        w.write(proto.encode({"type": "hello", "protocol": 2, "version": "2.0.0", "pid": 1}))
+        future = {"type": "hello", "protocol": 99, "version": "99.0.0", "pid": 1}
+        w.write(proto.encode(future))
         await w.drain()
         await r.read()
         w.close()
@@ -388,7 +396,7 @@ async def test_incompatible_protocol_gets_a_clear_message(
         client = RemoteEngine(socket_path=other)
         with pytest.raises(proto.ProtocolMismatchError) as err:
             await client.connect()
-        assert "protocol 2 (voltui 2.0.0)" in str(err.value)
+        assert "protocol 99 (voltui 99.0.0)" in str(err.value)
         assert f"protocol {proto.PROTOCOL_VERSION}" in str(err.value)
     finally:
         fake.close()

@@ -165,6 +165,7 @@ class Orchestrator:
         # Subscribers (dashboards, remote clients) get an event only once it is committed.
         self.dispatcher.hold_until_durable()
         self.store.set_commit_listener(self.dispatcher.release)
+        self.store.set_full_listener(self._on_store_full)
         await self.dispatcher.start()
         self.interrupted_on_start = await self.store.mark_interrupted()
         await self._reap_orphans(self.interrupted_on_start)
@@ -237,6 +238,9 @@ class Orchestrator:
             return
         self._started = False
         await self.automation.stop()  # no new runs from schedules or triggers
+        if self.store.full is not None:
+            # Stopping must not wait for disk space that may never come (one signal = exit).
+            self.store.abandon_writes()
         if self._follower is not None:
             self._follower.cancel()
             await asyncio.gather(self._follower, return_exceptions=True)
@@ -302,6 +306,30 @@ class Orchestrator:
             if policy.delete_run_folders and report.folders:
                 await asyncio.to_thread(_remove_folders, report.folders, self.config.runs_dir())
         return report
+
+    def _on_store_full(self, reason: str | None) -> None:
+        """The store stopped (reason) or resumed (None) taking writes: say so everywhere."""
+        if reason is not None:
+            self.dispatcher.emit(
+                "store:full",
+                SOURCE,
+                {"reason": reason, "path": str(self.store.path)},
+                priority=Priority.CRITICAL,
+            )
+        else:
+            self.dispatcher.emit("store:writable", SOURCE, {}, priority=Priority.HIGH)
+        if self._watching:
+            task = asyncio.create_task(self.watcher.check_now("store"))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _refuse_when_full(self) -> None:
+        if self.store.full is not None:
+            raise UserError(
+                f"the run store {self.store.path} cannot take writes ({self.store.full}); free "
+                "space on its disk (or prune old runs: voltui prune) and try again. Runs in "
+                "progress are paused and carry on by themselves once writes succeed"
+            )
 
     async def _retain(self) -> None:
         """Apply the retention policy now and then every `retention.interval` seconds."""
@@ -382,6 +410,8 @@ class Orchestrator:
 
     def _register_components(self) -> None:
         async def store_check() -> tuple[HealthStatus, str]:
+            if self.store.full is not None:
+                return HealthStatus.DEGRADED, f"writes on hold: {self.store.full}"
             seq = await self.store.max_seq()
             return HealthStatus.HEALTHY, f"{self.store.path.name}, last seq {seq}"
 
@@ -474,6 +504,7 @@ class Orchestrator:
         )
 
     async def start_workflow(self, request: StartRequest) -> Run:
+        self._refuse_when_full()
         workflow = await self._resolve_workflow(request.workflow)
         inputs = resolve_inputs(workflow, request.inputs)
         self._check_secrets(workflow)
@@ -493,6 +524,7 @@ class Orchestrator:
 
     async def run_workflow(self, workflow: Workflow, inputs: dict[str, Any] | None = None) -> Run:
         """Start an in-memory workflow (for embedding programs); returns the queued run."""
+        self._refuse_when_full()
         self._check_secrets(workflow)
         return await self.workflows.submit(workflow, resolve_inputs(workflow, inputs or {}))
 
@@ -520,6 +552,7 @@ class Orchestrator:
         )
 
     async def replay_run(self, request: ReplayRequest) -> Run:
+        self._refuse_when_full()
         run = await self._find(request.run_id)
         if not run.state.finished:
             raise UserError(f"run {run.id} is still {run.state.value}; replay it once it ends")

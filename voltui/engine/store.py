@@ -21,6 +21,7 @@ an entry to `_MIGRATIONS` for each change.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fnmatch
 import json
 import logging
@@ -47,6 +48,7 @@ from voltui.engine.models import (
     StepState,
     Workflow,
 )
+from voltui.engine.private import secure_store
 
 __all__ = [
     "BATCH_INTERVAL",
@@ -70,6 +72,8 @@ BATCH_INTERVAL = 0.1
 BATCH_ROWS = 1000
 """Appended rows that trigger a commit without waiting for `BATCH_INTERVAL`."""
 BUSY_TIMEOUT_MS = 5000
+FULL_RETRY = 1.0
+"""Seconds between attempts to commit a batch while the disk is full."""
 
 _ACTIVE_RUN_STATES = tuple(s.value for s in RunState if not s.finished)
 _UNFINISHED_STEP_STATES = (
@@ -225,6 +229,13 @@ def default_is_alive(pid: int | None) -> bool:
     if pid == os.getpid():
         return True
     return psutil.pid_exists(pid)
+
+
+def _is_full(exc: BaseException) -> bool:
+    """SQLITE_FULL or ENOSPC: the disk (or the database's page limit) has no room."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 
 def _glob_for(pattern: str) -> str | None:
@@ -435,7 +446,7 @@ class RunStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.notices = secure_store(self.path)  # 0600 files, 0700 folders; what was tightened
         self._queue: queue.SimpleQueue[_Append | _Call] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._read_conn: sqlite3.Connection | None = None
@@ -453,6 +464,10 @@ class RunStore:
         self._commit_listener: Callable[[int], None] | None = None
         self._stats = StoreStats()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._full: str | None = None
+        self._full_listener: Callable[[str | None], None] | None = None
+        self._abandon = False  # close(): stop waiting for space
+        self._wake = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -491,6 +506,8 @@ class RunStore:
             return
         was_open = self._state == "open"
         self._state = "closing"
+        if self._full is not None:
+            self.abandon_writes()
         try:
             if was_open and self._fatal is None:
                 try:
@@ -1304,14 +1321,62 @@ class RunStore:
                     return
 
     def _commit(self, conn: sqlite3.Connection, batch: _Batch) -> None:
-        """Write one batch in one transaction, in queue order.
+        """Commit a batch; while the disk is full, keep it and try again every FULL_RETRY s.
+
+        A full disk is the one failure that fixes itself: losing the batch (and failing every
+        step waiting on it) would turn minutes without space into lost runs. The engine is told
+        (`on_full`), refuses new work meanwhile, and carries on when space returns. `close()`
+        ends the waiting: what was not committed by then is reported lost.
+        """
+        while True:
+            error = self._commit_once(conn, batch)
+            if error is None:
+                if self._full is not None:
+                    logger.warning("run store %s: writes succeed again", self.path)
+                    self._set_full(None)
+                return
+            self._set_full(str(error))
+            self._wake.wait(FULL_RETRY)
+            self._wake.clear()
+
+    def _set_full(self, reason: str | None) -> None:
+        if reason is not None and self._full is None:
+            logger.error("run store %s: %s; holding writes until there is space", self.path, reason)
+        changed = (reason is None) != (self._full is None)
+        self._full = reason
+        listener, loop = self._full_listener, self._loop
+        if changed and listener is not None and loop is not None:
+            try:
+                loop.call_soon_threadsafe(listener, reason)
+            except RuntimeError:
+                pass
+
+    def abandon_writes(self) -> None:
+        """Stop waiting for space: one last try, then what is uncommitted is reported lost.
+
+        Waiting would keep a stopping engine alive forever on a disk that stays full.
+        """
+        self._abandon = True
+        self._wake.set()
+
+    @property
+    def full(self) -> str | None:
+        """Why writes are on hold (disk or database full), or None when they go through."""
+        return self._full
+
+    def set_full_listener(self, listener: Callable[[str | None], None]) -> None:
+        """Call `listener(reason)` on the loop when writes stop (reason) or resume (None)."""
+        self._full_listener = listener
+
+    def _commit_once(self, conn: sqlite3.Connection, batch: _Batch) -> BaseException | None:
+        """Write one batch in one transaction, in queue order; the error when the disk is full.
 
         Each awaited call runs in its own savepoint, so bad data fails that call alone; appended
         rows failing are recorded for the next awaited call. A failed COMMIT (disk full, lock
         timeout) fails every call in the batch and loses its appends.
         """
         if not batch.items:
-            return
+            return None
         outcomes: list[tuple[_Call, Any, BaseException | None]] = []
         events: list[Event] = []
         logs: list[LogLine] = []
@@ -1338,6 +1403,8 @@ class RunStore:
                     try:
                         outcomes.append((item, item.fn(conn), None))
                     except Exception as exc:
+                        if _is_full(exc):
+                            raise
                         conn.execute("ROLLBACK TO call")
                         outcomes.append((item, None, exc))
                     conn.execute("RELEASE call")
@@ -1353,6 +1420,8 @@ class RunStore:
                         logger.exception("run store %s: rollback failed", self.path)
                 raise
         except Exception as exc:
+            if _is_full(exc) and not self._abandon:
+                return exc
             n_events = sum(len(i.events) for i in batch.items if isinstance(i, _Append))
             n_logs = sum(len(i.logs) for i in batch.items if isinstance(i, _Append))
             logger.error(
@@ -1376,7 +1445,7 @@ class RunStore:
                 self._set_undelivered(err)
             for call in calls:
                 _resolve(call, error=err)
-            return
+            return None
         self._notify_commit(batch)
         self._stats.commits += 1
         self._stats.events_written += n_events
@@ -1392,6 +1461,7 @@ class RunStore:
                 _resolve(call, error=pending)
             else:
                 _resolve(call, result)
+        return None
 
     def _notify_commit(self, batch: _Batch) -> None:
         listener = self._commit_listener
@@ -1424,6 +1494,8 @@ class RunStore:
             try:
                 upsert(conn, rows)
             except Exception as exc:
+                if _is_full(exc):
+                    raise
                 conn.execute("ROLLBACK TO appends")
                 self._note_append_failure(exc, len(rows), what)
             conn.execute("RELEASE appends")
@@ -1449,6 +1521,8 @@ class RunStore:
                         len(events) - cur.rowcount,
                     )
             except Exception as exc:
+                if _is_full(exc):
+                    raise
                 conn.execute("ROLLBACK TO appends")
                 self._note_append_failure(exc, len(events), "event(s)")
             conn.execute("RELEASE appends")
@@ -1461,6 +1535,8 @@ class RunStore:
                     [(ln.run_id, ln.step_id, ln.attempt, ln.stream, ln.ts, ln.line) for ln in logs],
                 )
             except Exception as exc:
+                if _is_full(exc):
+                    raise
                 conn.execute("ROLLBACK TO appends")
                 self._note_append_failure(exc, len(logs), "log line(s)")
             conn.execute("RELEASE appends")

@@ -49,6 +49,7 @@ from voltui.engine.models import (
     Workflow,
     validate_dag,
 )
+from voltui.engine.private import ensure_private_dir
 from voltui.engine.reaper import process_start_time
 from voltui.engine.retry import backoff_delay, should_retry
 from voltui.engine.secrets import Masker, MaskingEmitter
@@ -427,7 +428,7 @@ class WorkflowManager:
         try:
             run.state = RunState.RUNNING
             run.started_at = self._clock()
-            ex.run_dir.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(ex.run_dir)  # 0700: step artefacts are the owner's alone
             self._store.append_runs([run_row(run)])
             self._events.emit(
                 "workflow:started",
@@ -575,8 +576,12 @@ class WorkflowManager:
 
     async def _finish(self, ex: _RunExec, *, cancelled: bool = False) -> None:
         run = ex.run
+        # With the disk full, waiting for durability would keep a cancel (or a signal) waiting
+        # for space that may never come: the final states are queued and written when it does.
+        holding = self._store.full is not None
         try:
-            await self._journal.wait()  # reports of steps that already ended come first
+            if not holding:
+                await self._journal.wait()  # reports of steps that already ended come first
         except Exception as exc:
             log.error("run %s: final step states were not all committed: %s", run.id, exc)
             run.error = run.error or f"engine error: {exc}"
@@ -634,7 +639,10 @@ class WorkflowManager:
         run.finished_at = now
         ex.dirty = False
         try:
-            await self._store.save_run(run)
+            if holding:
+                self._store.append_runs([run_row(run)])
+            else:
+                await self._store.save_run(run)
         except Exception as exc:
             log.error("run %s: final state not saved: %s", run.id, exc)
         for sr in stopped:

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from voltui.remote.client import RemoteEngine
-    from voltui.remote.paths import default_socket_path, default_token_path, load_or_create_token
+    from voltui.remote.paths import (
+        UntrustedSocketError,
+        default_socket_path,
+        default_token_path,
+        load_or_create_token,
+    )
     from voltui.remote.protocol import (
         AuthError,
         ConnectionLostError,
@@ -30,6 +35,7 @@ _WHERE = {
     "default_socket_path": "paths",
     "default_token_path": "paths",
     "load_or_create_token": "paths",
+    "UntrustedSocketError": "paths",
     "AuthError": "protocol",
     "ConnectionLostError": "protocol",
     "ProtocolMismatchError": "protocol",
@@ -45,6 +51,7 @@ __all__ = [
     "ReadOnlyError",
     "RemoteEngine",
     "RemoteError",
+    "UntrustedSocketError",
     "default_socket_path",
     "default_token_path",
     "load_or_create_token",

@@ -10,6 +10,9 @@ What it adds to the plain protocol (see `voltui.remote.protocol`), and why:
   lost could start a workflow twice.
 - A heartbeat `ping` notices a connection that died silently (a laptop suspended mid-SSH) and
   drops it so the reconnect can begin, rather than waiting for TCP to give up after minutes.
+- A Unix socket that belongs to another user, or a server process running as another user
+  (`SO_PEERCRED`), is refused before anything is sent (`UntrustedSocketError`): a local squatter
+  must not receive the user's requests. Root is trusted. See `voltui.remote.paths`.
 - Errors the engine raised on purpose come back as the same classes (`UserError`,
   `NotFoundError`, `InvalidInputError`, `WorkflowFileError`), so the CLI and TUI handle them
   exactly as with the embedded engine.
@@ -40,7 +43,12 @@ from voltui.engine.api import (
 from voltui.engine.errors import UserError
 from voltui.engine.models import Event, EventQuery, LogLine, Run, RunDetail, RunState
 from voltui.remote import protocol as proto
-from voltui.remote.paths import default_socket_path
+from voltui.remote.paths import (
+    UntrustedSocketError,
+    check_peer,
+    check_socket_owner,
+    default_socket_path,
+)
 
 __all__ = ["ConnectionState", "RemoteEngine"]
 
@@ -285,7 +293,8 @@ class RemoteEngine:
         return UserError(
             f"no voltui engine server answers on {where} ({why}). Start one with {how}, or "
             "check the --socket/--tcp you gave; over SSH, forward the socket first, e.g. "
-            "`ssh -L /tmp/voltui.sock:/run/user/1000/voltui/voltui.sock host`."
+            "`ssh -N -L $XDG_RUNTIME_DIR/voltui-host.sock:/run/user/1000/voltui/voltui.sock host`"
+            " (a private folder at both ends, never /tmp)."
         )
 
     async def _open(self) -> None:
@@ -294,6 +303,8 @@ class RemoteEngine:
             if self.tcp is not None:
                 conn = asyncio.open_connection(*self.tcp, limit=proto.CLIENT_MAX_FRAME)
             else:
+                assert self.socket_path is not None
+                check_socket_owner(self.socket_path)
                 conn = asyncio.open_unix_connection(
                     str(self.socket_path), limit=proto.CLIENT_MAX_FRAME
                 )
@@ -307,6 +318,8 @@ class RemoteEngine:
         except OSError as exc:
             raise self._unreachable(exc.strerror or str(exc)) from None
         try:
+            if self.socket_path is not None:
+                check_peer(writer.get_extra_info("socket"), self.socket_path)
             hello = await self._handshake_frame(reader)
             if hello.get("type") != "hello":
                 raise proto.RemoteError(f"{self.address} did not greet like a voltui server")
@@ -329,6 +342,8 @@ class RemoteEngine:
                 raise proto.error_from_payload(reply["error"])
             if reply.get("type") != "welcome":
                 raise proto.RemoteError(f"unexpected handshake reply from {self.address}")
+            if reply.get("read_only") is True:
+                self.read_only = True  # the server decides (a read-only token); the UI greys
         except BaseException:
             writer.close()
             raise
@@ -482,7 +497,7 @@ class RemoteEngine:
                 try:
                     await self._open()
                     break
-                except (proto.AuthError, proto.ProtocolMismatchError) as exc:
+                except (proto.AuthError, proto.ProtocolMismatchError, UntrustedSocketError) as exc:
                     self.last_error = str(exc)  # retrying cannot fix these
                     await self._shutdown(exc)
                     return
@@ -645,11 +660,44 @@ class RemoteEngine:
     async def step_log(
         self, run_id: str, step_id: str, attempt: int | None = None, tail: int | None = None
     ) -> list[LogLine]:
-        params = {"run_id": run_id, "step_id": step_id, "attempt": attempt, "tail": tail}
-        return await self._call("step_log", params)
+        """Every line asked for: the server answers in pages, gathered here."""
+        return [
+            line
+            async for page in self.step_log_pages(run_id, step_id, attempt, tail)
+            for line in page
+        ]
+
+    async def step_log_pages(
+        self, run_id: str, step_id: str, attempt: int | None = None, tail: int | None = None
+    ) -> AsyncIterator[list[LogLine]]:
+        """The lines page by page (at most the server's page size each), for callers that
+        can use them as they come instead of holding all of them."""
+        params: dict[str, Any] = {
+            "run_id": run_id,
+            "step_id": step_id,
+            "attempt": attempt,
+            "tail": tail,
+        }
+        while True:
+            page: proto.LogPage = await self._call("step_log", params)
+            yield page.lines
+            if page.next is None:
+                return
+            params["cursor"] = page.next.model_dump()
 
     async def events(self, query: EventQuery) -> list[Event]:
-        return await self._call("events", {"query": query.model_dump(mode="json")})
+        """Every event asked for: the server answers in pages, gathered here."""
+        return [event async for page in self.events_pages(query) for event in page]
+
+    async def events_pages(self, query: EventQuery) -> AsyncIterator[list[Event]]:
+        """The events page by page, oldest first (at most the server's page size each)."""
+        params: dict[str, Any] = {"query": query.model_dump(mode="json")}
+        while True:
+            page: proto.EventsPage = await self._call("events", params)
+            yield page.events
+            if page.next is None:
+                return
+            params["cursor"] = page.next.model_dump()
 
     async def wait_run(self, run_id: str) -> Run:
         """Waits across reconnects too: the run goes on in the server whatever happens here."""

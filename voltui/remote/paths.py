@@ -1,9 +1,21 @@
-"""Where the engine server's socket and token live by default, and reading/creating the token.
+"""Where the engine server's socket and token live, and why they can be trusted.
 
 The socket goes under `$XDG_RUNTIME_DIR` (per-user, mode 0700, cleared at logout: exactly what a
 socket wants). Without it we use the user's data folder rather than platformdirs' runtime
 fallback, which is a shared `/tmp/runtime-<uid>` path another local user could create first.
 The token is a long-lived secret a TCP client must present, so it lives in the data folder.
+
+Who may stand behind a socket path (issue 13: socket hijack by another local user):
+
+- The server only listens in a folder that no other user can change: the folder is ours, not
+  writable by group or others, and every folder above it is ours or root's and not writable by
+  others unless sticky (like `/tmp`, where others cannot rename our entries). A missing folder
+  is created with mode 0700. Anything else is refused with a message saying what to use
+  instead; we do not silently move the socket elsewhere, since clients name the path too.
+- The client refuses a socket file that belongs to another user, and, after connecting, a server
+  process running as another user (`SO_PEERCRED`, Linux). Root is trusted either way: root can
+  read any user's files already. So a squatter that binds the path first, or swaps the socket,
+  gets a clear refusal instead of the user's requests (inputs, secrets).
 """
 
 from __future__ import annotations
@@ -11,13 +23,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import secrets
+import socket
 import stat
+import struct
 from pathlib import Path
 
 import platformdirs
 
 from voltui.engine.errors import UserError
+from voltui.engine.private import ensure_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +131,121 @@ def load_or_create_token(path: Path) -> str:
         fh.write(token + "\n")
     os.chmod(path, 0o600)  # O_CREAT's mode is reduced by the umask, never widened; be explicit
     return token
+
+
+# --------------------------------------------------------------------------- socket trust
+
+
+class UntrustedSocketError(UserError):
+    """The socket, its folder or the process behind it belongs to another local user."""
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _trusted(uid: int) -> bool:
+    return uid in (os.geteuid(), 0)
+
+
+PRIVATE_SOCKET_HINT = (
+    "Use a folder only you can write: the default socket ($XDG_RUNTIME_DIR/voltui/voltui.sock), "
+    "or e.g. --socket ~/.voltui/voltui.sock (voltui creates a missing folder with mode 0700)"
+)
+
+
+def prepare_socket_dir(socket_path: Path) -> None:
+    """Make sure the socket's folder is one no other user can change (see the module
+    docstring); create it 0700 if missing. UntrustedSocketError says why not and what to do."""
+    folder = Path(os.path.abspath(socket_path)).parent
+    if not folder.exists():
+        ensure_private_dir(folder, tighten=False)
+    st = os.stat(folder)
+    problem: str | None = None
+    if not stat.S_ISDIR(st.st_mode):
+        problem = f"{folder} is not a folder"
+    elif st.st_uid != os.geteuid():
+        problem = f"its folder {folder} belongs to {_user(st.st_uid)}, not to you"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = (
+            f"its folder {folder} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
+        )
+    else:
+        problem = _unsafe_ancestor(folder)
+    if problem is not None:
+        raise UntrustedSocketError(
+            f"refusing to serve on {socket_path}: {problem}, so another local user could "
+            f"replace the socket and receive your requests (inputs, tokens). {PRIVATE_SOCKET_HINT}."
+        )
+
+
+def _unsafe_ancestor(folder: Path) -> str | None:
+    """A folder above `folder` that another user could use to swap it, or None."""
+    for parent in Path(os.path.realpath(folder)).parents:
+        try:
+            st = os.stat(parent)
+        except OSError:
+            continue
+        if not _trusted(st.st_uid):
+            return f"the folder above it, {parent}, belongs to {_user(st.st_uid)}"
+        others_write = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if others_write and not st.st_mode & stat.S_ISVTX:
+            mode = stat.S_IMODE(st.st_mode)
+            return f"the folder above it, {parent}, is writable by other users (mode {mode:o})"
+    return None
+
+
+def check_socket_owner(socket_path: Path) -> None:
+    """Client side, before connecting: the socket file (and a link to it) must be ours or
+    root's. A missing file is left for the connect to report."""
+    path = Path(socket_path)
+    try:
+        lst = os.lstat(path)
+        st = os.stat(path) if stat.S_ISLNK(lst.st_mode) else lst
+    except FileNotFoundError:
+        return
+    except OSError:
+        return  # the connect reports it (permission denied, too many links...)
+    for found in (lst, st):
+        if not _trusted(found.st_uid):
+            raise UntrustedSocketError(
+                f"refusing to attach to {path}: the socket belongs to {_user(found.st_uid)}, not "
+                "to you, so it is not your voltui server and it could be another user's "
+                "program waiting for your requests. Check who started it (`ls -l "
+                f"{path}`), remove it if it is stale, and use a socket in a folder only you "
+                "can write (the default is $XDG_RUNTIME_DIR/voltui/voltui.sock)"
+            )
+    if not stat.S_ISSOCK(st.st_mode):
+        raise UntrustedSocketError(f"refusing to attach to {path}: it is not a socket")
+
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_uid(sock: socket.socket) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end of a Unix socket, where the OS says."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None or sock.family != socket.AF_UNIX:
+        return None  # not Linux: the socket owner check still applies
+    pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _PEERCRED.size))
+    return pid, uid
+
+
+def check_peer(sock: socket.socket | None, socket_path: Path) -> None:
+    """Client side, once connected: the server process must run as us or as root."""
+    if sock is None:
+        return
+    creds = peer_uid(sock)
+    if creds is None:
+        return
+    pid, uid = creds
+    if not _trusted(uid):
+        raise UntrustedSocketError(
+            f"refusing to attach to {socket_path}: the process answering on it (pid {pid}) runs "
+            f"as {_user(uid)}, not as you, so it is not your voltui server. Nothing was sent "
+            "to it. Find out who runs it, stop yours from sharing that path, and use a socket "
+            "in a folder only you can write (the default is $XDG_RUNTIME_DIR/voltui/voltui.sock)"
+        )

@@ -19,12 +19,17 @@ Handshake (the server speaks first, so a client can name what it reached):
         "read_only": false, "token": "..."}          # token only where auth is "token" (TCP)
     S: {"type": "welcome", "protocol": 1, "client_id": 3, "read_only": false, "seq": 1234}
 
+`read_only` in the welcome is what the server enforces for this connection: what the client
+asked, or true whatever it asked when it gave the server's read-only token (TCP). Read-only
+connections get `read_only` errors for every mutating method (`Method.mutating`).
+
 A client whose `protocol` differs gets `{"id": null, "error": {"kind": "protocol", ...}}` naming
 both versions, and the connection is closed; the client likewise refuses a server hello with
 another protocol number. On TCP the first client frame must carry the right token; a wrong or
-missing one gets `kind: auth`, is logged as a `remote:auth_failed` engine event (peer and
-reason, never the token) and the connection is closed. A hello must arrive within
-`HELLO_TIMEOUT` seconds.
+missing one gets `kind: auth` and the connection is closed. Refusals are recorded as
+`remote:auth_failed` engine events (peer, reason, count and source hosts; never the token),
+at most one per 10 s window: the first at once, the rest of the window aggregated. A hello
+must arrive within `HELLO_TIMEOUT` seconds.
 
 Requests and responses (ids are the client's, any JSON number or string; responses may come
 out of order, since requests run concurrently and `wait_run` can take hours):
@@ -37,10 +42,19 @@ out of order, since requests run concurrently and `wait_run` can take hours):
 `start_workflow` takes `{"request": {...StartRequest...}}`. Error kinds: the engine's
 `UserError`, `NotFoundError`, `InvalidInputError`, `WorkflowFileError` (with `path` and
 `problems`), which the client re-raises as the same classes; and the protocol's own
-`read_only`, `auth`, `protocol`, `bad_frame` (not JSON, not an object, truncated),
+`read_only`, `auth`, `protocol`, `bad_frame` (not JSON, not an object, truncated, nested
+deeper than `MAX_DEPTH`),
 `frame_too_large`, `unknown_method`, `unknown_message`, `invalid_params`, `busy` and
 `internal`. A frame whose id cannot be read is answered with `"id": null`. No error ever closes
 the connection except `auth`, `protocol` and a missing hello.
+
+Bounded answers: `events` answers `{"events": [...], "next": null | {"after": N, "upto": M}}`
+and `step_log` `{"lines": [...], "next": ...}`, at most the server's page size each (5,000
+events, 10,000 log lines by default); a request repeated with `"cursor": <next>` in its params
+gets the following page, in the order one query would have given (oldest first; the listing
+ends where it ended when the first page was asked for). A `limit`/`tail` within one page is
+answered in one page. `list_runs` takes at most `MAX_RUNS` runs. Nothing a client asks makes
+the server hold more than one page of history in memory for it.
 
 `ping` answers `{"ts": <server time>}`; clients use it as a heartbeat.
 
@@ -75,7 +89,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from voltui import __version__
 from voltui.engine.api import (
@@ -93,11 +107,14 @@ from voltui.engine.errors import (
 )
 from voltui.engine.models import Event, EventQuery, LogLine, Run, RunDetail, RunState
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2  # 2: `events` and `step_log` answer in pages
 VERSION: Final = __version__
 DEFAULT_MAX_FRAME: Final = 1 << 20
 CLIENT_MAX_FRAME: Final = 1 << 28  # the client trusts its own server; big query results are fine
 HELLO_TIMEOUT: Final = 10.0
+MAX_RUNS: Final = 10_000  # list_runs: the most runs one answer may hold
+MAX_EVENTS: Final = 5_000  # events: the most events one page holds (see voltui.remote.pages)
+MAX_LOG_LINES: Final = 10_000  # step_log: the most lines one page holds
 
 
 # --------------------------------------------------------------------------- errors
@@ -196,7 +213,39 @@ class RunIdParams(_Params):
 
 class ListRunsParams(_Params):
     state: RunState | None = None
-    limit: int = Field(50, ge=1, le=100_000)
+    limit: int = Field(50, ge=1, le=MAX_RUNS)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+class PageCursor(BaseModel):
+    """Where the next page starts (after this seq or log row id) and where the listing ends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: int
+    upto: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PageCursor:
+        if self.after > self.upto:
+            raise ValueError("cursor: after must not be beyond upto")
+        return self
+
+
+class EventsPage(BaseModel):
+    """One answer to `events`: at most the server's page size; `next` is None on the last."""
+
+    events: list[Event]
+    next: PageCursor | None = None
+
+
+class LogPage(BaseModel):
+    """One answer to `step_log`, like `EventsPage`."""
+
+    lines: list[LogLine]
+    next: PageCursor | None = None
 
 
 class StepLogParams(_Params):
@@ -204,10 +253,12 @@ class StepLogParams(_Params):
     step_id: str = Field(max_length=256)
     attempt: int | None = None
     tail: int | None = Field(None, ge=0)
+    cursor: PageCursor | None = None
 
 
 class EventsParams(_Params):
     query: EventQuery
+    cursor: PageCursor | None = None
 
 
 class SubscribeParams(_Params):
@@ -247,8 +298,8 @@ METHODS: Final[dict[str, Method]] = {
     "replay_run": Method(ReplayParams, _RUN, mutating=True),
     "get_run": Method(RunIdParams, TypeAdapter(RunDetail)),
     "list_runs": Method(ListRunsParams, TypeAdapter(list[Run])),
-    "step_log": Method(StepLogParams, TypeAdapter(list[LogLine])),
-    "events": Method(EventsParams, TypeAdapter(list[Event])),
+    "step_log": Method(StepLogParams, TypeAdapter(LogPage)),
+    "events": Method(EventsParams, TypeAdapter(EventsPage)),
     "wait_run": Method(RunIdParams, _RUN),
     "subscribe": Method(SubscribeParams, TypeAdapter(Subscribed)),
     "unsubscribe": Method(UnsubscribeParams, TypeAdapter(dict[str, bool])),
@@ -280,12 +331,43 @@ def encode_error(request_id: int | str | None, error: dict[str, Any]) -> bytes:
     return encode({"id": request_id, "error": error})
 
 
-def decode(line: bytes) -> dict[str, Any]:
-    """Parse one frame; ValueError with a short reason if it is not a JSON object."""
+MAX_DEPTH: Final = 64
+"""Deepest nesting of arrays and objects a frame may have. Real frames nest a handful of levels.
+`json.loads` on a few thousand levels raises RecursionError, which escaped the reader (a
+traceback and a dropped connection, before authentication on TCP); a few hundred levels parse,
+but could then fail deep inside the engine (pydantic, the store's JSON encoder)."""
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether parsed JSON nests more than `limit` arrays/objects deep (iterative: no
+    recursion to exhaust, and it stops at the first path that is too deep)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def decode(line: bytes, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """Parse one frame; ValueError with a short reason if it is not a JSON object or nests
+    deeper than `max_depth`.
+
+    A frame with no more opening brackets than `max_depth` cannot be too deep, so the walk
+    that checks the depth only runs for the rare frames with many (two C-level counts
+    otherwise). Counting brackets inside strings too only ever errs towards walking.
+    """
     try:
         frame = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"nested deeper than {max_depth} levels") from None
+    if isinstance(frame, dict | list) and line.count(b"[") + line.count(b"{") > max_depth:
+        if deeper_than(frame, max_depth):
+            raise ValueError(f"nested deeper than {max_depth} levels")
     if not isinstance(frame, dict):
         raise ValueError(f"expected a JSON object, got {type(frame).__name__}")
     return frame

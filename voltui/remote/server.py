@@ -14,6 +14,10 @@ never reading, sending garbage) can stop a run, block the event loop or disturb 
 - The socket is guarded by an `flock`ed `<socket>.lock` file holding the owner's pid: a second
   server is refused by name, and a socket left by a crashed server is recognised as stale and
   replaced, without racing another server starting at the same moment.
+- Socket and lock live only in a folder no other local user can change (created 0700 when
+  missing; see `voltui.remote.paths.prepare_socket_dir`), the socket is born 0600, and the lock
+  is opened with O_NOFOLLOW: a symlink planted at `<socket>.lock` is refused, never followed to
+  truncate its target.
 
 The wire format is documented in `voltui.remote.protocol`.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -30,7 +35,8 @@ import signal
 import socket
 import stat
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,8 +46,15 @@ from voltui.engine.api import SubscriptionLagged
 from voltui.engine.errors import UserError
 from voltui.engine.models import Event, Priority
 from voltui.engine.orchestrator import Orchestrator
+from voltui.engine.private import PRIVATE_FILE, private_umask
 from voltui.remote import protocol as proto
-from voltui.remote.paths import MAX_SOCKET_PATH, default_socket_path, default_token_path
+from voltui.remote.pages import events_page, step_log_page
+from voltui.remote.paths import (
+    MAX_SOCKET_PATH,
+    default_socket_path,
+    default_token_path,
+    prepare_socket_dir,
+)
 from voltui.remote.paths import load_or_create_token as load_or_create_token
 
 try:
@@ -58,6 +71,7 @@ MAX_INFLIGHT = 256  # concurrent requests per client before its input is no long
 WRITE_CHUNK = 256 * 1024  # bytes gathered into one write before awaiting drain
 CLOSE_TIMEOUT = 2.0
 PROBE_TIMEOUT = 2.0
+AUTH_FAIL_WINDOW = 10.0  # seconds: at most one `remote:auth_failed` event per window
 
 RequestId = int | str
 
@@ -82,6 +96,7 @@ class _Client:
         self.peer = peer
         self.needs_token = needs_token
         self.read_only = False
+        self.forced_read_only = False  # gave the read-only token (TCP)
         self.ready = False  # said hello (and, on TCP, gave the token)
         self.closed = False
         self.task: asyncio.Task[None] | None = None
@@ -264,21 +279,27 @@ class _Client:
                     "missing token",
                 )
                 return False
-            expected = self.server.token or ""
-            if not secrets.compare_digest(token.encode(), expected.encode()):
+            given = token.encode()
+            # Both compared every time: how long the check takes says nothing about which.
+            full = secrets.compare_digest(given, (self.server.token or "").encode())
+            viewer = secrets.compare_digest(given, (self.server.read_only_token or "").encode())
+            viewer = viewer and self.server.read_only_token is not None
+            if not (full or viewer):
                 self._refuse(
                     "auth",
                     "wrong token: use the token file the server was started with (--token-file)",
                     "wrong token",
                 )
                 return False
+            self.forced_read_only = viewer and not full
         if hello.get("protocol") != proto.PROTOCOL_VERSION:
             message = proto.mismatch_message(
                 hello.get("protocol"), hello.get("version", "unknown"), we_are="server"
             )
             self.send_error(None, "protocol", message)
             return False
-        self.read_only = bool(hello.get("read_only", False))
+        # A client may ask to be read-only; one that gave the read-only token is, whatever it asks.
+        self.read_only = self.forced_read_only or hello.get("read_only", False) is True
         self.ready = True
         self.push(
             proto.encode(
@@ -323,7 +344,12 @@ class _Client:
                 rid,
                 "read_only",
                 f"{name} refused: this client attached read-only, so it cannot start, "
-                "cancel or replay runs; attach without --read-only to do that",
+                "cancel or replay runs; "
+                + (
+                    "it gave the server's read-only token: use the full token to act"
+                    if self.forced_read_only
+                    else "attach without --read-only to do that"
+                ),
             )
             return
         raw = frame.get("params")
@@ -372,7 +398,16 @@ class _Client:
         self, rid: RequestId, name: str, method: proto.Method, kwargs: dict[str, Any]
     ) -> None:
         try:
-            value = await getattr(self.server.engine, name)(**kwargs)
+            if name == "events":
+                value: Any = await events_page(
+                    self.server.engine, max_items=self.server.max_events_page, **kwargs
+                )
+            elif name == "step_log":
+                value = await step_log_page(
+                    self.server.engine, max_items=self.server.max_log_page, **kwargs
+                )
+            else:
+                value = await getattr(self.server.engine, name)(**kwargs)
             frame = proto.encode_result(rid, method, value)
         except UserError as exc:
             frame = proto.encode_error(rid, proto.error_payload(exc))
@@ -475,8 +510,15 @@ class EngineServer:
 
     `socket_path=None` means `default_socket_path()`. With `tcp`, a token is required from
     every TCP client: `token`, or else the one in `default_token_path()` (created if missing).
+    A client that gives `read_only_token` instead (TCP only) is read-only, whatever its hello
+    asks: it can watch and query, but not start, cancel, replay or act on runs in any way.
+    On the Unix socket there is no token: whoever can connect (the owner, see
+    `voltui.remote.paths`) can act on every run, and `read_only` is only what a client asks.
     `client_queue` bounds each client's queued events; a subscription whose next batch does not
     fit while its client makes no progress for `stall_timeout` seconds is told to resync.
+    Refused TCP connections are recorded as at most one `remote:auth_failed` event per
+    `auth_fail_window` seconds (see `_Refusals`). `events` and `step_log` answer in pages of
+    at most `max_events_page` events / `max_log_page` lines (`voltui.remote.pages`).
     """
 
     def __init__(
@@ -486,18 +528,27 @@ class EngineServer:
         socket_path: Path | None,
         tcp: tuple[str, int] | None = None,
         token: str | None = None,
+        read_only_token: str | None = None,
         max_frame: int = proto.DEFAULT_MAX_FRAME,
         client_queue: int = 10_000,
         stall_timeout: float = 2.0,
+        auth_fail_window: float = AUTH_FAIL_WINDOW,
+        max_events_page: int = proto.MAX_EVENTS,
+        max_log_page: int = proto.MAX_LOG_LINES,
     ) -> None:
         if max_frame < 1024:
             raise ValueError("max_frame must be at least 1024 bytes")
         if client_queue < 1:
             raise ValueError("client_queue must be at least 1")
+        if max_events_page < 1 or max_log_page < 1:
+            raise ValueError("page sizes must be at least 1")
         self.engine = engine
         self.socket_path = Path(socket_path) if socket_path is not None else default_socket_path()
         self.tcp = tcp
         self.token = token
+        self.read_only_token = read_only_token
+        self.max_events_page = max_events_page
+        self.max_log_page = max_log_page
         self.max_frame = max_frame
         self.client_queue = client_queue
         self.stall_timeout = stall_timeout
@@ -516,6 +567,7 @@ class EngineServer:
         self._signals = 0
         self.tcp_address: tuple[str, int] | None = None
         """The bound TCP address (the real port when 0 was asked for)."""
+        self._refusals = _Refusals(self._emit_refusals, auth_fail_window)
 
     @property
     def clients(self) -> int:
@@ -527,23 +579,25 @@ class EngineServer:
     async def start(self) -> None:
         if self._started:
             return
+        if self.read_only_token is not None and self.tcp is None:
+            raise UserError(
+                "a read-only token needs --tcp: the Unix socket has no tokens (its owner alone "
+                "can connect); give --tcp HOST:PORT too, or drop the read-only token"
+            )
         path = self.socket_path
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise UserError(
                 f"socket path {path} is {len(os.fsencode(path))} bytes long; Unix sockets allow "
                 f"at most {MAX_SOCKET_PATH}. Choose a shorter --socket path"
             )
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prepare_socket_dir(path)
         self._acquire_lock()
         try:
             await self._clear_stale(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            old_umask = os.umask(0o177)  # born 0600: no window where others could connect
-            try:
+            with private_umask():  # born 0600: no window where others could connect
                 sock.bind(os.fspath(path))
-            finally:
-                os.umask(old_umask)
-            os.chmod(path, 0o600)
+            os.chmod(path, PRIVATE_FILE)
             self._socket_id = _file_id(path)
             unix = await asyncio.start_unix_server(self._on_unix, sock=sock, limit=self.max_frame)
             self._servers.append(unix)
@@ -569,6 +623,11 @@ class EngineServer:
     async def _start_tcp(self, host: str, port: int) -> None:
         if self.token is None:
             self.token = load_or_create_token(default_token_path())
+        if self.read_only_token is not None and self.read_only_token in ("", self.token):
+            raise UserError(
+                "the read-only token must differ from the token: give --read-only-token-file "
+                "another file than --token-file"
+            )
         try:
             server = await asyncio.start_server(self._on_tcp, host, port, limit=self.max_frame)
         except OSError as exc:
@@ -603,6 +662,7 @@ class EngineServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._close_listeners()
+        self._refusals.close()  # what the last window counted is recorded, not lost
         self._remove_socket()
         self._release_lock()
         log.info("stopped serving on %s", self.socket_path)
@@ -710,7 +770,7 @@ class EngineServer:
         if fcntl is None:  # pragma: no cover
             return
         for _ in range(5):
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = self._open_lock()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -730,6 +790,32 @@ class EngineServer:
                 return
             os.close(fd)
         raise UserError(f"could not lock {self._lock_path}: it keeps being replaced; try again")
+
+    def _open_lock(self) -> int:
+        """The lock file, opened without following a link and checked to be a plain file of
+        ours (a hard link to another file would otherwise be truncated)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self._lock_path, flags, PRIVATE_FILE)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UserError(
+                    f"{self._lock_path} is a symbolic link; refusing to follow it (writing the "
+                    "lock through it would overwrite whatever it points to). Remove it and "
+                    "check who put it there"
+                ) from None
+            raise UserError(
+                f"cannot open the lock file {self._lock_path}: {exc.strerror or exc}"
+            ) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+            os.close(fd)
+            raise UserError(
+                f"{self._lock_path} is not a plain file of yours (a hard link or another "
+                "user's file); refusing to write to it. Remove it and check who put it there"
+            )
+        os.fchmod(fd, PRIVATE_FILE)
+        return fd
 
     def _release_lock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
@@ -843,17 +929,100 @@ class EngineServer:
         )
 
     def _auth_failed(self, peer: str, reason: str) -> None:
-        log.warning("refused %s: %s", peer, reason)
-        self.engine.dispatcher.emit(
-            "remote:auth_failed",
-            SOURCE,
-            {"peer": peer, "reason": reason},
-            priority=Priority.HIGH,
-        )
+        self._refusals.add(peer, reason)
+
+    def _emit_refusals(self, data: dict[str, Any]) -> None:
+        self.engine.dispatcher.emit("remote:auth_failed", SOURCE, data, priority=Priority.HIGH)
 
     def _keep(self, task: asyncio.Task[Any]) -> None:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+class _Refusals:
+    """Refused TCP connections, recorded as at most one event (and one log line) per window.
+
+    Each refusal used to be an event: 678 refused connections a second grew the database from
+    0.6 to 7.6 MB in 20 s. The first refusal after a quiet window is recorded at once (an
+    operator sees an attack start); later ones in the same window are counted and recorded
+    together when it ends: how many, why, and per source host (the first `MAX_HOSTS` hosts;
+    refusals from further ones are only counted, so memory stays bounded too). A window with
+    nothing to report ends the series.
+    """
+
+    MAX_HOSTS = 20
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None], window: float) -> None:
+        self.emit = emit
+        self.window = window
+        self.open = False  # a window is running: refusals are counted, not recorded one by one
+        self.first_peer: str | None = None
+        self.count = 0
+        self.hosts: dict[str, int] = {}
+        self.from_other_hosts = 0
+        self.reasons: Counter[str] = Counter()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, peer: str, reason: str) -> None:
+        self.count += 1
+        self.reasons[reason] += 1
+        self.first_peer = self.first_peer or peer
+        host = peer.rsplit(":", 1)[0] if peer.startswith("tcp:") else peer  # drop the port
+        if host in self.hosts:
+            self.hosts[host] += 1
+        elif len(self.hosts) < self.MAX_HOSTS:
+            self.hosts[host] = 1
+        else:
+            self.from_other_hosts += 1
+        if not self.open:
+            self.open = True
+            self._flush()
+            self.timer = asyncio.get_running_loop().call_later(self.window, self._tick)
+
+    def _tick(self) -> None:
+        if self.count:
+            self._flush()
+            self.timer = asyncio.get_running_loop().call_later(self.window, self._tick)
+        else:
+            self.open = False
+            self.timer = None
+
+    def _flush(self) -> None:
+        if not self.count:
+            return
+        reason = self.reasons.most_common(1)[0][0]
+        data: dict[str, Any] = {
+            "peer": self.first_peer,
+            "reason": reason,
+            "count": self.count,
+            "hosts": dict(self.hosts),
+            "from_other_hosts": self.from_other_hosts,
+            "reasons": dict(self.reasons),
+            "window": self.window,
+        }
+        if self.count == 1:
+            log.warning("refused %s: %s", self.first_peer, reason)
+        else:
+            log.warning(
+                "refused %d TCP connections within %g s (%s), mostly: %s",
+                self.count,
+                self.window,
+                ", ".join(f"{h} x{n}" for h, n in self.hosts.items()),
+                reason,
+            )
+        self.emit(data)
+        self.first_peer = None
+        self.count = 0
+        self.hosts = {}
+        self.from_other_hosts = 0
+        self.reasons = Counter()
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._flush()
+        self.open = False
 
 
 def _file_id(path: Path) -> tuple[int, int, int]:
@@ -912,6 +1081,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", type=Path, default=None, help="Unix socket path")
     parser.add_argument("--tcp", default=None, help="also listen on HOST:PORT (token required)")
     parser.add_argument("--token-file", type=Path, default=None)
+    parser.add_argument("--read-only-token-file", type=Path, default=None)
     parser.add_argument("--on-stop", choices=("cancel", "finish"), default="cancel")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -926,8 +1096,13 @@ def _main(argv: list[str] | None = None) -> int:
                 if args.token_file.exists()
                 else load_or_create_token(args.token_file)
             )
+        viewer = None
+        if args.read_only_token_file is not None:
+            viewer = load_or_create_token(args.read_only_token_file)
         async with Orchestrator(config) as engine:
-            server = EngineServer(engine, socket_path=args.socket, tcp=tcp, token=token)
+            server = EngineServer(
+                engine, socket_path=args.socket, tcp=tcp, token=token, read_only_token=viewer
+            )
             await server.serve_forever(on_stop=args.on_stop)
 
     try:

@@ -33,6 +33,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.dom import DOMNode
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Static
@@ -44,7 +45,7 @@ from voltui.engine.api import (
     SubscriptionLagged,
 )
 from voltui.engine.models import Event
-from voltui.safetext import clean
+from voltui.safetext import clean, clean_multiline
 from voltui.tui.calls import engine_call
 from voltui.tui.commands import VoltCommands
 from voltui.tui.screens import ConfirmScreen, HelpScreen, StartScreen
@@ -237,7 +238,8 @@ class VoltApp(App[None]):
         self.engine = engine
         self.clock = clock
         self.monotonic = monotonic
-        self.read_only = read_only
+        # An attached client may be read-only because of the token it used, whatever was asked.
+        self.read_only = read_only or getattr(engine, "read_only", False) is True
         self.refresh_hz = refresh_hz
         self.embedded = embedded
         if keymap:
@@ -507,7 +509,7 @@ class VoltApp(App[None]):
         view = state.runs.get(self.selected_run) if state and self.selected_run else None
         dag = self.query_one(DagView)
         if view is not None:
-            dag.border_title = Text(f"2 DAG {view.run.id[:12]}")
+            dag.border_title = Text(f"2 DAG {clean(view.run.id[:12])}")
             if not view.steps and view.run.id not in self._detail_loading:
                 self._detail_loading.add(view.run.id)
                 self.run_worker(self._load_detail(view.run.id), group="detail")
@@ -548,6 +550,27 @@ class VoltApp(App[None]):
 
     async def _engine_call(self, call: Awaitable[T]) -> T | None:
         return await engine_call(self, call)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Every toast, from any screen or widget, passes the sanitiser and is never markup:
+        its text can hold run ids, names and error messages from a workflow file, a step or
+        an attached server (an escape sequence there could retitle the terminal or write the
+        clipboard)."""
+        super().notify(
+            clean_multiline(message, max_len=500),
+            title=clean(title, max_len=80),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.read_only and action in WRITE_ACTIONS:
@@ -639,7 +662,9 @@ class VoltApp(App[None]):
         if run.state.finished:
             self.notify(f"run {run.id[:12]} already {run.state}", severity="warning", markup=False)
             return
-        question = Text(f"Cancel run {run.id[:12]} ({clean(run.workflow_name, max_len=60)})?")
+        question = Text(
+            f"Cancel run {clean(run.id[:12])} ({clean(run.workflow_name, max_len=60)})?"
+        )
         if await self.push_screen_wait(ConfirmScreen(question)):
             done = await self._engine_call(self.engine.cancel_run(run.id))
             if done is not None:

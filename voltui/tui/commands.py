@@ -80,7 +80,7 @@ class VoltCommands(Provider):
         view = app.context_run(self.screen)
         if view is not None:
             run = view.run
-            short = run.id[:12]
+            short = clean(run.id[:12])
             if on_dashboard:
                 out.append(
                     Command(f"Open run {short}", partial(app.action_detail, run.id), "Steps, logs")
@@ -124,7 +124,7 @@ class VoltCommands(Provider):
             if view is not None:
                 out.append(
                     Command(
-                        f"Only events of run {view.run.id[:12]}",
+                        f"Only events of run {clean(view.run.id[:12])}",
                         app.action_filter_run,
                         "Toggle the run filter",
                     )
@@ -148,7 +148,7 @@ class VoltCommands(Provider):
                     name = clean(rv.run.workflow_name or rv.run.workflow_id, max_len=40)
                     out.append(
                         Command(
-                            f"Open run {rv.run.id[:12]} {name}",
+                            f"Open run {clean(rv.run.id[:12])} {name}",
                             partial(app.action_detail, rv.run.id),
                             str(rv.run.state),
                             discover=False,

@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from voltui.engine.models import StepState
+from voltui.safetext import clean
 from voltui.tui.widgets.dag import SYMBOL
 
 SYMBOLS = "  ".join(
@@ -41,7 +42,7 @@ def help_text(
     text.append("voltui keys\n\n", style="bold")
     for b in bindings:
         keys = binding_keys(b, key_display)
-        text.append(f"  {keys:<16}", style="bold")
+        text.append(f"  {clean(keys, max_len=40):<16}", style="bold")  # keymap: a config file
         text.append(f"{b.description}\n")
     text.append("\nDAG symbols\n", style="bold")
     text.append(f"  {SYMBOLS}\n")

@@ -92,7 +92,7 @@ def render_replay_dag(view: RunView | None, now: float) -> Content:
     run = view.run
     parts: list[str | tuple[str, str]] = [
         (clean(run.workflow_name or run.workflow_id, max_len=60), "bold"),
-        f"  {run.id[:12]}  {run.state}\n",
+        f"  {clean(run.id[:12])}  {run.state}\n",
     ]
     if run.error:
         parts += [("error: ", "$error"), clean(run.error, max_len=200), "\n"]
@@ -184,7 +184,9 @@ class ReplayScreen(Screen[None]):
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield Static(Content(f"Replay of run {self.run_id[:12]}: loading…"), id="replay-status")
+        yield Static(
+            Content(f"Replay of run {clean(self.run_id[:12])}: loading…"), id="replay-status"
+        )
         with Horizontal(id="replay-body"):
             with VerticalScroll(id="replay-dag", can_focus=False) as dag:
                 dag.border_title = "DAG"
@@ -206,7 +208,7 @@ class ReplayScreen(Screen[None]):
         detail = await self._call(self.engine.get_run(self.run_id))
         if detail is None:
             self.query_one("#replay-status", Static).update(
-                Content(f"Replay of run {self.run_id[:12]}: not available")
+                Content(f"Replay of run {clean(self.run_id[:12])}: not available")
             )
             return
         events = await self._call(self.engine.events(EventQuery(correlation_id=self.run_id)))
@@ -266,7 +268,7 @@ class ReplayScreen(Screen[None]):
         mode = "PLAYING" if self.playing else "PAUSED"
         elapsed = self.now - self.t0
         return (
-            f"Replay {self.run_id[:12]}  event {self.position}/{n}  t+{elapsed:.1f}s  "
+            f"Replay {clean(self.run_id[:12])}  event {self.position}/{n}  t+{elapsed:.1f}s  "
             f"speed {speed_text(self.speed)}  {mode}"
         )
 

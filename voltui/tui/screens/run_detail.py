@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Footer, Log, Static
 from voltui.engine.api import EngineAPI
 from voltui.engine.durations import format_duration
 from voltui.engine.models import LogLine, RunDetail, RunState, StepRun, StepState
-from voltui.safetext import clean
+from voltui.safetext import clean, clean_multiline
 from voltui.tui.calls import engine_call
 from voltui.tui.state import compute_levels
 from voltui.tui.widgets._util import wall_now
@@ -55,7 +55,7 @@ _RUN_STYLE = {
 
 def clean_lines(text: object, *, max_len: int = 500) -> str:
     """Multi-line untrusted text, each line cleaned (clean() alone would join the lines)."""
-    return "\n".join(clean(line, max_len=max_len) for line in str(text).splitlines())
+    return clean_multiline(text, max_len=max_len)
 
 
 def state_cell(state: StepState, attempt: int, max_attempts: int) -> str:
@@ -171,7 +171,7 @@ class RunDetailScreen(Screen[None]):
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield Static(Content(f"Run {self.run_id[:12]}: loading…"), id="detail-header")
+        yield Static(Content(f"Run {clean(self.run_id[:12])}: loading…"), id="detail-header")
         table: DataTable[Text] = DataTable(id="detail-steps", cursor_type="row")
         for label in COLUMNS:
             table.add_column(label, key=label)
@@ -217,7 +217,7 @@ class RunDetailScreen(Screen[None]):
                 self.finished = True  # unknown run or engine gone: stop asking every second
                 if self.detail is None:
                     self.query_one("#detail-header", Static).update(
-                        Content(f"Run {self.run_id[:12]}: not available")
+                        Content(f"Run {clean(self.run_id[:12])}: not available")
                     )
                 return
             self.detail = detail
@@ -244,7 +244,7 @@ class RunDetailScreen(Screen[None]):
         took = _span(run.started_at, run.finished_at, wall_now(self))
         parts: list[str | tuple[str, str]] = [
             ("Run ", "bold"),
-            (run.id, "bold"),
+            (clean(run.id), "bold"),
             "  ",
             (clean(run.workflow_name or run.workflow_id, max_len=60), "bold"),
             "  ",

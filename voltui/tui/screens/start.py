@@ -5,6 +5,11 @@ key). One with inputs opens a form with a field per input, prefilled with its de
 field is checked as it is typed with the engine's own coercion (`coerce_value`), so what the
 form accepts is exactly what `start_workflow` accepts, and the run cannot be started while a
 field is wrong.
+
+Everything shown comes from a workflow file, so all of it passes `clean` first, form fields
+included: an Input writes its value to the terminal as it is. A default that `clean` would
+change (an escape sequence, a bidi override) is not put in the field at all; the field stays
+empty, which means "the default", and its placeholder shows the cleaned default.
 """
 
 from __future__ import annotations
@@ -44,6 +49,21 @@ def render_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def field_text(spec: InputSpec) -> tuple[str, str]:
+    """The form field's initial value and placeholder for an input, both safe to display.
+
+    A default that is not plain printable text is left out of the field (an empty field means
+    the default, so submitting still sends the default itself, unaltered) and shown cleaned in
+    the placeholder instead.
+    """
+    if spec.required:
+        return "", "required"
+    default = render_value(spec.default)
+    if clean(default) == default:
+        return default, "empty: the default"
+    return "", f"empty: the default ({clean(default, max_len=200)})"
 
 
 def check_field(spec: InputSpec, raw: str) -> tuple[Any, str | None]:
@@ -147,10 +167,11 @@ class StartScreen(ModalScreen[StartRequest | None]):
             key = f"f{index}"
             self._fields[key] = name
             widgets.append(Static(_label(name, spec), classes="field-label"))
+            value, placeholder = field_text(spec)
             widgets.append(
                 Input(
-                    value=render_value(spec.default),
-                    placeholder="required" if spec.required else "empty: the default",
+                    value=value,
+                    placeholder=placeholder,
                     id=f"input-{key}",
                     select_on_focus=False,
                 )

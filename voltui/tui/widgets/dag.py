@@ -59,7 +59,7 @@ def _run_header(view: RunView) -> list[str | Content | tuple[str, str]]:
     run = view.run
     parts: list[str | Content | tuple[str, str]] = [
         (clean(run.workflow_name or run.workflow_id, max_len=60), "bold"),
-        f"  {run.id[:12]}  {run.state}\n",
+        f"  {clean(run.id[:12])}  {run.state}\n",
     ]
     if run.error:
         parts += [("error: ", "$error"), clean(run.error, max_len=200), "\n"]

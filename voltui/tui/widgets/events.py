@@ -74,7 +74,7 @@ def events_title(
         title.append("  ")
         title.append(f"/{clean(text, max_len=40)}/", style="bold")
     if run_id:
-        title.append(f"  run {run_id[:8]}", style="bold")
+        title.append(f"  run {clean(run_id[:8])}", style="bold")
     if paused:
         title.append(" — PAUSED", style="bold reverse")
     return title

@@ -8,6 +8,7 @@ import time
 from rich.text import Text
 
 from voltui.engine.durations import format_duration
+from voltui.safetext import clean
 from voltui.tui.state import DashboardState, RunView
 from voltui.tui.widgets._table import KeyedTable
 from voltui.tui.widgets._util import bar, safe, wall_now
@@ -38,7 +39,7 @@ def _sig(view: RunView, now: float) -> RunSig:
     """What the row shows, as plain values (see `KeyedTable.sync`)."""
     run = view.run
     return (
-        run.id[:8],
+        clean(run.id[:8]),
         str(run.state),
         run.steps_done,
         run.steps_total or len(view.steps),
