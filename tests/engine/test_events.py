@@ -537,3 +537,19 @@ async def test_backfill_is_read_in_pages(monkeypatch: pytest.MonkeyPatch) -> Non
     await stream.aclose()
     assert got == list(range(1, 1061))
     assert all(hi - lo <= 100 for lo, hi in calls) and len(calls) == 11
+
+
+async def test_resuming_across_a_leased_block_boundary_misses_nothing() -> None:
+    # Numbers jump where a new block of seqs was leased (another engine took the ones between).
+    blocks = iter([(1000, 2000)])
+    dispatcher = EventDispatcher(history_size=100)
+    dispatcher.reset_seq(0, limit=5, renew=lambda: next(blocks))
+    for i in range(10):
+        dispatcher.emit("t:x", "test", {"i": i})
+    seqs = [e.seq for e in dispatcher.history()]
+    assert seqs == [1, 2, 3, 4, 5, 1001, 1002, 1003, 1004, 1005]
+    for since, wanted in ((3, [4, 5, 1001, 1002, 1003, 1004, 1005]), (1002, [1003, 1004, 1005])):
+        sub = dispatcher.subscribe("*", since_seq=since)
+        batch = await anext(sub)
+        await sub.aclose()
+        assert [e.seq for e in batch] == wanted

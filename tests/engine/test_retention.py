@@ -153,3 +153,30 @@ async def _wait_for(cond: Any) -> None:
 
 def test_active_states_are_never_pruned() -> None:
     assert not RunState.RUNNING.finished and not RunState.CANCELLING.finished
+
+
+async def test_engine_wide_events_older_than_the_kept_runs_go_with_them(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    engine = Orchestrator(_config(tmp_path), clock=lambda: now[0])
+    await engine.start(watch=False)
+    try:
+        engine.dispatcher.emit("agent:load", "test", {"id": "old"})
+        await _runs(engine, 2)
+        now[0] += 100
+        engine.dispatcher.emit("agent:load", "test", {"id": "new"})
+        kept = await _runs(engine, 2)
+        await engine.store.flush()
+        report = await engine.prune(keep=2, older_than=365 * 86400)  # both limits, as configured
+        assert len(report.runs) == 2
+        with sqlite3.connect(engine.store.path) as conn:
+            loads = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT data FROM events WHERE type = 'agent:load' AND correlation_id IS NULL"
+                )
+            ]
+        assert not any('"old"' in d for d in loads)
+        assert any('"new"' in d for d in loads)
+        assert {r.id for r in await engine.list_runs()} == set(kept)
+    finally:
+        await engine.stop()

@@ -568,12 +568,17 @@ class EventDispatcher:
                 oldest = history[0].seq if history else upto + 1
                 if since_seq + 1 < oldest:
                     missing_upto = oldest - 1
-                # History seqs are contiguous, so the wanted slice starts at a known index.
+                # Seqs are contiguous within a leased block, so the wanted slice usually starts
+                # at a known index; across a block boundary (numbers jump) it is searched for.
                 first = max(0, since_seq + 1 - oldest)
+                if history and history[-1].seq - oldest != len(history) - 1:
+                    first = next(
+                        (i for i, e in enumerate(history) if e.seq > since_seq), len(history)
+                    )
                 backlog = [
                     e
                     for e in itertools.islice(history, first, None)
-                    if e.seq <= upto and sub.matches(e.type)
+                    if since_seq < e.seq <= upto and sub.matches(e.type)
                 ]
             if missing_upto is not None:
                 if backfill is None:

@@ -869,6 +869,26 @@ class RunStore:
                     ("runs", "id"),
                 ):
                     conn.execute(f"DELETE FROM {table} WHERE {column} IN ({q})", chunk)
+            # Engine-wide events (agent load, health, cache figures) belong to no run: they go
+            # once they are older than the oldest run kept, so the window moves for them too.
+            oldest = conn.execute(
+                "SELECT MIN(created_at) FROM runs"
+                + (" WHERE id NOT IN (SELECT value FROM json_each(?))" if dry_run else ""),
+                (json.dumps(ids),) if dry_run else (),
+            ).fetchone()[0]
+            bounds = [oldest] if oldest is not None else []
+            if older_than is not None:
+                bounds.append(now - older_than)
+            if bounds:  # older than the oldest kept run, or than the age limit: either goes
+                cutoff = max(bounds)
+                report.events += conn.execute(
+                    "SELECT COUNT(*) FROM events WHERE correlation_id IS NULL AND ts < ?",
+                    (cutoff,),
+                ).fetchone()[0]
+                if not dry_run:
+                    conn.execute(
+                        "DELETE FROM events WHERE correlation_id IS NULL AND ts < ?", (cutoff,)
+                    )
             # A replay --failed shares its parent's folder: keep folders a kept run still uses.
             folders = {d for d in doomed.values() if d}
             if folders:
