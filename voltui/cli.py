@@ -44,25 +44,13 @@ from voltui.remote.paths import (
 )
 from voltui.remote.server import EngineServer
 from voltui.safetext import clean
+from voltui.states import CLI_STYLE as STATE_STYLE
 from voltui.summaries import summarize
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 FOLLOW_OVERLAP = 10.0
 """Seconds `events --follow` looks back on each poll, covering other engines' write batching."""
 FINAL_EVENTS = {f"workflow:{s.value}" for s in RunState if s.finished}
-STATE_STYLE = {
-    "pending": ("·", "dim"),
-    "waiting": ("…", "yellow"),
-    "running": ("▶", "cyan"),
-    "retrying": ("↻", "yellow"),
-    "succeeded": ("✓", "green"),
-    "cached": ("◆", "green"),
-    "failed": ("✗", "red"),
-    "skipped": ("-", "dim"),
-    "cancelled": ("■", "magenta"),
-    "queued": ("·", "dim"),
-    "interrupted": ("!", "magenta"),
-}
 
 
 def default_workflows_dir() -> Path | None:

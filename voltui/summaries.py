@@ -57,6 +57,11 @@ def summarize(event: Event) -> str:
         return f"{_d(d, 'name') or 'run'} {t.split(':')[1]}{took}{tail}"
     if t == "health:changed":
         return f"{_d(d, 'name') or _d(d, 'component')} {_d(d, 'previous')} -> {_d(d, 'status')}"
+    if t == "health:checked":
+        latency = d.get("latency")
+        took = f" in {format_duration(latency)}" if isinstance(latency, int | float) else ""
+        message = f": {_d(d, 'message')}" if d.get("message") else ""
+        return f"{_d(d, 'name') or _d(d, 'component')} {_d(d, 'status')}{took}{message}"
     if t == "health:system":
         return f"system {_d(d, 'previous')} -> {_d(d, 'status')}"
     if t == "agent:load":

@@ -73,7 +73,8 @@ def test_attach_start_and_cancel_a_run_with_keys(tmp_path: Path) -> None:
         term.wait(lambda t: "running" in panel(t, "1 Runs"), "the run running", 30)
 
         term.send("c")
-        term.wait(lambda t: "Cancel" in t or "cancel" in t, "the cancel confirmation")
+        # The dialog's own words: "Cancel" alone is always on screen (footer, workflow name).
+        term.wait(lambda t: "Cancel run" in t, "the cancel confirmation")
         term.send("y")
         term.wait(lambda t: "cancelled" in panel(t, "1 Runs"), "the run cancelled", 30)
         assert quit_program(term) == 0

@@ -217,6 +217,23 @@ def test_load_figures_after_acquire_and_release() -> None:
         lb.release("a", latency=1.0, success=True)
 
 
+def test_retried_and_cancelled_attempts_are_not_failures() -> None:
+    """`failed` counts steps that failed on the agent: a retried attempt (`final=False`) is
+    not one, and a cancelled attempt (`abandon`) records nothing."""
+    lb = make("performance_based", ("a", 3, 1))
+    for _ in range(3):
+        lb.acquire("a")
+    lb.release("a", latency=1.0, success=False, final=False)
+    lb.abandon("a")
+    lb.release("a", latency=3.0, success=True)
+    load = lb.load("a")
+    assert (load.active, load.completed, load.failed) == (0, 1, 0)
+    assert load.success_rate == pytest.approx(1.0), "one step, and it succeeded"
+    lb.acquire("a")
+    lb.release("a", latency=1.0, success=False)
+    assert lb.load("a").failed == 1
+
+
 def test_abandon_returns_slot_without_recording_an_outcome() -> None:
     lb = make("round_robin", ("a", 1, 1))
     lb.acquire("a")

@@ -419,6 +419,25 @@ async def test_events_only_on_change(watcher: SystemWatcher, rec: Recorder) -> N
     assert len(rec.of("health:system")) == 3
 
 
+async def test_every_check_emits_health_checked(watcher: SystemWatcher, rec: Recorder) -> None:
+    """A check that changes nothing still reports its time and latency (low priority), so a
+    dashboard's health panel is live rather than frozen at the last change of status."""
+    sw = Switch()
+    watcher.register_component("store", "Run store", "store", sw)
+    for _ in range(3):
+        await watcher.check_now("store")
+    checks = rec.of("health:checked")
+    assert len(checks) == 3 and len(rec.of("health:changed")) == 1
+    assert [c.data["message"] for c in checks] == ["call 1", "call 2", "call 3"]
+    last = checks[-1]
+    assert last.priority == Priority.LOW
+    assert last.data["component"] == "store" and last.data["name"] == "Run store"
+    assert last.data["kind"] == "store" and last.data["status"] == "healthy"
+    assert last.data["latency"] >= 0
+    [status] = watcher.components()
+    assert last.data["checked_at"] == status.last_check
+
+
 async def test_failing_dispatcher_does_not_break_checks() -> None:
     class Broken:
         def emit(self, *args: Any, **kwargs: Any) -> None:

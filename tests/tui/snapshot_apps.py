@@ -18,6 +18,7 @@ folded into the dashboard.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -84,14 +85,16 @@ class SteppedClock:
         self.now += seconds
 
 
-def counter_ids(prefix: str = "c0ffee") -> Callable[[], str]:
-    """Run ids `c0ffee000001`, `c0ffee000002`, ... (12 hex digits like real ones)."""
+def counter_ids(seed: str = "voltui-snapshot") -> Callable[[], str]:
+    """Run ids that look like real ones (12 hex digits, differing from the first digit, so
+    short ids tell runs apart as they do in real use) but are the same on every run: the
+    SHA-256 of `seed` and a counter."""
     n = 0
 
     def new_id() -> str:
         nonlocal n
         n += 1
-        return f"{prefix}{n:0{12 - len(prefix)}x}"
+        return hashlib.sha256(f"{seed}-{n}".encode()).hexdigest()[:12]
 
     return new_id
 
@@ -220,10 +223,57 @@ async def reach_mid_run(pilot: Pilot[None]) -> None:
     await until(pilot, mid_run, "validation running")
     runs = app.query_one(RunsTable)
     await until(pilot, lambda: run_id in runs.rows, "run listed")
+    runs.move_cursor(row=runs.get_row_index(run_id))
     await until(pilot, lambda: app.selected_run == run_id, "run selected")
     dag = app.query_one(DagView)
     await until(pilot, lambda: RUNNING_STEP in dag.text(), "DAG drawn")
     await settle(pilot)
+
+
+def _simulated(workflow_id: str, name: str, steps: list[tuple[str, float, int]]) -> Workflow:
+    """A chain of simulated steps: (id, seconds, failing first attempts)."""
+    body: list[dict[str, object]] = []
+    for n, (step_id, seconds, fails) in enumerate(steps):
+        body.append(
+            {
+                "id": step_id,
+                "requires": ["analysis"],
+                "depends_on": [steps[n - 1][0]] if n else [],
+                "run": {"simulated": {"duration": seconds, "fail_attempts": fails}},
+            }
+        )
+    return Workflow.model_validate({"id": workflow_id, "name": name, "steps": body})
+
+
+EARLIER_RUNS = (
+    ("nightly_report", "Nightly report", [("collect", 0.0, 0), ("render", 0.0, 0)], "succeeded"),
+    ("data_import", "Data import", [("fetch", 0.0, 0), ("load", 0.0, 9)], "failed"),
+    ("cleanup", "Cleanup job", [("scan", RUNNING_SECONDS, 0), ("delete", 0.0, 0)], "cancelled"),
+)
+"""Runs that ended before the pipeline started: one of each outcome, for the runs table."""
+
+
+def _in_state(app: VoltApp, run_id: str, state: str) -> Callable[[], bool]:
+    def check() -> bool:
+        view = app.state.runs.get(run_id) if app.state is not None else None
+        return view is not None and str(view.run.state) == state
+
+    return check
+
+
+async def reach_several_runs(pilot: Pilot[None]) -> None:
+    """Three earlier runs (succeeded, failed, cancelled), then the pipeline mid-run."""
+    app = pilot.app
+    assert isinstance(app, SnapshotApp)
+    await until(pilot, lambda: app.state is not None, "dashboard snapshot")
+    engine = app.orchestrator
+    for workflow_id, name, steps, outcome in EARLIER_RUNS:
+        run = await engine.run_workflow(_simulated(workflow_id, name, steps))
+        if outcome == "cancelled":
+            await until(pilot, _in_state(app, run.id, "running"), f"{workflow_id} running")
+            await engine.cancel_run(run.id)
+        await until(pilot, _in_state(app, run.id, outcome), f"{workflow_id} {outcome}")
+    await reach_mid_run(pilot)
 
 
 async def open_with_key(pilot: Pilot[None], key: str, screen: type) -> None:

@@ -83,10 +83,15 @@ async def test_filter_inverts_and_clears(engine: Orchestrator, tmp_path: Path) -
         await until(pilot, lambda: any("workflow:succeeded" in line for line in events.lines))
         assert any("step:" in line for line in events.lines)
 
-        await pilot.press("slash")
+        await pilot.press("4", "slash")  # `/` filters the focused panel: the events
         bar = app.query_one(FilterBar)
         assert bar.active and app.focused is bar.input
-        await pilot.press(*"workflow:", "enter")
+        await pilot.press(*"workflow:")
+        await pilot.pause()
+        # Applied as it is typed, before enter.
+        assert app.filter_text == "workflow:" and "/workflow:/" in title(app)
+        assert events.lines and all("workflow:" in line for line in events.lines)
+        await pilot.press("enter")
         assert not bar.active
         assert app.filter_text == "workflow:"
         assert "/workflow:/" in title(app)
@@ -117,7 +122,7 @@ async def test_filter_inverts_and_clears(engine: Orchestrator, tmp_path: Path) -
         assert app.check_action("clear_filter", ()) is False  # escape is free again
 
         # escape in the bar clears the filter and shows everything again.
-        await pilot.press("slash", *"zzz", "enter")
+        await pilot.press("4", "slash", *"zzz", "enter")
         assert app.filter_text == "zzz" and events.line_count == 0
         await pilot.press("slash", "escape")
         assert app.filter_text is None and not bar.active

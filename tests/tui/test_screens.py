@@ -15,7 +15,7 @@ import pytest
 from textual.app import App
 from textual.pilot import Pilot
 from textual.screen import Screen
-from textual.widgets import DataTable, Input, Log, OptionList, Static
+from textual.widgets import DataTable, Input, OptionList, Static
 
 from voltui.config import OrchestratorConfig
 from voltui.engine.api import StartRequest, WorkflowInfo
@@ -24,6 +24,7 @@ from voltui.engine.orchestrator import Orchestrator
 from voltui.tui.screens.replay import ReplayScreen
 from voltui.tui.screens.run_detail import RunDetailScreen
 from voltui.tui.screens.start import StartScreen, check_field
+from voltui.tui.widgets.logview import LogView
 
 ROOT = Path(__file__).parents[2]
 SMALL = (80, 24)
@@ -116,7 +117,7 @@ async def test_run_detail_follows_an_active_run(engine: Orchestrator, tmp_path: 
 
         # The first step is selected: its log is literal (markup shown, escapes stripped),
         # stderr is marked, and its output is pretty JSON.
-        log = screen.query_one("#detail-log", Log)
+        log = screen.query_one("#detail-log", LogView)
         assert screen.selected_step == "echo"
         await until(pilot, lambda: any("answer" in line for line in log.lines))
         assert "  [bold]x[/] red" in log.lines

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.geometry import Region
 from textual.pilot import Pilot
 
 from tests.tui.snapshot_apps import (
@@ -21,9 +22,10 @@ from tests.tui.snapshot_apps import (
     fixed_timezone,
     open_with_key,
     reach_mid_run,
+    reach_several_runs,
 )
 from voltui.tui.screens import HelpScreen, StartScreen
-from voltui.tui.widgets import DagView
+from voltui.tui.widgets import DagView, RunsTable
 
 SnapCompare = Callable[..., bool]
 
@@ -39,14 +41,39 @@ def app(tmp_path: Path) -> SnapshotApp:
     return SnapshotApp(tmp_path / "snap.db")
 
 
+def runs_table_lines(pilot: Pilot[Any]) -> list[str]:
+    """The runs panel as drawn, inside its border."""
+    table = pilot.app.query_one(RunsTable)
+    width, height = table.outer_size
+    strips = table.render_lines(Region(0, 0, width, height))
+    return ["".join(segment.text for segment in strip)[1:-1] for strip in strips[1:-1]]
+
+
+async def several_runs_readable(pilot: Pilot[Any]) -> None:
+    """Four runs (succeeded, failed, cancelled, running): each one's id, workflow and state
+    must be on its line of the runs table, whatever the terminal's width."""
+    await reach_several_runs(pilot)
+    app = pilot.app
+    assert app.state is not None
+    lines = runs_table_lines(pilot)
+    assert len(app.state.runs) == 4
+    for view in app.state.runs.values():
+        run = view.run
+        line = next((x for x in lines if run.id[:8] in x), None)
+        assert line is not None, (run.id, lines)
+        assert run.workflow_name[:10] in line and str(run.state) in line, line
+
+
 def test_main_screen_80x24(snap_compare: SnapCompare, app: SnapshotApp) -> None:
-    """The smallest supported terminal, mid-run: panels stacked for 80 columns."""
-    assert snap_compare(app, terminal_size=(80, 24), run_before=reach_mid_run)
+    """The smallest supported terminal: panels stacked for 80 columns; every run's id,
+    workflow and state readable."""
+    assert snap_compare(app, terminal_size=(80, 24), run_before=several_runs_readable)
 
 
 def test_main_screen_160x48(snap_compare: SnapCompare, app: SnapshotApp) -> None:
-    """A large terminal, mid-run: every panel visible at once."""
-    assert snap_compare(app, terminal_size=(160, 48), run_before=reach_mid_run)
+    """A large terminal: every panel visible at once; every run's id, workflow and state
+    readable, with its progress and duration."""
+    assert snap_compare(app, terminal_size=(160, 48), run_before=several_runs_readable)
 
 
 def test_dag_mid_run(snap_compare: SnapCompare, app: SnapshotApp) -> None:

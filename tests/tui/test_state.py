@@ -668,3 +668,130 @@ def test_step_started_event_marks_the_step_running() -> None:
     step = state.runs["r1"].steps["a"]
     assert step.state is StepState.RUNNING
     assert step.agent == "x" and step.started_at == 11.0
+
+
+# --------------------------------------------------------------------------- issue 9 folds
+
+
+def test_step_duration_is_the_engines_attempt_time_and_queue_wait_is_apart() -> None:
+    """The same step must not read 177 ms live and 14 ms in its event: the fold takes the
+    duration the engine reports on the final event (attempt start to end), not the gap between
+    event timestamps, which includes the store write before the event."""
+    st = DashboardState()
+    st.apply([queued(1, "r", [["a", []]], ts=T0)])
+    st.apply(
+        [
+            ev(2, "step:waiting", {"step": "a", "state": "waiting"}, "r", ts=T0 + 1.0),
+            ev(3, "step:started", {"step": "a", "state": "running"}, "r", ts=T0 + 1.5),
+        ]
+    )
+    sv = st.runs["r"].steps["a"]
+    assert sv.queue_wait == pytest.approx(0.5)
+    assert sv.duration is None and sv.elapsed(T0 + 2.0) == pytest.approx(0.5)
+    st.apply(
+        [
+            ev(
+                4,
+                "step:succeeded",
+                {"step": "a", "state": "succeeded", "duration": 0.014},
+                "r",
+                ts=T0 + 1.677,
+            )
+        ]
+    )
+    assert sv.duration == pytest.approx(0.014)
+    assert sv.elapsed(T0 + 100) == pytest.approx(0.014)
+    assert sv.queue_wait == pytest.approx(0.5)
+
+
+def progress_ev(seq: int, run_id: str, **counts: int) -> Event:
+    done = sum(counts.values())
+    return ev(seq, "workflow:progress", {"done": done, "total": 3, **counts}, run_id)
+
+
+def test_progress_splits_outcomes_from_the_engines_counters() -> None:
+    st = DashboardState()
+    st.apply([queued(1, "r", [["a", []], ["b", ["a"]], ["c", ["a"]]])])
+    rv = st.runs["r"]
+    p = rv.progress()
+    assert (p.succeeded, p.failed, p.cancelled, p.unknown, p.total) == (0, 0, 0, 0, 3)
+    changed = st.apply([progress_ev(2, "r", succeeded=1, failed=1, skipped=0, cancelled=1)])
+    assert "runs" in changed
+    p = rv.progress()
+    assert (p.succeeded, p.failed, p.cancelled, p.total) == (1, 1, 1, 3)
+
+
+def test_cancelled_run_without_a_finished_step_is_not_full() -> None:
+    """The final event's counters win: a cancelled run whose steps were all stopped reads
+    0 succeeded of 3, 3 cancelled or skipped (it used to read 3/3, "finished")."""
+    st = DashboardState()
+    st.apply([queued(1, "r", [["a", []], ["b", ["a"]], ["c", ["b"]]])])
+    data = {"state": "cancelled", "succeeded": 0, "failed": 0, "skipped": 2, "cancelled": 1}
+    st.apply(
+        [
+            step_ev(2, "r", "a", "running"),
+            ev(3, "workflow:cancelling", {}, "r"),
+        ]
+    )
+    assert st.runs["r"].run.state is RunState.CANCELLING
+    st.apply(
+        [
+            step_ev(4, "r", "a", "cancelled"),
+            step_ev(5, "r", "b", "skipped"),
+            step_ev(6, "r", "c", "skipped"),
+            ev(7, "workflow:cancelled", data, "r"),
+        ]
+    )
+    run = st.runs["r"].run
+    assert run.state is RunState.CANCELLED and run.steps_done == 3
+    p = st.runs["r"].progress()
+    assert (p.succeeded, p.failed, p.cancelled, p.total) == (0, 0, 3, 3)
+
+
+def test_runs_without_counters_do_not_guess_outcomes() -> None:
+    """An older engine sends no counters: a failed run's ended steps are `unknown`, never
+    shown as succeeded."""
+    run = Run(
+        id="r",
+        workflow_id="w",
+        workflow_name="w",
+        created_at=T0,
+        steps_total=4,
+        steps_done=4,
+        state=RunState.FAILED,
+    )
+    p = RunView(run=run).progress()
+    assert p.unknown == 4 and p.succeeded == 0
+    ok = run.model_copy(update={"state": RunState.SUCCEEDED})
+    assert RunView(run=ok).progress().succeeded == 4
+    counted = run.model_copy(update={"steps_succeeded": 2, "steps_failed": 1, "steps_cancelled": 1})
+    p = RunView(run=counted).progress()
+    assert (p.succeeded, p.failed, p.cancelled, p.total) == (2, 1, 1, 4)
+
+
+def test_every_health_check_updates_the_component() -> None:
+    st = DashboardState()
+    data = {
+        "component": "store",
+        "name": "Run store",
+        "kind": "store",
+        "status": "healthy",
+        "message": "last seq 1",
+        "latency": 0.002,
+        "checked_at": T0 + 5,
+    }
+    assert st.apply([ev(1, "health:checked", data)]) == {"health", "events"}
+    c = st.components["store"]
+    assert (c.last_check, c.latency, c.message, c.kind) == (T0 + 5, 0.002, "last seq 1", "store")
+    st.apply(
+        [
+            ev(
+                2,
+                "health:checked",
+                {**data, "checked_at": T0 + 35, "latency": 0.004, "message": "last seq 9\x1b[31m"},
+            )
+        ]
+    )
+    c = st.components["store"]
+    assert (c.last_check, c.latency) == (T0 + 35, 0.004)
+    assert "\x1b" not in c.message

@@ -499,6 +499,21 @@ class SystemWatcher:
             )
             if self._components.get(comp.id) is not comp:
                 return comp.status.model_copy()  # unregistered meanwhile: report nothing
+            # Every check, changed or not, so a dashboard shows when each component was last
+            # checked and how long it took (low priority: it is a heartbeat, not news).
+            self._emit(
+                "health:checked",
+                {
+                    "component": comp.id,
+                    "name": comp.name,
+                    "kind": comp.kind,
+                    "status": status.value,
+                    "message": comp.status.message,
+                    "latency": latency,
+                    "checked_at": comp.status.last_check,
+                },
+                Priority.LOW,
+            )
             if status != previous:
                 worse = _SEVERITY[status] > _SEVERITY[previous]
                 self._emit(

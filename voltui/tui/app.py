@@ -32,12 +32,14 @@ from textual.actions import ActionParseResult, parse
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
+from textual.content import Content
 from textual.dom import DOMNode
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Static
 
+from voltui import states
 from voltui.engine.api import (
     EngineAPI,
     ReplayRequest,
@@ -51,7 +53,9 @@ from voltui.tui.commands import VoltCommands
 from voltui.tui.screens import ConfirmScreen, HelpScreen, StartScreen
 from voltui.tui.screens.replay import ReplayScreen
 from voltui.tui.screens.run_detail import RunDetailScreen
+from voltui.tui.screens.workflows import WorkflowsScreen
 from voltui.tui.state import PANELS, DashboardState, RunView
+from voltui.tui.theme import muted_variables
 from voltui.tui.widgets import (
     AgentsTable,
     CachePanel,
@@ -62,6 +66,7 @@ from voltui.tui.widgets import (
     HealthTable,
     RunsTable,
 )
+from voltui.tui.yank import yank_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,10 +102,14 @@ DASHBOARD_ACTIONS = frozenset(
         "focus_panel",
         "detail",
         "replay_view",
+        "toggle_heartbeats",
+        "workflows",
     }
 )
 """Actions about the dashboard's panels: disabled (and hidden) on the run detail and replay
 screens, which are plain screens and so still see the app's bindings."""
+QUIT_CONFIRM = "quit-confirm"
+"""Id of the "quit anyway?" dialog, so a second quit key does not stack another."""
 TERMINAL_CHECK = 2.0
 """Seconds between checks that the terminal is still there (see `terminal_lost`)."""
 
@@ -197,6 +206,15 @@ class VoltApp(App[None]):
         Binding("escape", "clear_filter", "Clear filter", show=False, id="filter.clear"),
         Binding("f", "filter_run", "Only this run's events", show=False, id="filter.run"),
         Binding("space", "toggle_pause", "Pause events", id="pause"),
+        Binding(
+            "M",
+            "toggle_heartbeats",
+            "Show metrics and health checks",
+            show=False,
+            id="events.heartbeats",
+        ),
+        Binding("w", "workflows", "Workflows", show=False, id="workflows"),
+        Binding("y", "yank", "Copy (id, error, line)", show=False, id="yank"),
         Binding("v", "toggle_compact", "Compact DAG", show=False, id="dag.compact"),
         Binding("m", "maximize_panel", "Maximise", show=False, id="maximize"),
         # Declaring the palette's binding replaces Textual's own ctrl+p one, so both are here;
@@ -509,7 +527,13 @@ class VoltApp(App[None]):
         view = state.runs.get(self.selected_run) if state and self.selected_run else None
         dag = self.query_one(DagView)
         if view is not None:
-            dag.border_title = Text(f"2 DAG {clean(view.run.id[:12])}")
+            run = view.run
+            # The state first and whole: a narrow panel cuts the id, never the state.
+            dag.border_title = Content.assemble(
+                "2 DAG ",
+                (states.label(run.state), states.look(run.state).theme_style),
+                f" {clean(run.id[:8])}",
+            )
             if not view.steps and view.run.id not in self._detail_loading:
                 self._detail_loading.add(view.run.id)
                 self.run_worker(self._load_detail(view.run.id), group="detail")
@@ -551,6 +575,13 @@ class VoltApp(App[None]):
     async def _engine_call(self, call: Awaitable[T]) -> T | None:
         return await engine_call(self, call)
 
+    def get_css_variables(self) -> dict[str, str]:
+        """The theme's variables, with `$text-muted` kept between normal text and the
+        background (see `voltui.tui.theme.muted_variables`)."""
+        variables = muted_variables(super().get_css_variables())
+        self.theme_variables = variables  # what `Content` styles (`$text-muted`) resolve with
+        return variables
+
     def notify(
         self,
         message: str,
@@ -577,8 +608,11 @@ class VoltApp(App[None]):
             return None  # shown greyed in the footer, and refused
         if action in DASHBOARD_ACTIONS and self.screen is not self.screen_stack[0]:
             return False
+        if action in ("cancel_run", "replay") and isinstance(self.screen, WorkflowsScreen):
+            return False  # no run in view there: the keys would act on one out of sight
         if action == "clear_filter":  # escape does nothing else here, so bind it only then
-            return bool(self.filter_text or self.run_filter)
+            runs_filter = self.is_mounted and self.query_one(RunsTable).filter_text
+            return bool(self.filter_text or self.run_filter or runs_filter)
         return True
 
     @property
@@ -596,13 +630,20 @@ class VoltApp(App[None]):
             yield command
 
     def bindings_with_keymap(self) -> list[Binding]:
-        """The app's bindings with the configured keymap applied (for the help screen)."""
+        """The app's bindings, then the runs table's and the cursor keys every table shares,
+        with the configured keymap applied (for the help screen)."""
         keymap = self._keymap
-        return [  # a remapped key drops the display of the key it replaces (`?` for `h`)
-            dataclasses.replace(b, key=keymap[b.id], key_display=None) if b.id in keymap else b
-            for b in self.BINDINGS
-            if isinstance(b, Binding)
-        ]
+        seen: set[str | None] = set()
+        out: list[Binding] = []
+        for b in (*self.BINDINGS, *RunsTable.BINDINGS):
+            if not isinstance(b, Binding) or (b.id is not None and b.id in seen):
+                continue
+            seen.add(b.id)
+            # a remapped key drops the display of the key it replaces (`?` for `h`)
+            out.append(
+                dataclasses.replace(b, key=keymap[b.id], key_display=None) if b.id in keymap else b
+            )
+        return out
 
     async def run_action(
         self,
@@ -630,7 +671,8 @@ class VoltApp(App[None]):
             return
         if workflow is not None:
             workflows = [wf for wf in workflows if wf.id == workflow] or workflows
-        request: StartRequest | None = await self.push_screen_wait(StartScreen(workflows))
+        screen = StartScreen(workflows, chosen=workflow)
+        request: StartRequest | None = await self.push_screen_wait(screen)
         if request is not None:
             await self._start(request)
 
@@ -712,8 +754,13 @@ class VoltApp(App[None]):
     # ------------------------------------------------------------------ event filters
 
     def action_filter(self) -> None:
-        """Open the filter bar with the filter in force."""
-        self.query_one(FilterBar).open(self.filter_text)
+        """Open the filter bar for the runs table when it has the focus, else for the events,
+        with the filter in force."""
+        runs = self.query_one(RunsTable)
+        if self.focused is runs:
+            self.query_one(FilterBar).open(runs.filter_text, "runs")
+        else:
+            self.query_one(FilterBar).open(self.filter_text, "events")
 
     def action_filter_run(self) -> None:
         """Toggle "only the selected run's events"."""
@@ -724,6 +771,7 @@ class VoltApp(App[None]):
         self.set_event_filter(self.filter_text, None if self.run_filter == run_id else run_id)
 
     def action_clear_filter(self) -> None:
+        self.query_one(RunsTable).set_filter(None)
         self.set_event_filter(None, None)
 
     def set_event_filter(self, text: str | None, run_id: str | None) -> None:
@@ -733,22 +781,33 @@ class VoltApp(App[None]):
         self.query_one(EventsLog).set_filter(self.state, self.filter_text, self.run_filter)
         self.refresh_bindings()
 
+    def _apply_filter(self, target: str, text: str | None) -> None:
+        if target == "runs":
+            self.query_one(RunsTable).set_filter(text)
+            self.refresh_bindings()
+        elif (text or None) != self.filter_text:
+            self.set_event_filter(text, self.run_filter)
+
+    def on_filter_bar_changed(self, message: FilterBar.Changed) -> None:
+        """The filter applies as it is typed."""
+        self._apply_filter(message.target, message.text)
+
     def on_filter_bar_applied(self, message: FilterBar.Applied) -> None:
-        self._close_filter_bar()
-        self.set_event_filter(message.text, self.run_filter)
+        self._close_filter_bar(message.target)
+        self._apply_filter(message.target, message.text)
 
     def on_filter_bar_cleared(self, message: FilterBar.Cleared) -> None:
-        self._close_filter_bar()
-        self.set_event_filter(None, self.run_filter)
+        self._close_filter_bar(message.target)
+        self._apply_filter(message.target, None)
 
-    def _close_filter_bar(self) -> None:
+    def _close_filter_bar(self, target: str = "events") -> None:
         bar = self.query_one(FilterBar)
         refocus = bar.input.has_focus
         bar.close()
         if refocus:
-            events = self.query_one(EventsLog)
-            if all(a.display for a in events.ancestors_with_self if isinstance(a, Widget)):
-                events.focus()
+            panel: Widget = self.query_one(EventsLog if target == "events" else RunsTable)
+            if all(a.display for a in panel.ancestors_with_self if isinstance(a, Widget)):
+                panel.focus()
             else:
                 self.query_one(RunsTable).focus()
 
@@ -759,6 +818,28 @@ class VoltApp(App[None]):
         events.set_paused(not events.paused)
         if not events.paused and self.state is not None:
             events.refresh_from(self.state)
+
+    def action_toggle_heartbeats(self) -> None:
+        """Show or hide metrics samples and health checks in the events panel."""
+        events = self.query_one(EventsLog)
+        events.set_heartbeats(self.state, not events.show_heartbeats)
+
+    def action_workflows(self) -> None:
+        """Every workflow with how its recent runs went; start one from there."""
+        if not isinstance(self.screen, WorkflowsScreen):
+            self.push_screen(WorkflowsScreen(self.engine))
+
+    def action_yank(self) -> None:
+        """Copy what the focused panel points at (OSC 52: works over SSH): the selected run's
+        id in the runs panel, its error (or id) in the DAG, an agent or component id, the
+        newest event line shown."""
+        text = yank_text(self)
+        if not text:
+            self.notify("nothing to copy here", severity="warning", markup=False)
+            return
+        self.copy_to_clipboard(text)
+        shown = clean(text, max_len=60)
+        self.notify(f"copied: {shown}", markup=False, timeout=3)
 
     def action_toggle_compact(self) -> None:
         dag = self.query_one(DagView)
@@ -793,15 +874,31 @@ class VoltApp(App[None]):
         ):
             self.query_one(RunsTable).focus()
 
-    @work(group="action", exclusive=True)
-    async def action_request_quit(self) -> None:
+    async def action_quit(self) -> None:
+        """Textual's quit (`ctrl+q`, and anything else that calls it) asks like `q` does."""
+        self.action_request_quit()
+
+    def action_help_quit(self) -> None:
+        """`ctrl+c` (Textual only tells how to quit) asks like `q` does."""
+        self.action_request_quit()
+
+    def action_request_quit(self) -> None:
+        """Every way out: `q`, `ctrl+q`, `ctrl+c`, the palette's Quit. While runs are active in
+        embedded mode, quitting stops them, so it asks first (once: a second quit key while
+        the question is up does nothing)."""
+        if any(isinstance(s, ConfirmScreen) and s.id == QUIT_CONFIRM for s in self.screen_stack):
+            return
+        self._quit_flow()
+
+    @work(group="quit", exclusive=True)
+    async def _quit_flow(self) -> None:
         active = self.state.active_runs() if self.state else 0
         if active and self.embedded:
             question = Text(
                 f"{active} run(s) are active. Quit anyway? Active runs will be interrupted "
                 "(they can be replayed later)."
             )
-            if not await self.push_screen_wait(ConfirmScreen(question)):
+            if not await self.push_screen_wait(ConfirmScreen(question, id=QUIT_CONFIRM)):
                 return
         self.exit()
 

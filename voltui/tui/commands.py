@@ -6,7 +6,8 @@ catalogue, and nothing that changes the engine in read-only mode. Theme switchin
 system commands come from Textual's own provider, which stays registered next to this one.
 
 Names and ids come from workflow files, so every prompt is built as `Content` from plain text
-(Textual's `Matcher.highlight` would read the candidate as markup).
+(Textual's `Matcher.highlight` would read the candidate as markup); help texts are escaped,
+since the palette reads them as markup (`[demo] Simulated load` lost its `[demo]`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 from textual.content import Content
+from textual.markup import escape
 
 from voltui.engine.api import WorkflowInfo
 from voltui.safetext import clean
@@ -163,7 +165,7 @@ class VoltCommands(Provider):
                     Content(command.name),
                     command.callback,
                     text=command.name,
-                    help=command.help,
+                    help=escape(command.help),
                 )
 
     async def search(self, query: str) -> Hits:
@@ -176,5 +178,5 @@ class VoltCommands(Provider):
                     _highlight(matcher, command.name),
                     command.callback,
                     text=command.name,
-                    help=command.help,
+                    help=escape(command.help),
                 )

@@ -67,6 +67,7 @@ _BUCKETS_PER_SECOND = 4
 _MAX_BUCKETS = int(RATE_WINDOW * _BUCKETS_PER_SECOND) + 2
 
 _STEP_STATES: dict[str, StepState] = {s.value: s for s in StepState}
+_FINAL_STEP_STATES = frozenset(s for s in StepState if s.finished)
 _RUN_STATES: dict[str, RunState] = {s.value: s for s in RunState}
 _HEALTH_STATES: dict[str, HealthStatus] = {s.value: s for s in HealthStatus}
 _AGENT_FIELDS = frozenset(AgentLoad.model_fields)
@@ -115,17 +116,50 @@ class StepView:
     error: str | None = None
     last_line: str | None = None
     """Last `step:output` line, already cleaned with `voltui.safetext.clean`."""
+    took: float | None = None
+    """The engine's own duration of the final attempt (the `duration` of its final event):
+    attempt start to end, the figure the run detail, the CLI and the event line show."""
+    waiting_at: float | None = None
+    """Event ts of `step:waiting` (of the latest attempt): the start of its queue wait."""
+    queue_wait: float | None = None
+    """Seconds the latest attempt waited for an agent (`step:waiting` to `step:started`),
+    shown apart from the duration."""
 
     @property
     def duration(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
+        """Attempt start to end (DESIGN.md rule 10): the engine's figure when its final event
+        carried one, else the span between the attempt's events; None while still going."""
+        if self.finished_at is None or self.started_at is None:
             return None
+        if self.took is not None:
+            return self.took
         return max(0.0, self.finished_at - self.started_at)
+
+    def elapsed(self, now: float) -> float | None:
+        """`duration` once finished; while running, the time since the attempt started."""
+        if self.started_at is None:
+            return None
+        if self.finished_at is not None:
+            return self.duration
+        return max(0.0, now - self.started_at)
 
     @property
     def seen(self) -> bool:
         """Whether the fold has seen this step do anything (so its figures are first-hand)."""
         return self.attempt > 0 or self.state is not StepState.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A run's progress in steps: how many ended which way, of `total`."""
+
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    """Cancelled or skipped: ended without running to an outcome."""
+    total: int = 0
+    unknown: int = 0
+    """Steps known to have ended, but not how (a run whose steps are not loaded yet)."""
 
 
 @dataclass
@@ -141,6 +175,23 @@ class RunView:
     early_steps: dict[str, StepView] = field(default_factory=dict)
     """Steps folded before the DAG was known; merged into `steps` by `add_run_detail`, so an
     event that arrives while `get_run` is in flight is not lost."""
+
+    def progress(self) -> Progress:
+        """Succeeded / failed / cancelled of total, from the run's own counters (the engine
+        keeps them per step, `Run.steps_succeeded` ...; the fold copies them from every
+        `workflow:progress` and final event). Counters that do not add up to `steps_done`
+        (an older engine without them) say only how many steps ended (`unknown`), except for
+        a run that succeeded, whose steps all did."""
+        run = self.run
+        total = run.steps_total or len(self.steps)
+        succeeded = run.steps_succeeded
+        failed = run.steps_failed
+        stopped = run.steps_cancelled + run.steps_skipped
+        if succeeded + failed + stopped == run.steps_done:
+            return Progress(succeeded=succeeded, failed=failed, cancelled=stopped, total=total)
+        if run.state is RunState.SUCCEEDED:
+            return Progress(succeeded=run.steps_done, total=total)
+        return Progress(total=total, unknown=run.steps_done)
 
     def ordered_steps(self) -> list[StepView]:
         """Steps level by level (the DAG's reading order)."""
@@ -289,13 +340,16 @@ class DashboardState:
             "metrics:system": self._on_metrics,
             "cache:stats": self._on_cache_stats,
         }
+        self._handlers["health:checked"] = self._on_health_checked
         for state in StepState:
             if state is not StepState.PENDING:
-                self._handlers[f"step:{state.value}"] = self._on_step
-        self._handlers["step:started"] = self._on_step  # the engine's name for "now running"
+                self._handlers[f"step:{state.value}"] = self._on_step_timed
+        self._handlers["step:started"] = self._on_step_timed  # the engine's "now running"
         for run_state in RunState:
             if run_state.finished:
-                self._handlers[f"workflow:{run_state.value}"] = self._on_run_finished
+                self._handlers[f"workflow:{run_state.value}"] = self._on_run_counted
+        self._handlers["workflow:progress"] = self._on_run_counted
+        self._handlers["workflow:cancelling"] = self._on_run_cancelling
 
     @classmethod
     def from_snapshot(
@@ -548,6 +602,63 @@ class DashboardState:
         sv.last_line = clean(line[: LINE_CHARS * 2], max_len=LINE_CHARS)
         return _STEP_CHANGE
 
+    def _on_step_timed(self, ev: Event) -> frozenset[str]:
+        """`_on_step`, plus the step's figures by the one definition: the engine's own
+        duration of a finished attempt (its final event's `duration`: attempt start to end)
+        and the queue wait (`step:waiting` to `step:started`)."""
+        changed = self._on_step(ev)
+        if changed is _NONE:
+            return changed
+        rv = self.runs[ev.correlation_id]  # type: ignore[index]
+        if not rv.detail_loaded:
+            return changed
+        d = ev.data
+        sv = rv.steps[d["step"]]
+        state = sv.state
+        if state is StepState.RUNNING:
+            sv.took = None
+            wait = d.get("queue_wait")
+            if wait.__class__ is float or wait.__class__ is int:
+                sv.queue_wait = max(0.0, float(wait))  # type: ignore[arg-type]
+            else:
+                waited = sv.waiting_at
+                sv.queue_wait = None if waited is None else max(0.0, ev.ts - waited)
+        elif state is StepState.WAITING:
+            sv.waiting_at = ev.ts
+            sv.queue_wait = None
+        elif state in _FINAL_STEP_STATES:
+            took = d.get("duration")
+            sv.took = (
+                float(took)  # type: ignore[arg-type]
+                if (took.__class__ is float or took.__class__ is int) and took >= 0  # type: ignore[operator]
+                else None
+            )
+        return changed
+
+    def _on_run_counted(self, ev: Event) -> frozenset[str]:
+        """`workflow:progress` and the final `workflow:*` events, plus the run's step
+        counters they carry (succeeded, failed, skipped, cancelled): progress by outcome."""
+        handler = self._on_run_progress if ev.type == "workflow:progress" else self._on_run_finished
+        changed = handler(ev)
+        rv = self.runs.get(ev.correlation_id or "")
+        if rv is None or not changed:
+            return changed
+        d = ev.data
+        counts = [d.get(k) for k in ("succeeded", "failed", "skipped", "cancelled")]
+        if all(isinstance(n, int) for n in counts):
+            run = rv.run
+            (run.steps_succeeded, run.steps_failed, run.steps_skipped, run.steps_cancelled) = counts  # type: ignore[assignment]
+            run.steps_done = sum(counts)  # type: ignore[arg-type]
+        return changed
+
+    def _on_run_cancelling(self, ev: Event) -> frozenset[str]:
+        """A cancel was asked and the run waits for work that cannot be interrupted."""
+        rv = self.runs.get(ev.correlation_id or "")
+        if rv is None or rv.run.state.finished:
+            return _NONE
+        rv.run.state = RunState.CANCELLING
+        return _RUN_CHANGE
+
     # ------------------------------------------------------------------ agents
 
     def _on_agent_load(self, ev: Event) -> frozenset[str]:
@@ -591,6 +702,25 @@ class DashboardState:
             kind=old.kind if old else "?",
             status=status,
             last_check=ev.ts,
+            latency=d.get("latency"),
+            message=_text(d.get("message")) or "",
+        )
+        return _COMPONENT_CHANGE
+
+    def _on_health_checked(self, ev: Event) -> frozenset[str]:
+        """Every check as it happens (`health:checked`): its time, latency and message, so
+        the panel is live, not frozen at the last change of status."""
+        d = ev.data
+        cid = d["component"]
+        old = self.components.get(cid)
+        status = _HEALTH_STATES.get(d.get("status"), HealthStatus.UNKNOWN)  # type: ignore[arg-type]
+        checked = d.get("checked_at")
+        self.components[cid] = ComponentStatus(
+            id=cid,
+            name=_text(d.get("name"), 200) or (old.name if old else cid),
+            kind=old.kind if old else d.get("kind") or "?",
+            status=status,
+            last_check=checked if isinstance(checked, int | float) else ev.ts,
             latency=d.get("latency"),
             message=_text(d.get("message")) or "",
         )

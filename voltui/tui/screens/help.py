@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 from voltui.engine.models import StepState
 from voltui.safetext import clean
@@ -70,6 +70,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Static(help_text(self.bindings, self.app.get_key_display), id="help-body")
+        yield Footer()
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -110,8 +110,7 @@ def render_replay_dag(view: RunView | None, now: float) -> Content:
             mark, style = marks[step_id]
             took = ""
             if step.started_at is not None:
-                end = step.finished_at if step.finished_at is not None else now
-                took = format_duration(max(0.0, end - step.started_at))
+                took = format_duration(step.elapsed(now))  # the one definition
             parts += [
                 " ",
                 (f"{mark:<{mark_width}}", style),

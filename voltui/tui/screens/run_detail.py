@@ -4,33 +4,45 @@ Everything comes from `EngineAPI.get_run` and `EngineAPI.step_log`, so the scree
 against an embedded or a remote engine. While the run is active a 1 s timer fetches the run and
 the tail of the selected step's log again; the log is appended to, not rewritten, so following a
 busy step costs only its new lines. Step output is untrusted: every line goes through
-`voltui.safetext.clean` and is shown as plain text (a `Log`), never as markup.
+`voltui.safetext.clean` and is shown as plain text (a `LogView`), never as markup.
+
+The log can follow (`l`), wrap (`w`), be searched (`/`, then `n`/`N`), copied from (`y`) and saved
+(`S`: a new 0600 file in the run's folder, or the current directory when the run's folder is not
+on this machine). Durations are the step's own (`StepRun.duration`: attempt start to end), the
+same figure the dashboard, the events and the CLI show.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Log, Static
+from textual.widgets import DataTable, Footer, Input, Static
 
 from voltui.engine.api import EngineAPI
 from voltui.engine.durations import format_duration
-from voltui.engine.models import LogLine, RunDetail, RunState, StepRun, StepState
+from voltui.engine.models import LogLine, RunDetail, StepRun, StepState
 from voltui.safetext import clean, clean_multiline
+from voltui.states import label as state_label
+from voltui.states import look
 from voltui.tui.calls import engine_call
 from voltui.tui.state import compute_levels
+from voltui.tui.widgets._table import NavTable
 from voltui.tui.widgets._util import wall_now
-from voltui.tui.widgets.dag import SYMBOL
+from voltui.tui.widgets.logview import LogView
 
 T = TypeVar("T")
 
@@ -38,19 +50,11 @@ LOG_TAIL = 2000
 """Log lines fetched (and kept) for the selected step."""
 REFRESH_SECONDS = 1.0
 """How often an active run and the selected step's log are fetched again."""
-COLUMNS = ("state", "step", "agent", "attempt", "started", "duration", "error")
+COLUMNS = ("state", "step", "agent", "attempt", "started", "waited", "duration", "error")
+"""`waited` is the latest attempt's queue wait (`StepRun.queue_wait`), apart from its duration."""
 
 STREAM_PREFIX = {"stdout": "  ", "stderr": "! ", "engine": "# "}
 """Marks each log line's stream, so stderr reads as such without colour."""
-
-_RUN_STYLE = {
-    RunState.SUCCEEDED: "$success",
-    RunState.FAILED: "bold $error",
-    RunState.RUNNING: "bold $primary",
-    RunState.CANCELLED: "$warning",
-    RunState.INTERRUPTED: "$warning",
-    RunState.QUEUED: "$text-muted",
-}
 
 
 def clean_lines(text: object, *, max_len: int = 500) -> str:
@@ -60,7 +64,7 @@ def clean_lines(text: object, *, max_len: int = 500) -> str:
 
 def state_cell(state: StepState, attempt: int, max_attempts: int) -> str:
     """`✓ succeeded`, `↻ 2/4 retrying`: the symbol carries the meaning without colour."""
-    mark = SYMBOL.get(state, ("?", ""))[0]
+    mark = look(state).glyph
     if state is StepState.RETRYING:
         mark = f"{mark} {attempt}/{max_attempts}"
     return f"{mark} {state.value}"
@@ -77,10 +81,20 @@ def _span(start: float | None, end: float | None, now: float) -> str:
     return format_duration(max(0.0, (end if end is not None else now) - start))
 
 
+def step_duration(sr: StepRun, now: float) -> str:
+    """The attempt's duration (`StepRun.duration`), or its time so far while it runs."""
+    if sr.started_at is None:
+        return "-"
+    took = sr.duration
+    if took is None:
+        took = max(0.0, now - sr.started_at) if sr.finished_at is None else None
+    return format_duration(took)
+
+
 def step_row(step_id: str, sr: StepRun | None, now: float) -> list[Text]:
     """The table cells of one step (a step that has not started has no StepRun yet)."""
     if sr is None:
-        blank = [Text("-") for _ in range(4)]
+        blank = [Text("-") for _ in range(5)]
         return [Text(state_cell(StepState.PENDING, 0, 1)), Text(clean(step_id)), *blank, Text("")]
     return [
         Text(state_cell(sr.state, sr.attempt, sr.max_attempts)),
@@ -88,7 +102,8 @@ def step_row(step_id: str, sr: StepRun | None, now: float) -> list[Text]:
         Text(clean(sr.agent_id or "-", max_len=20)),
         Text(f"{sr.attempt}/{sr.max_attempts}"),
         Text(_clock(sr.started_at)),
-        Text(_span(sr.started_at, sr.finished_at, now)),
+        Text(format_duration(sr.queue_wait) if sr.queue_wait is not None else "-"),
+        Text(step_duration(sr, now)),
         Text(clean(sr.error or "", max_len=80)),
     ]
 
@@ -97,8 +112,42 @@ def log_text(line: LogLine) -> str:
     return STREAM_PREFIX.get(line.stream, "? ") + clean(line.line)
 
 
-def _subtitle(*, follow: bool) -> str:
-    return "! stderr  # engine  l: " + ("following" if follow else "FOLLOW OFF")
+def _subtitle(*, follow: bool, wrap: bool = False, search: str | None = None) -> str:
+    parts = ["! stderr  # engine", "l: " + ("following" if follow else "FOLLOW OFF")]
+    if wrap:
+        parts.append("wrapped")
+    if search:
+        parts.append(search)
+    return "  ".join(parts)
+
+
+def save_log(
+    lines: list[LogLine], run_id: str, step_id: str, run_dir: str | None, cwd: Path | None = None
+) -> Path:
+    """Write `lines` as plain text to a new 0600 file named after the run and step, in
+    `run_dir` if it is a folder on this machine, else in `cwd` (the current directory).
+
+    Never overwrites and never follows a symlink: the file is created with O_EXCL|O_NOFOLLOW
+    (a name that exists gets a `-2`, `-3`, ... suffix). Lines are cleaned, with the stream and
+    attempt marked as the screen shows them."""
+    folder = Path(run_dir) if run_dir and os.path.isdir(run_dir) else (cwd or Path.cwd())
+    safe_step = re.sub(r"[^A-Za-z0-9_.-]", "_", step_id)[:80] or "step"
+    stem = f"{run_id[:12]}-{safe_step}-log"
+    text = "".join(
+        f"attempt {line.attempt} {STREAM_PREFIX.get(line.stream, '? ')}{clean(line.line)}\n"
+        for line in lines
+    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for n in range(1, 1000):
+        path = folder / (f"{stem}.txt" if n == 1 else f"{stem}-{n}.txt")
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        return path
+    raise FileExistsError(f"too many saved logs named {stem}*.txt in {folder}")
 
 
 def _key(line: LogLine) -> tuple[int, float, str, str]:
@@ -126,9 +175,14 @@ class RunDetailScreen(Screen[None]):
         height: auto; max-height: 40%; border: round $primary 50%;
     }
     RunDetailScreen #detail-bottom { height: 1fr; }
+    RunDetailScreen #detail-logpane { width: 2fr; }
     RunDetailScreen #detail-log {
-        width: 2fr; border: round $primary 50%; border-title-color: $foreground;
+        height: 1fr; border: round $primary 50%; border-title-color: $foreground;
     }
+    RunDetailScreen #detail-search {
+        display: none; height: 1; border: none; padding: 0 1; background: $panel;
+    }
+    RunDetailScreen #detail-search.-active { display: block; }
     RunDetailScreen #detail-side {
         width: 1fr; min-width: 24; border: round $primary 50%; padding: 0 1;
     }
@@ -136,7 +190,7 @@ class RunDetailScreen(Screen[None]):
     RunDetailScreen #detail-side:focus { border: round $accent; }
     RunDetailScreen #detail-side Static { width: auto; }
     RunDetailScreen.-narrow #detail-bottom { layout: vertical; }
-    RunDetailScreen.-narrow #detail-log { width: 1fr; height: 2fr; }
+    RunDetailScreen.-narrow #detail-logpane { width: 1fr; height: 2fr; }
     RunDetailScreen.-narrow #detail-side { width: 1fr; height: 1fr; }
     """
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
@@ -146,6 +200,12 @@ class RunDetailScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="detail.back"),
         Binding("l", "toggle_follow", "Follow log", id="detail.follow"),
+        Binding("w", "toggle_wrap", "Wrap", id="detail.wrap"),
+        Binding("slash", "search", "Search log", key_display="/", id="detail.search"),
+        Binding("n", "next_match(1)", "Next match", show=False, id="detail.next"),
+        Binding("N", "next_match(-1)", "Previous match", show=False, id="detail.previous"),
+        Binding("y", "yank", "Copy", id="detail.yank"),
+        Binding("S", "save_log", "Save log", id="detail.save"),
         Binding("up", "move_step(-1)", "Previous step", show=False, id="detail.up"),
         Binding("down", "move_step(1)", "Next step", show=False, id="detail.down"),
     ]
@@ -172,23 +232,31 @@ class RunDetailScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(Content(f"Run {clean(self.run_id[:12])}: loading…"), id="detail-header")
-        table: DataTable[Text] = DataTable(id="detail-steps", cursor_type="row")
+        table = NavTable(id="detail-steps", cursor_type="row")
         for label in COLUMNS:
             table.add_column(label, key=label)
         table.border_title = "Steps"
         yield table
         with Horizontal(id="detail-bottom"):
-            log = Log(id="detail-log", max_lines=LOG_TAIL, auto_scroll=True)
-            log.border_title = "Log"
-            log.border_subtitle = _subtitle(follow=True)
-            yield log
+            with Vertical(id="detail-logpane"):
+                log = LogView(id="detail-log", max_lines=LOG_TAIL)
+                log.border_title = "Log"
+                log.border_subtitle = _subtitle(follow=True)
+                log.empty_text = "(loading…)"
+                yield log
+                yield Input(
+                    placeholder="search the log (regex, case-insensitive); enter keeps, "
+                    "escape clears",
+                    id="detail-search",
+                    select_on_focus=False,
+                )
             with VerticalScroll(id="detail-side") as side:
                 side.border_title = "Output"
                 yield Static(Content(""), id="detail-output")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#detail-steps", DataTable).focus()
+        self.query_one("#detail-steps", NavTable).focus()
         self.run_worker(self._poll(), group="detail-poll")
         self._timer = self.set_interval(REFRESH_SECONDS, self._tick, name="detail-refresh")
 
@@ -213,6 +281,8 @@ class RunDetailScreen(Screen[None]):
         self._busy = True
         try:
             detail = await self._call(self.engine.get_run(self.run_id))
+            if not self.is_attached:
+                return  # the screen was closed while the engine answered
             if detail is None:
                 self.finished = True  # unknown run or engine gone: stop asking every second
                 if self.detail is None:
@@ -248,7 +318,7 @@ class RunDetailScreen(Screen[None]):
             "  ",
             (clean(run.workflow_name or run.workflow_id, max_len=60), "bold"),
             "  ",
-            (str(run.state), _RUN_STYLE.get(run.state, "")),
+            (state_label(run.state), look(run.state).theme_style),
             f"  {run.steps_done}/{run.steps_total} steps\n",
             f"started {_clock(run.started_at)}  duration {took}",
         ]
@@ -262,7 +332,7 @@ class RunDetailScreen(Screen[None]):
         detail = self.detail
         if detail is None:
             return
-        table: DataTable[Text] = self.query_one("#detail-steps", DataTable)
+        table = self.query_one("#detail-steps", NavTable)
         by_id = self._step_runs()
         wf_steps = detail.workflow.steps
         order = [
@@ -309,9 +379,14 @@ class RunDetailScreen(Screen[None]):
         """Append the step's new log lines (or rewrite the log when the step changed or the
         tail window moved past what is shown)."""
         lines = await self._call(self.engine.step_log(self.run_id, step_id, tail=LOG_TAIL))
-        if lines is None or step_id != self.selected_step:
+        if lines is None or step_id != self.selected_step or not self.is_attached:
             return
-        log = self.query_one("#detail-log", Log)
+        log = self.query_one("#detail-log", LogView)
+        if not lines and not log.line_count:
+            sr = self._step_runs().get(step_id)
+            ended = sr is not None and sr.state.finished
+            log.empty_text = "(no output)" if ended else "(no output yet)"
+            log.refresh()
         new = lines
         if self._log_step == step_id and self._log_last is not None:
             if not lines or _key(lines[-1])[:2] < self._log_last[:2]:
@@ -333,14 +408,18 @@ class RunDetailScreen(Screen[None]):
             if line.attempt != self._log_attempt:
                 self._log_attempt = line.attempt
                 if len(attempts) > 1 or line.attempt > 1:
-                    out.append(f"── attempt {line.attempt} ──")
+                    # Following carries on into the next attempt, under a separator.
+                    log.write_lines(out, scroll_end=self.follow)
+                    out = []
+                    log.write_lines([f"── attempt {line.attempt} ──"], note=True)
             out.append(log_text(line))
         self._log_last = _key(new[-1])
         log.write_lines(out, scroll_end=self.follow)
 
     def _reset_log(self, step_id: str) -> None:
-        log = self.query_one("#detail-log", Log)
+        log = self.query_one("#detail-log", LogView)
         log.clear()
+        log.empty_text = "(loading…)"
         log.border_title = Text.assemble("Log ", (clean(step_id, max_len=40), "bold"))
         self._log_step = step_id
         self._log_last = None
@@ -367,15 +446,125 @@ class RunDetailScreen(Screen[None]):
     def action_back(self) -> None:
         self.app.pop_screen()
 
-    def action_toggle_follow(self) -> None:
-        self.follow = not self.follow
-        log = self.query_one("#detail-log", Log)
-        log.auto_scroll = self.follow
-        if self.follow:
+    @property
+    def log_view(self) -> LogView:
+        return self.query_one("#detail-log", LogView)
+
+    def _set_follow(self, follow: bool) -> None:
+        self.follow = follow
+        log = self.log_view
+        log.auto_scroll = follow
+        if follow:
             log.scroll_end(animate=False)
-        log.border_subtitle = _subtitle(follow=self.follow)
+        self._update_subtitle()
+
+    def _update_subtitle(self) -> None:
+        log = self.log_view
+        search = None
+        if log.search_pattern:
+            search = f"/{clean(log.search_pattern, max_len=20)}/ {log.match_count} matches"
+        log.border_subtitle = _subtitle(follow=self.follow, wrap=log.wrap, search=search)
+
+    def action_toggle_follow(self) -> None:
+        self._set_follow(not self.follow)
+
+    def action_toggle_wrap(self) -> None:
+        log = self.log_view
+        log.set_wrap(not log.wrap)
+        self._update_subtitle()
+
+    def action_search(self) -> None:
+        """Open the search line under the log; matches are highlighted as you type."""
+        field = self.query_one("#detail-search", Input)
+        field.add_class("-active")
+        field.value = self.log_view.search_pattern or ""
+        field.cursor_position = len(field.value)
+        field.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "detail-search":
+            event.stop()
+            if event.input.has_class("-active"):
+                self._search(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "detail-search":
+            event.stop()
+            self._search(event.value)
+            self._close_search()
+
+    def _search(self, pattern: str) -> None:
+        log = self.log_view
+        log.search(pattern or None)
+        if log.match_count:
+            self.follow = False  # stay on the match
+            log.auto_scroll = False
+        self._update_subtitle()
+
+    def _close_search(self) -> None:
+        field = self.query_one("#detail-search", Input)
+        refocus = field.has_focus
+        field.remove_class("-active")
+        if refocus:
+            self.log_view.focus()
+
+    def action_next_match(self, step: int) -> None:
+        log = self.log_view
+        if not log.next_match(step):
+            if log.search_pattern:
+                self.notify("no match", severity="warning", markup=False, timeout=2)
+            return
+        self.follow = False
+        self._update_subtitle()
+
+    def action_yank(self) -> None:
+        """Copy the log line in focus (a search match, else the newest in view) when the log
+        has the focus; else the selected step's error, or the run id."""
+        text: str | None = None
+        if self.log_view.has_focus:
+            text = self.log_view.current_line()
+        else:
+            sr = self._step_runs().get(self.selected_step or "")
+            text = clean(sr.error, max_len=10_000) if sr is not None and sr.error else self.run_id
+        if not text:
+            self.notify("nothing to copy here", severity="warning", markup=False)
+            return
+        self.app.copy_to_clipboard(text)
+        self.notify(f"copied: {clean(text, max_len=60)}", markup=False, timeout=3)
+
+    @work(group="detail-save", exclusive=True)
+    async def action_save_log(self) -> None:
+        """Write the selected step's whole log (every attempt) to a new private file: in the
+        run's folder when this machine has it, else in the current directory."""
+        step_id = self.selected_step
+        if step_id is None:
+            return
+        lines = await self._call(self.engine.step_log(self.run_id, step_id))
+        if lines is None:
+            return
+        run_dir = self.detail.run.run_dir if self.detail is not None else None
+        try:
+            path = save_log(lines, self.run_id, step_id, run_dir)
+        except OSError as exc:
+            self.notify(
+                f"could not save the log: {clean(exc, max_len=200)}",
+                severity="error",
+                markup=False,
+            )
+            return
+        self.notify(f"saved {len(lines)} lines to {path}", markup=False, timeout=8)
+
+    def key_escape(self) -> bool | None:
+        """escape in the search line clears the search (and closes it)."""
+        field = self.query_one("#detail-search", Input)
+        if field.has_focus:
+            field.value = ""
+            self._search("")
+            self._close_search()
+            return True
+        return None
 
     def action_move_step(self, delta: int) -> None:
-        table = self.query_one("#detail-steps", DataTable)
+        table = self.query_one("#detail-steps", NavTable)
         if table.row_count:
             table.move_cursor(row=max(0, min(table.row_count - 1, table.cursor_row + delta)))

@@ -21,13 +21,24 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, OptionList, Static
+from textual.widgets import Button, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from voltui.engine.api import StartRequest, WorkflowInfo
 from voltui.engine.inputs import coerce_value
 from voltui.engine.models import InputSpec
 from voltui.safetext import clean
+
+
+class WorkflowList(OptionList):
+    """The workflow list, with the cursor keys every dashboard list has (`j`/`k`, `g`/`G`)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "cursor_down", "Down", show=False, id="nav.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="nav.up"),
+        Binding("g", "first", "First", show=False, id="nav.first"),
+        Binding("G", "last", "Last", show=False, id="nav.last"),
+    ]
 
 
 def _prompt(wf: WorkflowInfo) -> Text:
@@ -123,9 +134,11 @@ class StartScreen(ModalScreen[StartRequest | None]):
         Binding("ctrl+s", "submit", "Start", id="start.submit"),
     ]
 
-    def __init__(self, workflows: list[WorkflowInfo]) -> None:
+    def __init__(self, workflows: list[WorkflowInfo], *, chosen: str | None = None) -> None:
+        """`chosen` (a workflow id) opens that workflow's inputs form at once."""
         super().__init__()
         self.workflows = workflows
+        self._initial = chosen
         self.chosen: WorkflowInfo | None = None
         """The workflow whose form is shown; None while picking."""
         self.errors: dict[str, str] = {}
@@ -139,10 +152,22 @@ class StartScreen(ModalScreen[StartRequest | None]):
                 Text("Start a workflow (enter to choose, escape to close)"), id="start-title"
             )
             if self.workflows:
-                yield OptionList(*[Option(_prompt(wf), id=wf.id) for wf in self.workflows])
+                yield WorkflowList(*[Option(_prompt(wf), id=wf.id) for wf in self.workflows])
             else:
                 yield Static(Text("No workflows found in the workflows folder."))
             yield VerticalScroll(id="start-form")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        wf = next((w for w in self.workflows if w.id == self._initial), None)
+        if wf is not None and wf.inputs:
+            await self._open_form(wf)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """ctrl+s (start) only means something, and only shows, on the inputs form."""
+        if action == "submit":
+            return self.chosen is not None
+        return True
 
     # ------------------------------------------------------------------ picking
 
@@ -189,6 +214,7 @@ class StartScreen(ModalScreen[StartRequest | None]):
             Text.assemble("Inputs of ", (clean(wf.name, max_len=60), "bold"))
         )
         self.add_class("-form")
+        self.refresh_bindings()
         for key in self._fields:
             self._check(key)
         self.query_one(f"#input-{next(iter(self._fields))}", Input).focus()
@@ -196,6 +222,7 @@ class StartScreen(ModalScreen[StartRequest | None]):
     def _back_to_list(self) -> None:
         self.chosen = None
         self.remove_class("-form")
+        self.refresh_bindings()
         self.query_one("#start-title", Static).update(
             Text("Start a workflow (enter to choose, escape to close)")
         )

@@ -1,22 +1,65 @@
-"""A DataTable with keyed rows that are updated cell by cell, never rebuilt per refresh."""
+"""A DataTable with keyed rows that are updated cell by cell, never rebuilt per refresh.
+
+Also the keys operators expect in every table (k9s, lazygit): `j`/`k` move the cursor, `g`/`Home`
+go to the first row and `G`/`End` to the last (DataTable's own Home/End scroll sideways), and no
+horizontal scrollbar row: a table wider than its panel still scrolls sideways with the arrow
+keys, but does not spend a line of a small panel on a scrollbar.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
+from voltui import states
+
 Sig = TypeVar("Sig", bound=Hashable)
 
+NAV_BINDINGS: list[BindingType] = [
+    Binding("j", "cursor_down", "Down", show=False, id="nav.down"),
+    Binding("k", "cursor_up", "Up", show=False, id="nav.up"),
+    Binding("g,home", "scroll_top", "First row", show=False, id="nav.first"),
+    Binding("G,end", "scroll_bottom", "Last row", show=False, id="nav.last"),
+]
+"""Cursor keys for any DataTable (the run detail's steps table uses them too)."""
 
-class KeyedTable(DataTable[Text]):
+
+class NavTable(DataTable[Text]):
+    """A row-cursor DataTable with the navigation keys of `NAV_BINDINGS`, state colours as
+    component classes (`state--failed`, ... from `voltui.states`), and no horizontal
+    scrollbar line."""
+
+    BINDINGS: ClassVar[list[BindingType]] = NAV_BINDINGS
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(states.COMPONENT_CLASSES)
+    DEFAULT_CSS = (
+        "NavTable { scrollbar-size-horizontal: 0; scrollbar-size-vertical: 1; }\n"
+        + states.component_css("NavTable")
+    )
+
+    def state_styles(self) -> dict[str, object]:
+        """Each state's rich Style from the theme (for `Text` cells, which cannot use theme
+        variables). Part of a row's signature, so a theme change repaints the rows."""
+        return {
+            name: self.get_component_rich_style(states.component_class(name), partial=True)
+            for name in states.STATES
+        }
+
+
+class KeyedTable(NavTable):
     """Rows keyed by an id; `sync` touches only the rows, and in them the cells, that changed.
 
     Cells are always `Text`, so names and messages from workflows are never read as markup
     (a plain `str` cell would be).
+
+    `COLUMNS` lists every column a row renders; `show_columns` picks the ones shown (the runs
+    table drops its bar and times when narrow). When rows come in above the cursor (an ordered
+    table, cursor not on the first row), the border subtitle says "N new above" until the
+    cursor goes back to the top.
     """
 
     COLUMNS: Sequence[str] = ()
@@ -35,10 +78,44 @@ class KeyedTable(DataTable[Text]):
         self, *, name: str | None = None, id: str | None = None, classes: str | None = None
     ) -> None:
         super().__init__(name=name, id=id, classes=classes, cursor_type="row")
+        self._shown: tuple[int, ...] = tuple(range(len(self.COLUMNS)))
+        self._widths: tuple[int | None, ...] = (None,) * len(self.COLUMNS)
         for label in self.COLUMNS:
             self.add_column(label, key=label)
         self._sigs: dict[str, Hashable] = {}
         self._cells: dict[str, list[Text]] = {}
+        self.new_above = 0
+        """Rows that arrived above the cursor since it was last on the first row."""
+        self.note = ""
+        """A standing remark for the border subtitle (after "N new above")."""
+
+    # ------------------------------------------------------------------ columns
+
+    @property
+    def shown_columns(self) -> list[str]:
+        return [self.COLUMNS[i] for i in self._shown]
+
+    def show_columns(self, shown: Sequence[str], widths: Mapping[str, int] | None = None) -> bool:
+        """Show only `shown` (in `COLUMNS` order), each at its width in `widths` (others size
+        to their content). Rebuilds the table when the choice changed; whether it did."""
+        index = tuple(i for i, label in enumerate(self.COLUMNS) if label in shown)
+        sizes = tuple((widths or {}).get(self.COLUMNS[i]) for i in index)
+        if index == self._shown and sizes == self._widths:
+            return False
+        selected = self.selected_key()
+        self._shown, self._widths = index, sizes
+        self.clear(columns=True)
+        for i, width in zip(index, sizes, strict=True):
+            label = self.COLUMNS[i]
+            self.add_column(label, key=label, width=width)
+        self._sigs.clear()
+        self._cells.clear()
+        self._reselect = selected
+        return True
+
+    _reselect: str | None = None
+
+    # ------------------------------------------------------------------ rows
 
     def sync(
         self,
@@ -48,13 +125,13 @@ class KeyedTable(DataTable[Text]):
         ordered: bool = False,
     ) -> None:
         """Make the table show `rows`: row key -> signature, a tuple of the plain values the row
-        shows (`render` turns one into the row's cells). A row whose signature is unchanged
-        costs a comparison: no `Text` is built and nothing is repainted. With `ordered`, a
-        change of row order rebuilds the table (keeping the cursor on the same key); that
-        happens only when rows come or go."""
+        shows (`render` turns one into the row's cells, one per `COLUMNS` entry). A row whose
+        signature is unchanged costs a comparison: no `Text` is built and nothing is
+        repainted. With `ordered`, a change of row order rebuilds the table (keeping the cursor
+        on the same key); that happens only when rows come or go, or the order changes."""
         current = [k.value for k in self.rows]
         if ordered and current != list(rows):
-            self._rebuild(rows, render)
+            self._rebuild(rows, render, current)
             return
         sigs = self._sigs
         for key in current:
@@ -62,6 +139,7 @@ class KeyedTable(DataTable[Text]):
                 self.remove_row(key)
                 sigs.pop(key, None)
                 self._cells.pop(key, None)
+        shown = self.shown_columns
         for key, sig in rows.items():
             if key not in self.rows:
                 self._add(key, sig, render)
@@ -69,28 +147,61 @@ class KeyedTable(DataTable[Text]):
             if sigs.get(key) == sig:
                 continue
             sigs[key] = sig
-            cells = render(sig)
+            cells = self._pick(render(sig))
             old = self._cells.get(key)
-            for n, (label, cell) in enumerate(zip(self.COLUMNS, cells, strict=True)):
+            for n, (label, cell) in enumerate(zip(shown, cells, strict=True)):
                 if old is None or old[n] != cell:
                     self.update_cell(key, label, cell, update_width=True)
             self._cells[key] = cells
 
+    def _pick(self, cells: list[Text]) -> list[Text]:
+        shown = self._shown
+        return cells if len(shown) == len(cells) else [cells[i] for i in shown]
+
     def _add(self, key: str, sig: Hashable, render: Callable[[Sig], list[Text]]) -> None:
-        cells = render(sig)  # type: ignore[arg-type]
+        cells = self._pick(render(sig))  # type: ignore[arg-type]
         self.add_row(*cells, key=key)
         self._sigs[key] = sig
         self._cells[key] = cells
 
-    def _rebuild(self, rows: Mapping[str, Sig], render: Callable[[Sig], list[Text]]) -> None:
-        selected = self.selected_key()
+    def _rebuild(
+        self,
+        rows: Mapping[str, Sig],
+        render: Callable[[Sig], list[Text]],
+        current: list[str | None],
+    ) -> None:
+        selected = self.selected_key() or self._reselect
+        self._reselect = None
         self.clear()
         self._sigs.clear()
         self._cells.clear()
         for key, sig in rows.items():
             self._add(key, sig, render)
         if selected is not None and selected in rows:
-            self.move_cursor(row=self.get_row_index(selected), scroll=False)
+            row = self.get_row_index(selected)
+            self.move_cursor(row=row, scroll=False)
+            if row > 0:
+                # Rows that were not there before and now sit above the cursor: new arrivals.
+                known = set(current)
+                if known:
+                    self.new_above += sum(1 for key in list(rows)[:row] if key not in known)
+        self._show_subtitle()
+
+    def watch_cursor_coordinate(self, old: object, new: object) -> None:
+        super().watch_cursor_coordinate(old, new)  # type: ignore[arg-type]
+        if self.cursor_row == 0 and self.new_above:
+            self.new_above = 0
+            self._show_subtitle()
+
+    def set_note(self, note: str) -> None:
+        self.note = note
+        self._show_subtitle()
+
+    def _show_subtitle(self) -> None:
+        parts = [f"↑ {self.new_above} new above"] if self.new_above else []
+        if self.note:
+            parts.append(self.note)
+        self.border_subtitle = Text("  ".join(parts)) if parts else ""
 
     def selected_key(self) -> str | None:
         """Key of the row under the cursor, if any."""

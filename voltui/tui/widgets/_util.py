@@ -33,6 +33,26 @@ def mono_now(node: DOMNode) -> float:
     return getattr(node.app, "monotonic", time.monotonic)()
 
 
+def ago(ts: float | None, now: float) -> str:
+    """When something happened, relative to `now`: `12s ago`, `3m ago`, `5h ago` today, the
+    local date and time (`Jan 14 09:30`) on another day, `-` for never."""
+    if ts is None:
+        return "-"
+    seconds = now - ts
+    if seconds < 0:
+        seconds = 0.0
+    then = time.localtime(ts)
+    if time.localtime(now)[:3] != then[:3] and seconds >= 60:
+        if time.localtime(now).tm_year != then.tm_year:
+            return time.strftime("%Y-%m-%d", then)
+        return time.strftime("%b %d %H:%M", then)
+    if seconds < 60:
+        return f"{int(seconds)}s ago"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m ago"
+    return f"{int(seconds // 3600)}h ago"
+
+
 def bar(used: int, total: int, width: int = 8) -> str:
     """A small text bar (`███░░░░░`) that reads without colour."""
     if total <= 0:

@@ -45,7 +45,9 @@ def _cells(sig: AgentSig) -> list[Text]:
 
 
 class AgentsTable(KeyedTable):
-    """Who is doing the work and how loaded each agent is."""
+    """Who is doing the work and how loaded each agent is. `done` and `failed` count steps
+    that succeeded or failed on the agent (not retried or cancelled attempts) since the engine
+    started, as the border says."""
 
     COLUMNS = (
         "agent",
@@ -58,6 +60,10 @@ class AgentsTable(KeyedTable):
         "kind",
         "capabilities",
     )
+
+    def on_mount(self) -> None:
+        # The engine keeps these counts in memory: they start again with each engine start.
+        self.set_note("done/failed since engine start")
 
     def refresh_from(self, state: DashboardState) -> None:
         """Rows sorted by agent id, so they never jump around as agents report load; the

@@ -20,21 +20,15 @@ from textual.widgets import Static
 from voltui.engine.durations import format_duration
 from voltui.engine.models import StepState
 from voltui.safetext import clean
+from voltui.states import look
 from voltui.tui.state import RunView, StepView
 
 NO_RUN = "No run selected. Start one with s, or pick one in the runs panel."
 
 SYMBOL: dict[StepState, tuple[str, str]] = {
-    StepState.SUCCEEDED: ("✓", "$success"),
-    StepState.FAILED: ("✗", "bold $error"),
-    StepState.RUNNING: ("▶", "bold $primary"),
-    StepState.RETRYING: ("↻", "bold $warning"),
-    StepState.WAITING: ("…", "$secondary"),
-    StepState.PENDING: ("·", "$text-muted"),
-    StepState.SKIPPED: ("\u2013", "$text-muted"),  # en dash
-    StepState.CANCELLED: ("■", "$warning"),
-    StepState.CACHED: ("◆", "$success"),
+    state: (look(state).glyph, look(state).theme_style) for state in StepState
 }
+"""Glyph and theme style of each step state, from the one table in `voltui.states`."""
 
 
 def step_symbol(step: StepView) -> tuple[str, str]:
@@ -47,12 +41,11 @@ def step_symbol(step: StepView) -> tuple[str, str]:
 
 
 def _duration(step: StepView, now: float | None = None) -> str:
+    """`StepView.elapsed`: the engine's attempt duration once finished, the time so far while
+    running (one definition for every view)."""
     if step.started_at is None:
         return ""
-    end = step.finished_at
-    if end is None:
-        end = time.time() if now is None else now
-    return format_duration(max(0.0, end - step.started_at))
+    return format_duration(step.elapsed(time.time() if now is None else now))
 
 
 def _run_header(view: RunView) -> list[str | Content | tuple[str, str]]:

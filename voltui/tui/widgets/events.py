@@ -13,11 +13,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from typing import ClassVar
 
 from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
@@ -59,13 +61,39 @@ def _type(event_type: str) -> str:
     return text
 
 
-def event_line(event: Event) -> str:
-    """`time  type  summary`, all untrusted parts cleaned."""
-    return clean(f"{_clock(event.ts)}  {_type(event.type)} {summarize(event)}").expandtabs()
+WORKFLOW_CHARS = 14
+"""Characters of the workflow id in the run column (longer ids end in `…`)."""
+HEARTBEATS = frozenset({"metrics:system", "health:checked"})
+"""Event types that repeat on a timer whether anything happens or not: hidden by default (they
+bury the real events when idle), shown with `M`."""
+
+WorkflowOf = Callable[[str], str | None]
+
+
+def _run_column(event: Event, workflow_of: WorkflowOf | None) -> str:
+    """`5aa3ce4b code_review   `: short run id and workflow id, so two runs of one workflow
+    can be told apart; blank for events about no run."""
+    cid = event.correlation_id
+    if not cid:
+        return " " * (9 + WORKFLOW_CHARS)
+    workflow = (workflow_of(cid) if workflow_of is not None else None) or ""
+    if len(workflow) > WORKFLOW_CHARS:
+        workflow = workflow[: WORKFLOW_CHARS - 1] + "…"
+    return f"{cid[:8]:<8} {workflow:<{WORKFLOW_CHARS}}"
+
+
+def event_line(event: Event, workflow_of: WorkflowOf | None = None) -> str:
+    """`time  type  run workflow  summary`, all untrusted parts cleaned."""
+    run = _run_column(event, workflow_of)
+    return clean(f"{_clock(event.ts)}  {_type(event.type)} {run}  {summarize(event)}").expandtabs()
 
 
 def events_title(
-    text: str | None = None, run_id: str | None = None, *, paused: bool = False
+    text: str | None = None,
+    run_id: str | None = None,
+    *,
+    paused: bool = False,
+    heartbeats: bool = False,
 ) -> Text:
     """The border title: panel name, active filters, PAUSED. A `Text`, so a filter containing
     `[` is shown as typed, never read as markup."""
@@ -75,6 +103,8 @@ def events_title(
         title.append(f"/{clean(text, max_len=40)}/", style="bold")
     if run_id:
         title.append(f"  run {clean(run_id[:8])}", style="bold")
+    if heartbeats:
+        title.append("  +heartbeats", style="bold")
     if paused:
         title.append(" — PAUSED", style="bold reverse")
     return title
@@ -91,6 +121,12 @@ class EventsLog(ScrollView, can_focus=True):
 
     ALLOW_MAXIMIZE = True
     ALLOW_SELECT = True
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("j", "scroll_down", "Down", show=False, id="nav.down"),
+        Binding("k", "scroll_up", "Up", show=False, id="nav.up"),
+        Binding("g", "scroll_home", "Oldest", show=False, id="nav.first"),
+        Binding("G", "scroll_end", "Newest", show=False, id="nav.last"),
+    ]
     DEFAULT_CSS = """
     EventsLog {
         background: $surface;
@@ -103,6 +139,8 @@ class EventsLog(ScrollView, can_focus=True):
     def __init__(self, *, name: str | None = None, id: str | None = None) -> None:
         super().__init__(name=name, id=id)
         self.paused = False
+        self.show_heartbeats = False
+        """Whether `HEARTBEATS` events (metrics samples, health checks) are shown."""
         self.filter_text: str | None = None
         self.run_filter: str | None = None
         self._match: Callable[[str], bool] | None = None
@@ -112,6 +150,7 @@ class EventsLog(ScrollView, can_focus=True):
         """Formatted lines by event seq: the newest are measured, then soon drawn."""
         self._strips: LRUCache[int, tuple[Style, Strip]] = LRUCache(512)
         """Drawn lines by event seq (with the style they were drawn in), before cropping."""
+        self._workflow_of: WorkflowOf | None = None
         self._width = 0
         """Widest line drawn so far: the scrollable width grows as wider lines come into view."""
         self._width_pending = False
@@ -126,7 +165,14 @@ class EventsLog(ScrollView, can_focus=True):
     @property
     def lines(self) -> list[str]:
         """The text of every buffered line, oldest first (formats them all: for tests)."""
-        return [event_line(e) for e in self._events]
+        return [event_line(e, self._workflow_of) for e in self._events]
+
+    def line_in_view(self) -> str | None:
+        """The newest line in view (the bottom one), for `y`."""
+        if not self._events:
+            return None
+        index = min(len(self._events) - 1, int(self.scroll_y) + max(1, self.size.height) - 1)
+        return self._text(self._events[index])
 
     @property
     def line_count(self) -> int:
@@ -168,7 +214,7 @@ class EventsLog(ScrollView, can_focus=True):
     def _text(self, event: Event) -> str:
         text = self._texts.get(event.seq)
         if text is None:
-            text = self._texts[event.seq] = event_line(event)
+            text = self._texts[event.seq] = event_line(event, self._workflow_of)
         return text
 
     def _line_width(self, event: Event) -> int:
@@ -188,7 +234,28 @@ class EventsLog(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ filters and pause
 
     def _update_title(self) -> None:
-        self.border_title = events_title(self.filter_text, self.run_filter, paused=self.paused)
+        self.border_title = events_title(
+            self.filter_text, self.run_filter, paused=self.paused, heartbeats=self.show_heartbeats
+        )
+
+    def _use_state(self, state: DashboardState) -> None:
+        """Look workflow ids up in `state` (the run column)."""
+        if self._workflow_of is None or self._state is not state:
+            self._state = state
+            runs = state.runs
+
+            def workflow_of(run_id: str) -> str | None:
+                view = runs.get(run_id)
+                return None if view is None else view.run.workflow_id
+
+            self._workflow_of = workflow_of
+
+    _state: DashboardState | None = None
+
+    def set_heartbeats(self, state: DashboardState | None, shown: bool) -> None:
+        """Show or hide metrics samples and health checks (`HEARTBEATS`)."""
+        self.show_heartbeats = shown
+        self.set_filter(state, self.filter_text, self.run_filter)
 
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
@@ -206,6 +273,7 @@ class EventsLog(ScrollView, can_focus=True):
         self.clear()
         if state is None:
             return
+        self._use_state(state)
         upto = self._last_seq if self.paused else None
         shown = [e for e in self._select(state.events) if upto is None or e.seq <= upto]
         if not self.paused and state.events:
@@ -215,14 +283,18 @@ class EventsLog(ScrollView, can_focus=True):
     def _select(self, events: Iterable[Event]) -> list[Event]:
         run = self.run_filter
         match = self._match
+        hidden = _NO_TYPES if self.show_heartbeats else HEARTBEATS
+        workflow_of = self._workflow_of
         return [
             e
             for e in events
-            if (run is None or e.correlation_id == run)
-            and (match is None or match(st.event_line(e)))
+            if e.type not in hidden
+            and (run is None or e.correlation_id == run)
+            and (match is None or match(_filter_line(e, workflow_of)))
         ]
 
     def refresh_from(self, state: DashboardState) -> None:
+        self._use_state(state)
         if self.paused:
             return
         new: list[Event] = []
@@ -235,7 +307,7 @@ class EventsLog(ScrollView, can_focus=True):
             return
         new.reverse()
         self._last_seq = new[-1].seq
-        self.write_events(self._select(new) if self._match or self.run_filter else new)
+        self.write_events(self._select(new))
 
     # ------------------------------------------------------------------ drawing
 
@@ -298,3 +370,17 @@ class EventsLog(ScrollView, can_focus=True):
     def selection_updated(self, selection: Selection | None) -> None:
         self._strips.clear()
         self.refresh()
+
+
+_NO_TYPES: frozenset[str] = frozenset()
+
+
+def _filter_line(event: Event, workflow_of: WorkflowOf | None) -> str:
+    """What the `/` filter searches: `voltui.tui.state.event_line` plus the workflow id."""
+    line = st.event_line(event)
+    cid = event.correlation_id
+    if cid and workflow_of is not None:
+        workflow = workflow_of(cid)
+        if workflow:
+            return f"{line} {workflow}"
+    return line
