@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.text import Text
 
 from voltui import cli
+from voltui.commands import common as cli_common
 from voltui.engine.models import (
     Event,
     LogLine,
@@ -129,7 +130,7 @@ def test_event_lines(kind: str, text: str) -> None:
     assert_safe(summarize(event))
     assert_safe(event_line(event))
     assert_safe(replay_line(event, t0=event.ts - 1))
-    assert_safe(cli._event_line(event))
+    assert_safe(cli_common.event_line(event))
     assert_safe(events_title(text, text, paused=True))
 
 
@@ -185,8 +186,8 @@ def test_dag_builders(step_a: str, step_b: str, text: str) -> None:
 
 @given(hostile)
 def test_cli_cells(text: str) -> None:
-    assert_safe(cli._text(text))
-    assert_safe(cli._text(text, max_len=20))
+    assert_safe(cli_common.plain(text))
+    assert_safe(cli_common.plain(text, max_len=20))
     for piece in cli.clean_multiline(text).split("\n"):
         assert_safe(piece)
 

@@ -12,7 +12,6 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -27,27 +26,18 @@ from voltui.engine.errors import UserError
 from voltui.engine.models import AgentSpec, Duration, RetryPolicy
 from voltui.engine.notify import NotifyRule
 from voltui.engine.watcher import HealthCheckSpec, Thresholds
+from voltui.locations import CONFIG_ENV, data_dir, default_config_path, default_db_path
 
-CONFIG_ENV = "VOLTUI_CONFIG"
-
-
-def data_dir() -> Path:
-    """Where state lives by default (the SQLite file and run folders)."""
-    return platformdirs.user_data_path("voltui", appauthor=False)
-
-
-def default_config_path() -> Path | None:
-    """`$VOLTUI_CONFIG`, else `./voltui.toml`, else the user's config folder, if it exists."""
-    explicit = os.environ.get(CONFIG_ENV)
-    if explicit:
-        return Path(explicit)
-    for candidate in (
-        Path("voltui.toml"),
-        platformdirs.user_config_path("voltui", appauthor=False) / "voltui.toml",
-    ):
-        if candidate.is_file():
-            return candidate
-    return None
+__all__ = [
+    "CONFIG_ENV",
+    "DaskConfig",
+    "ExecutorConfig",
+    "OrchestratorConfig",
+    "data_dir",
+    "default_agents",
+    "default_config_path",
+    "load_config",
+]
 
 
 def default_agents() -> list[AgentSpec]:
@@ -145,7 +135,9 @@ class OrchestratorConfig(BaseSettings):
     enable_telemetry: bool = Field(
         False, description="also persist metrics:system samples in the event log"
     )
-    log_level: Literal["debug", "info", "warn", "error"] = "info"
+    log_level: Literal["debug", "info", "warn", "error"] = Field(
+        "info", description="what voltui logs to stderr (voltui serve and the one-shot commands)"
+    )
     event_history: int = Field(10_000, ge=100, description="events kept in memory")
     max_stored_events: int = Field(1_000_000, ge=1000, description="events kept in SQLite")
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
@@ -191,7 +183,7 @@ class OrchestratorConfig(BaseSettings):
         return tuple(sources)
 
     def db_path(self) -> Path:
-        return self.db or data_dir() / "voltui.db"
+        return self.db or default_db_path()
 
     def runs_dir(self) -> Path:
         return self.db_path().parent / "runs"

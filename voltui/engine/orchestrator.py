@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 SOURCE = "orchestrator"
 RECENT_RUNS = 50
 _ONE_SHOT_NOISE = frozenset({"agent:registered", "agent:unregistered"})
+_HEARTBEATS = frozenset({"metrics:system", "health:checked"})
+"""Periodic samples kept in the store only with enable_telemetry (live views still get them)."""
 FOLLOW_POLL = 0.25
 STORE_POLL = 0.5
 RELAY_PAGE = 5000
@@ -400,7 +402,7 @@ class Orchestrator:
     def _persist(self, event: Event) -> None:
         if (
             event.foreign  # already stored by the process that recorded it
-            or (event.type == "metrics:system" and not self.config.enable_telemetry)
+            or (event.type in _HEARTBEATS and not self.config.enable_telemetry)
             # every `voltui list` would otherwise record its agents registering
             or (not self._watching and event.type in _ONE_SHOT_NOISE)
         ):

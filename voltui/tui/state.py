@@ -71,7 +71,7 @@ _FINAL_STEP_STATES = frozenset(s for s in StepState if s.finished)
 _RUN_STATES: dict[str, RunState] = {s.value: s for s in RunState}
 _HEALTH_STATES: dict[str, HealthStatus] = {s.value: s for s in HealthStatus}
 _AGENT_FIELDS = frozenset(AgentLoad.model_fields)
-_RUN_RANK = {RunState.QUEUED: 0, RunState.RUNNING: 1}  # every finished state ranks 2
+_RUN_RANK = {RunState.QUEUED: 0, RunState.RUNNING: 1, RunState.CANCELLING: 1}  # finished: 2
 
 # What each kind of event can change, besides "events" (which every folded event changes).
 _NONE: frozenset[str] = frozenset()
