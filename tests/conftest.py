@@ -23,3 +23,5 @@ def _isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 settings.register_profile("fast", max_examples=60, deadline=None)
 settings.register_profile("long", max_examples=3000, deadline=None)
 settings.load_profile(os.environ.get("VOLTUI_HYPOTHESIS", "fast"))
+
+from tests.fixtures.fake_openai import fake_openai  # noqa: E402, F401  (a shared fixture)

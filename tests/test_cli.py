@@ -34,6 +34,7 @@ from voltui.engine.orchestrator import Orchestrator
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 60.0
 SAMPLE_IDS = {
+    "agent_review",
     "code_review",
     "development_pipeline",
     "fan_out",

@@ -38,3 +38,36 @@ def test_metrics_and_cache_have_readable_summaries() -> None:
     cache = ev("cache:stats", namespaces=[{"namespace": "steps", "hits": 3, "misses": 1}])
     assert summarize(cache) == "steps 75% hit"
     assert summarize(ev("cache:stats", namespaces=[])) == "no cache namespaces yet"
+
+
+def test_agent_operation_summaries() -> None:
+    asked = Event(
+        seq=1,
+        ts=0.0,
+        type="step:approval_requested",
+        source="t",
+        correlation_id="abc123",
+        data={"step": "ship", "prompt": "Go \x1b]0;x\x07live?"},
+    )
+    assert summarize(asked) == (
+        "ship awaits approval: Go live? (voltui approve abc123 ship [--reject] [--comment TEXT])"
+    )
+    decided = ev("step:approval_decided", step="ship", decision="rejected", by="ada", via="cli")
+    assert summarize(decided) == "ship rejected by ada via cli"
+    assert summarize(ev("step:waiting", step="ship", reason="awaiting approval")) == (
+        "ship awaiting approval"
+    )
+    usage = ev(
+        "step:usage",
+        step="ask",
+        prompt_tokens=12,
+        completion_tokens=5,
+        model="m",
+        cost_usd=0.00012,
+        priced=True,
+    )
+    assert summarize(usage) == "ask used 12+5 tokens of m $0.000120"
+    slot = ev("step:rate_limited", step="ask", until=None, reason="max_concurrent 2 of agent a")
+    assert summarize(slot) == "ask rate limited for a free slot (max_concurrent 2 of agent a)"
+    fan = ev("step:map_progress", step="m", running=3, succeeded=41, failed=1, total=50)
+    assert summarize(fan) == "m children: 3 running, 41 ok, 1 failed of 50"

@@ -21,7 +21,6 @@ from typing import Any, NoReturn
 
 from voltui import __version__
 from voltui.commands import argtypes as t
-from voltui.states import CLI_STYLE as STATE_STYLE  # the one state table; engine-free, cheap
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_BROKEN_PIPE = 141
@@ -148,6 +147,34 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 def _run_id(p: argparse.ArgumentParser) -> None:
     completes(p.add_argument("run_id", type=t.text, metavar="RUN", help="run id or prefix"), "runs")
+
+
+def _approve_args(p: argparse.ArgumentParser) -> None:
+    _run_id(p)
+    p.add_argument("step_id", type=t.text, metavar="STEP", help="the approval step's id")
+    p.add_argument("--reject", action="store_true", help="reject instead of approving")
+    p.add_argument("--comment", type=t.text, metavar="TEXT", help="a note kept with the decision")
+
+
+def _prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--older-than",
+        type=t.age,
+        metavar="AGE",
+        help="finished runs older than this (e.g. 30d, 12h); default: the config's policy",
+    )
+    p.add_argument(
+        "--keep", type=t.count, metavar="N", help="keep the newest N finished runs, prune the rest"
+    )
+    p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    _json_flag(p)
+
+
+def _doctor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--repair", action="store_true", help="back the store up, then rebuild it from what reads"
+    )
+    _json_flag(p)
 
 
 def _validate_args(p: argparse.ArgumentParser) -> None:
@@ -303,6 +330,26 @@ COMMANDS: list[Command] = [
     Command("logs", "show a run's step output, or follow it", "logs:cmd_logs", _logs_args),
     Command("replay", "run a finished run again", "run:cmd_replay", _replay_args),
     Command("cancel", "cancel an active run", "cancel:cmd_cancel", _run_id),
+    Command(
+        "approve",
+        "approve (or reject) a waiting approval step",
+        "approve:cmd_approve",
+        _approve_args,
+    ),
+    Command(
+        "prune",
+        "remove old runs now (the retention policy, or the limits given)",
+        "prune:cmd_prune",
+        _prune_args,
+        ("state",),
+    ),
+    Command(
+        "doctor",
+        "check the run store; --repair backs it up and rebuilds it",
+        "doctor:cmd_doctor",
+        _doctor_args,
+        ("state",),
+    ),
     Command(
         "serve",
         "run the engine headless for dashboards",

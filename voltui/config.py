@@ -23,8 +23,9 @@ from pydantic_settings import (
 from voltui.engine.balancer import Strategy
 from voltui.engine.cache import CacheConfig
 from voltui.engine.errors import UserError
-from voltui.engine.models import AgentSpec, Duration, RetryPolicy
+from voltui.engine.models import AgentSpec, Duration, RateLimitSpec, RetryPolicy
 from voltui.engine.notify import NotifyRule
+from voltui.engine.ratelimit import DEFAULT_PROVIDER, RateLimits
 from voltui.engine.watcher import HealthCheckSpec, Thresholds
 from voltui.locations import CONFIG_ENV, data_dir, default_config_path, default_db_path
 
@@ -98,6 +99,40 @@ class OtelConfig(BaseModel):
     service_name: str = "voltui"
 
 
+class Price(BaseModel):
+    """What a model costs, in USD per million tokens, as providers publish it."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+
+
+class LLMProvider(BaseModel):
+    """A named OpenAI-compatible endpoint; an agent uses it with `config = {provider = NAME}`.
+
+    The key is read from the environment variable `api_key_env` when a call is made, so it
+    never sits in the config file.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str
+    model: str | None = Field(None, description="default model; else llm_model")
+    api_key_env: str | None = Field(None, description="environment variable holding the key")
+    timeout: Duration | None = None
+    limits: RateLimitSpec | None = None
+
+
+class LLMConfig(BaseModel):
+    """Prices, named providers and the default endpoint's rate limits (`[llm]` in the file)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prices: dict[str, Price] = Field(default_factory=dict, description="model -> price")
+    providers: dict[str, LLMProvider] = Field(default_factory=dict)
+    limits: RateLimitSpec | None = Field(
+        None, description="rate limits of the default endpoint (llm_base_url)"
+    )
+
+
 class RetentionConfig(BaseModel):
     """How much history the store keeps; `voltui serve` and an open dashboard apply it every
     `interval`, `voltui prune` on demand. Active runs are never pruned."""
@@ -151,6 +186,10 @@ class OrchestratorConfig(BaseSettings):
     llm_api_key: str | None = None
     llm_model: str = "gpt-4o-mini"
     llm_timeout: Duration = 120.0
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    max_map_children: int = Field(
+        1000, ge=1, le=1_000_000, description="most children one `map:` step may start"
+    )
     agents: list[AgentSpec] | None = Field(None, description="None means the default agents")
     watch: list[HealthCheckSpec] = Field(default_factory=list)
     thresholds: Thresholds = Field(default_factory=Thresholds)
@@ -198,7 +237,20 @@ class OrchestratorConfig(BaseSettings):
             "llm_api_key": self.llm_api_key,
             "llm_model": self.llm_model,
             "llm_timeout": self.llm_timeout,
+            "llm_prices": {name: p.model_dump() for name, p in self.llm.prices.items()},
+            "llm_providers": {
+                name: p.model_dump(exclude={"limits"}) for name, p in self.llm.providers.items()
+            },
         }
+
+    def rate_limits(self) -> RateLimits:
+        """The limits of every configured agent and provider, as one engine-wide registry."""
+        providers: dict[str, RateLimitSpec | None] = {
+            name: p.limits for name, p in self.llm.providers.items()
+        }
+        providers.setdefault(DEFAULT_PROVIDER, self.llm.limits)
+        agents = {spec.id: spec.limits for spec in self.agent_specs() if spec.limits}
+        return RateLimits(agents, providers)
 
 
 _CONFIG_FILE: dict[str, Path | None] = {}

@@ -5,6 +5,7 @@ Kept free of Rich and Textual so both front ends (and tests) use the same words.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from voltui.engine.durations import format_duration
@@ -30,7 +31,35 @@ def summarize(event: Event) -> str:
     if t == "step:started":
         return f"{step} started on {_d(d, 'agent')} (attempt {attempt})"
     if t == "step:waiting":
-        return f"{step} waiting for an agent"
+        return f"{step} {_d(d, 'reason') or 'waiting for an agent'}"
+    if t == "step:approval_requested":
+        run = clean(event.correlation_id or "RUN", max_len=40)
+        return (
+            f"{step} awaits approval: {_d(d, 'prompt')} "
+            f"(voltui approve {run} {step} [--reject] [--comment TEXT])"
+        )
+    if t == "step:approval_decided":
+        note = f": {_d(d, 'comment')}" if d.get("comment") else ""
+        return f"{step} {_d(d, 'decision')} by {_d(d, 'by')} via {_d(d, 'via')}{note}"
+    if t == "step:rate_limited":
+        until = d.get("until")
+        when = (
+            f"until {time.strftime('%H:%M:%S', time.localtime(until))}"
+            if isinstance(until, int | float)
+            else "for a free slot"
+        )
+        return f"{step} rate limited {when} ({_d(d, 'reason')})"
+    if t == "step:usage":
+        cost = f" ${d.get('cost_usd', 0):.6f}" if d.get("priced", True) else " (no price)"
+        return (
+            f"{step} used {d.get('prompt_tokens', 0)}+{d.get('completion_tokens', 0)} tokens "
+            f"of {_d(d, 'model')}{cost}"
+        )
+    if t == "step:map_progress":
+        return (
+            f"{step} children: {d.get('running', 0)} running, {d.get('succeeded', 0)} ok, "
+            f"{d.get('failed', 0)} failed of {d.get('total', '?')}"
+        )
     if t == "step:succeeded":
         if d.get("reused_from"):
             return f"{step} reused from run {_d(d, 'reused_from')}"

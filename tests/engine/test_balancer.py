@@ -143,6 +143,27 @@ def test_performance_prefers_faster_agent_after_history() -> None:
     assert lb.select(["slow", "fast"]) == "slow"
 
 
+def test_performance_prefers_agents_not_rate_limited() -> None:
+    now = [1000.0]
+    lb = LoadBalancer("performance_based", clock=lambda: now[0])
+    for agent_id in ("fast", "slow"):
+        lb.register(agent_id, kind="llm", capabilities=["x"], capacity=4)
+    for _ in range(3):
+        run_once(lb, "fast", latency=0.1)
+        run_once(lb, "slow", latency=1.0)
+    lb.mark_limited("fast", until=1010.0)
+    assert lb.select(["fast", "slow"]) == "slow"  # limited for 10 s: the slow one goes first
+    lb.mark_limited("fast", until=1005.0)  # an earlier end does not shorten the limit
+    now[0] = 1009.9
+    assert lb.select(["fast", "slow"]) == "slow"
+    now[0] = 1010.0
+    assert lb.select(["fast", "slow"]) == "fast"
+    lb.mark_limited("fast", until=2000.0)
+    lb.mark_limited("slow", until=2000.0)
+    assert lb.select(["fast", "slow"]) == "fast"  # all limited: the usual comparison
+    lb.mark_limited("ghost", until=2000.0)  # an unknown agent is ignored (it just left)
+
+
 def test_performance_prefers_reliable_agent() -> None:
     lb = make("performance_based", ("flaky", 4, 1), ("solid", 4, 1))
     for i in range(4):

@@ -42,7 +42,7 @@ BAD_CASES = [
     ("cycle.yaml", 6, "dependency cycle: a -> b -> a"),
     ("duplicate_step.yaml", 7, "step id 'a' is used twice"),
     ("duplicate_key.yaml", 6, "key `timeout` appears twice in this mapping (first at line 5)"),
-    ("run_none.yaml", 5, "run needs exactly one of command, python, llm or simulated"),
+    ("run_none.yaml", 5, "run needs exactly one of command, python, llm, simulated or approval"),
     ("run_two_kinds.yaml", 5, "(found command, python)"),
     ("string_command.yaml", 5, "add shell: true"),
     ("command_not_list.yaml", 5, "expected a list or a string, got the integer 42"),
@@ -315,7 +315,8 @@ def test_misspelt_required_field_is_one_problem() -> None:
         load_workflow_text(text, "typo.yaml")
     assert info.value.problems == [
         "line 4, column 17 (steps[0].run.llm.promt): unknown field `promt`; did you mean "
-        "`prompt` (a required field)? Allowed here: prompt, system, model, max_tokens, temperature"
+        "`prompt` (a required field)? Allowed here: prompt, system, model, max_tokens, "
+        "temperature, stream, output_schema"
     ]
 
 

@@ -109,7 +109,7 @@ def test_each_engine_has_its_own_registry() -> None:
     assert b.registry.get_sample_value("voltui_events_total", {"type": "x:y"}) is None
 
 
-def test_llm_usage_events_count_tokens_and_cost() -> None:
+def test_step_usage_events_count_llm_tokens_and_cost() -> None:
     m = EngineMetrics()
     m.sink(
         Event(
@@ -125,7 +125,7 @@ def test_llm_usage_events_count_tokens_and_cost() -> None:
         Event(
             seq=2,
             ts=1,
-            type="llm:usage",
+            type="step:usage",
             source="t",
             correlation_id="r",
             data={"model": "m1", "prompt_tokens": 120, "completion_tokens": 30, "cost_usd": 0.002},

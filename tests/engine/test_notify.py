@@ -273,3 +273,28 @@ async def test_an_engine_sharing_the_store_does_not_notify_about_another_engines
         await watcher.stop()
         await owner.stop()
     assert [p["run_id"] for p in receiver.posts] == [run_id]
+
+
+async def test_an_approval_step_notifies_approval_needed_with_its_prompt(tmp_path: Path) -> None:
+    out = tmp_path / "asked.json"
+    script = f"import sys, pathlib; pathlib.Path({str(out)!r}).write_text(sys.stdin.read())"
+    engine = engine_with(tmp_path, [{"on": ["approval_needed"], "command": [PY, "-c", script]}])
+    wf = Workflow.model_validate(
+        {
+            "id": "release",
+            "steps": [{"id": "gate", "run": {"approval": {"prompt": "ship 1.2 to prod?"}}}],
+        }
+    )
+    await engine.start(watch=False)
+    try:
+        run = await engine.run_workflow(wf)
+        await until(out.exists, "the approval notification")
+        await engine.cancel_run(run.id)
+    finally:
+        await engine.stop()
+    got = json.loads(out.read_text())
+    assert got["kind"] == "approval_needed" and got["run_id"] == run.id
+    assert got["workflow_id"] == "release" and got["step"] == "gate"
+    assert got["text"] == f"voltui: release run {run.id} waits for approval at step gate: " + (
+        "ship 1.2 to prod?"
+    )

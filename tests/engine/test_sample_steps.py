@@ -31,6 +31,7 @@ from voltui.engine.models import Step, Workflow, validate_dag
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample-workflows"
 EXPECTED = {
+    "agent_review",
     "code_review",
     "development_pipeline",
     "fan_out",
@@ -42,6 +43,7 @@ DEFAULT_CAPABILITIES = {
     "command": {"shell", "build", "test", "review", "deploy"},
     "python": {"python", "analysis", "planning", "coding", "review"},
     "simulated": {"simulated"},
+    "approval": set(),  # asks a person; no agent runs it
 }
 
 

@@ -795,3 +795,38 @@ def test_every_health_check_updates_the_component() -> None:
     c = st.components["store"]
     assert (c.last_check, c.latency) == (T0 + 35, 0.004)
     assert "\x1b" not in c.message
+
+
+def test_rate_limited_step_says_until_when() -> None:
+    state = DashboardState()
+    state.apply([queued(1, "r1", [["a", []]])])
+    until = T0 + 75
+    limited = {"step": "a", "state": "running", "until": until, "reason": "rpm of agent x"}
+    changed = state.apply([ev(2, "step:rate_limited", limited, "r1")])
+    assert changed >= {"dag"}  # the DAG repaints
+    expected = time.strftime("%H:%M:%S", time.localtime(until))
+    assert state.runs["r1"].steps["a"].last_line == f"rate limited until {expected}"
+    slot = {"step": "a", "until": None, "reason": "max_concurrent 2 of \x1b[31magent x"}
+    state.apply([ev(3, "step:rate_limited", slot, "r1")])
+    assert state.runs["r1"].steps["a"].last_line == "rate limited: max_concurrent 2 of agent x"
+
+
+def test_llm_usage_adds_up_in_the_header_figures() -> None:
+    state = DashboardState()
+    state.apply([queued(1, "r1", [["a", []]])])
+    call = {
+        "step": "a",
+        "model": "m",
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "cost_usd": 0.25,
+        "priced": True,
+        "run_usage": {"prompt_tokens": 100, "completion_tokens": 20, "calls": 1, "cost_usd": 0.25},
+    }
+    changed = state.apply([ev(2, "step:usage", call, "r1")])
+    assert changed == {"header", "events"}  # the figures, and the event itself in the log
+    state.apply([ev(3, "step:usage", {**call, "priced": False, "cost_usd": 0.0}, "r1")])
+    assert (state.usage.total_tokens, state.usage.calls) == (240, 2)
+    assert state.usage.cost_usd == pytest.approx(0.25) and not state.usage.priced
+    assert state.runs["r1"].run.usage is not None
+    assert state.runs["r1"].run.usage.prompt_tokens == 100

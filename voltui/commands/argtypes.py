@@ -80,6 +80,20 @@ def refresh_rate(value: str) -> float:
     return rate
 
 
+@_refuses("", "abc", "-5m", "nan", "1e999s", "0")
+def age(value: str) -> float:
+    """A duration above zero like 30d, 12h or 90m (`prune --older-than`)."""
+    from voltui.engine.durations import parse_duration  # small, and only when the flag is used
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above zero like 30d, got {value!r}")
+    return seconds
+
+
 @_refuses("", "   ")
 def text(value: str) -> str:
     """Any non-blank text (ids, names, patterns)."""

@@ -18,11 +18,12 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from voltui.cli import EXIT_OK, EXIT_RUN_FAILED, STATE_STYLE
+from voltui.cli import EXIT_OK, EXIT_RUN_FAILED
 from voltui.config import OrchestratorConfig, load_config
 from voltui.engine.api import EngineAPI
 from voltui.engine.models import Event, RunState
 from voltui.safetext import clean
+from voltui.states import CLI_STYLE as STATE_STYLE
 from voltui.summaries import summarize
 
 __all__ = ["STATE_STYLE"]

@@ -12,12 +12,13 @@ import time
 from rich.console import Console
 from rich.text import Text
 
-from voltui.cli import EXIT_OK, STATE_STYLE
+from voltui.cli import EXIT_OK
 from voltui.commands.columns import Column, print_table
 from voltui.commands.common import no_workflows_folder_hint, open_engine, plain, print_json
 from voltui.engine.api import WorkflowInfo
 from voltui.engine.durations import format_duration
 from voltui.engine.models import Run, RunState
+from voltui.states import CLI_STYLE as STATE_STYLE
 
 
 def _workflow_columns(workflows: list[WorkflowInfo]) -> list[Column]:
@@ -60,7 +61,10 @@ def _no_runs(args: argparse.Namespace, workflows: list[WorkflowInfo]) -> str:
     if args.state:
         return f"no {args.state} runs"
     if workflows:
-        return f"no runs yet: try `voltui run {workflows[0].id}`"
+        # The sample a newcomer should try first when it is there: it runs to the end alone.
+        ids = [w.id for w in workflows]
+        first = "code_review" if "code_review" in ids else ids[0]
+        return f"no runs yet: try `voltui run {first}`"
     return f"no runs yet, and {no_workflows_folder_hint()}"
 
 

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from voltui.cli import EXIT_INTERRUPTED, STATE_STYLE
+from voltui.cli import EXIT_INTERRUPTED
 from voltui.commands.common import (
     FINAL_EVENTS,
     event_line,
@@ -33,6 +33,7 @@ from voltui.engine.errors import UserError
 from voltui.engine.inputs import parse_input_pairs
 from voltui.engine.models import Event, Run, RunDetail, RunState, StepState
 from voltui.safetext import clean
+from voltui.states import CLI_STYLE as STATE_STYLE
 
 WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
 

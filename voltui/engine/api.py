@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from voltui.engine.models import (
     AgentLoad,
+    Approval,
     CacheStats,
     ComponentStatus,
     Event,
@@ -28,6 +29,7 @@ from voltui.engine.models import (
     RunTrigger,
     SystemMetrics,
 )
+from voltui.engine.usage import UsageTotals
 
 
 class ScheduleInfo(BaseModel):
@@ -68,6 +70,17 @@ class ReplayRequest(BaseModel):
     mode: Literal["failed", "all"] = "failed"
 
 
+class ApprovalRequest(BaseModel):
+    """A person's decision on a waiting approval step (`voltui approve`, `a`/`x` keys)."""
+
+    run_id: str = Field(max_length=256)
+    step_id: str = Field(max_length=256)
+    approve: bool = True
+    comment: str | None = Field(None, max_length=4000)
+    by: str | None = Field(None, max_length=256, description="who; default the OS user")
+    via: str | None = Field(None, max_length=256, description="where from: cli, dashboard")
+
+
 class EngineSnapshot(BaseModel):
     """Everything a dashboard needs at once; later changes arrive as events after `seq`."""
 
@@ -82,6 +95,13 @@ class EngineSnapshot(BaseModel):
     cache: list[CacheStats]
     events: EventStats
     recent_events: list[Event] = Field(default_factory=list)
+    approvals: list[Approval] = Field(
+        default_factory=list, description="approval steps waiting for a decision"
+    )
+    usage: UsageTotals = Field(
+        default_factory=UsageTotals,
+        description="LLM tokens and cost since the engine started, by agent and by model",
+    )
 
 
 class SubscriptionLagged(Exception):
@@ -133,4 +153,8 @@ class EngineAPI(Protocol):
 
     async def wait_run(self, run_id: str) -> Run:
         """Return once the run has finished (any final state)."""
+        ...
+
+    async def approve(self, request: ApprovalRequest) -> Approval:
+        """Approve or reject a waiting approval step; the run's owner acts on it."""
         ...

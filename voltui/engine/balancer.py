@@ -7,7 +7,8 @@ per agent. Being deterministic given the same history keeps tests and TUI snapsh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -45,6 +46,8 @@ class _AgentState:
     """Tick of the latest round-robin pick; the least recent one goes next."""
     current_weight: float = 0.0
     """Smooth weighted round robin running weight (nginx's `current_weight`)."""
+    limited_until: float = 0.0
+    """Epoch seconds until which a rate limit holds this agent's calls back."""
 
     @property
     def finished(self) -> int:
@@ -82,7 +85,15 @@ class LoadBalancer:
     `release` when the work ends, so `active` always reflects steps really running.
     """
 
-    def __init__(self, strategy: Strategy = "round_robin", *, ewma_alpha: float = 0.3) -> None:
+    def __init__(
+        self,
+        strategy: Strategy = "round_robin",
+        *,
+        ewma_alpha: float = 0.3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`clock` only tells whether a rate limit is over (see `mark_limited`)."""
+        self._clock = clock
         if not 0 < ewma_alpha <= 1:
             raise ValueError(f"ewma_alpha must be in (0, 1], got {ewma_alpha}")
         self.strategy = strategy
@@ -139,6 +150,13 @@ class LoadBalancer:
     def set_healthy(self, agent_id: str, healthy: bool) -> None:
         self._state(agent_id).healthy = healthy
 
+    def mark_limited(self, agent_id: str, until: float) -> None:
+        """A rate limit holds the agent's calls back until `until` (epoch seconds): the
+        performance strategy prefers agents that are not limited meanwhile."""
+        state = self._agents.get(agent_id)
+        if state is not None:
+            state.limited_until = max(state.limited_until, until)
+
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._agents
 
@@ -190,6 +208,11 @@ class LoadBalancer:
         return best
 
     def _performance(self, eligible: list[_AgentState]) -> _AgentState:
+        # An agent held back by a rate limit would make the step wait however fast it is, so
+        # agents that are free to call now go first; among those, the usual comparison.
+        now = self._clock()
+        unlimited = [s for s in eligible if s.limited_until <= now]
+        eligible = unlimited or eligible
         untried = [s for s in eligible if s.finished == 0]
         if untried:
             # Without a measurement there is nothing to compare; measure everyone first.

@@ -19,17 +19,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voltui.engine.models import Event, Run, StepRun, Workflow
+from voltui.engine.models import Approval, Event, Run, StepRun, Workflow
 from voltui.engine.store import EXPECTED_SCHEMA, SCHEMA_VERSION, RunStore, schema_problems
 
 __all__ = ["DoctorReport", "check", "repair"]
 
 # Tables whose `data` column holds a model's JSON, and that model.
-_MODELS: dict[str, tuple[str, type[Run] | type[StepRun] | type[Event] | type[Workflow]]] = {
+_MODELS: dict[
+    str, tuple[str, type[Run] | type[StepRun] | type[Event] | type[Workflow] | type[Approval]]
+] = {
     "runs": ("data", Run),
     "steps": ("data", StepRun),
     "events": ("data", Event),
     "run_workflows": ("workflow", Workflow),
+    "approvals": ("data", Approval),
 }
 
 

@@ -12,7 +12,7 @@ Series (all prefixed `voltui_`): runs started/finished by workflow, trigger and 
 step queue wait; step attempt duration by workflow/step/agent/state; retries; agent active and
 capacity; cache hits/misses/evictions/entries by namespace; events by type (rate() of it is
 events/s); health per component; schedule fires and misses; notifications by rule and outcome;
-LLM tokens and cost from `llm:usage` events.
+LLM tokens and cost from `step:usage` events.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class EngineMetrics:
             "trigger:fired": self._trigger_fired,
             "notify:sent": self._notify,
             "notify:failed": self._notify,
-            "llm:usage": self._llm_usage,
+            "step:usage": self._llm_usage,
         }
         for state in ("succeeded", "failed", "cancelled", "interrupted", "timed_out"):
             self._handlers[f"workflow:{state}"] = self._finished

@@ -113,6 +113,31 @@ class LLMCall(_FileModel):
     model: str | None = None
     max_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.2, ge=0, le=2)
+    stream: bool = Field(
+        False, description="stream the answer (SSE) so the step log shows it as it grows"
+    )
+    output_schema: dict[str, Any] | None = Field(
+        None,
+        description="JSON Schema the answer must match; the parsed answer becomes output.json "
+        "and a mismatch is a retryable step error",
+    )
+
+    @field_validator("output_schema")
+    @classmethod
+    def _schema_is_valid(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Checked when the file loads, so a typo in the schema is a located file error rather
+        # than a failure of every attempt at run time.
+        if value is not None:
+            from jsonschema import Draft202012Validator, SchemaError
+            from jsonschema.validators import validator_for
+
+            try:
+                validator_for(value, default=Draft202012Validator).check_schema(value)
+            except SchemaError as exc:
+                where = "/".join(str(p) for p in exc.path) or "(top level)"
+                msg = f"output_schema is not a valid JSON Schema at {where}: {exc.message}"
+                raise ValueError(msg) from None
+        return value
 
 
 class SimulatedCall(_FileModel):
@@ -126,11 +151,23 @@ class SimulatedCall(_FileModel):
     output: dict[str, Any] = Field(default_factory=dict)
 
 
-RunKind = Literal["command", "python", "llm", "simulated"]
+class ApprovalCall(_FileModel):
+    """Wait for a person to approve or reject; the step's output is the decision.
+
+    The step holds no agent slot while it waits. Without `timeout` it waits as long as the run
+    may (the workflow timeout still applies).
+    """
+
+    prompt: str = Field(min_length=1, description="what the person is asked to decide")
+    timeout: Duration | None = None
+    on_timeout: Literal["reject", "approve"] = "reject"
+
+
+RunKind = Literal["command", "python", "llm", "simulated", "approval"]
 
 
 class RunSpec(_FileModel):
-    """What a step does: exactly one of `command`, `python`, `llm`, `simulated`."""
+    """What a step does: exactly one of `command`, `python`, `llm`, `simulated`, `approval`."""
 
     command: list[str] | str | None = Field(
         None, description="argv list; a string only with shell: true"
@@ -141,15 +178,18 @@ class RunSpec(_FileModel):
     python: str | None = Field(None, pattern=r"^[\w.]+:[\w.]+$", description="pkg.module:function")
     llm: LLMCall | None = None
     simulated: SimulatedCall | None = None
+    approval: ApprovalCall | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RunSpec:
         given = [
-            k for k in ("command", "python", "llm", "simulated") if getattr(self, k) is not None
+            k
+            for k in ("command", "python", "llm", "simulated", "approval")
+            if getattr(self, k) is not None
         ]
         if len(given) != 1:
             raise ValueError(
-                "run needs exactly one of command, python, llm or simulated"
+                "run needs exactly one of command, python, llm, simulated or approval"
                 + (f" (found {', '.join(given)})" if given else "")
             )
         if isinstance(self.command, str) and not self.shell:
@@ -169,6 +209,8 @@ class RunSpec(_FileModel):
             return "python"
         if self.llm:
             return "llm"
+        if self.approval:
+            return "approval"
         return "simulated"
 
 
@@ -184,6 +226,33 @@ class InputSpec(_FileModel):
     @property
     def required(self) -> bool:
         return self.default is None and not self.optional
+
+
+class MapSpec(_FileModel):
+    """Run the step once per item of a list computed at run time (dynamic fan-out).
+
+    Child `i` is recorded as step `ID[i]` with its own attempts, log and cache key; it gets
+    the item as `params.item` (and `params.index`). The step's output is the list of the
+    children's outputs, in item order (fan-in).
+    """
+
+    over: str = Field(description='expression giving a list, e.g. "${steps.plan.output.tasks}"')
+    max_parallel: int = Field(8, ge=1, le=1024, description="children running at once")
+    on_failure: Literal["fail_fast", "collect"] = Field(
+        "fail_fast",
+        description="fail_fast: stop the other children at the first failure; collect: run "
+        "every child, then fail the step if any failed",
+    )
+
+    @field_validator("over")
+    @classmethod
+    def _over_is_safe(cls, value: str) -> str:
+        from voltui.engine.conditions import check
+
+        problems = check(value)
+        if problems:
+            raise ValueError("; ".join(p.replace("condition", "map.over", 1) for p in problems))
+        return value
 
 
 class Step(_FileModel):
@@ -205,6 +274,31 @@ class Step(_FileModel):
     cache: CacheSpec | None = None
     continue_on_failure: bool = False
     priority: Priority = Priority.NORMAL
+    when: str | None = Field(
+        None,
+        description="condition; the step is skipped when it is false, e.g. "
+        '"${inputs.deploy} and steps.review.output.score >= 8"',
+    )
+
+    map: MapSpec | None = Field(None, description="one child per item of a run-time list")
+
+    @model_validator(mode="after")
+    def _map_fits(self) -> Step:
+        if self.map is not None and self.run.approval is not None:
+            raise ValueError("an approval step cannot have map:; ask once, after the fan-out")
+        return self
+
+    @field_validator("when")
+    @classmethod
+    def _when_is_safe(cls, value: str | None) -> str | None:
+        # Rejected when the file loads (with the loader's line and column), never at run time.
+        if value is not None:
+            from voltui.engine.conditions import check
+
+            problems = check(value)
+            if problems:
+                raise ValueError("; ".join(problems))
+        return value
 
     @property
     def title(self) -> str:
@@ -363,6 +457,13 @@ class ConcurrencySpec(_FileModel):
         return _TEMPLATE_RE.sub(value, self.key)
 
 
+class BudgetSpec(_FileModel):
+    """The most a run may spend on LLM calls; a call that could exceed it is refused."""
+
+    tokens: int | None = Field(None, ge=1, description="prompt + completion tokens")
+    usd: float | None = Field(None, gt=0, description="cost from the config's price table")
+
+
 class Workflow(_FileModel):
     """A workflow file. DAG checks (cycles, unknown deps) live in `validate_dag`."""
 
@@ -375,6 +476,7 @@ class Workflow(_FileModel):
     timeout: Duration | None = None
     max_parallel: int = Field(4, ge=1, le=1024)
     retry: RetryPolicy | None = None
+    budget: BudgetSpec | None = Field(None, description="LLM spending limit of each run")
     steps: list[Step] = Field(min_length=1)
     schedules: list[ScheduleSpec] = Field(default_factory=list)
     triggers: list[TriggerSpec] = Field(default_factory=list)
@@ -512,6 +614,11 @@ def validate_dag(workflow: Workflow) -> list[DagProblem]:
                 message=f"dependency cycle: {path}",
             )
         )
+        return problems
+    from voltui.engine.conditions import reference_problems
+
+    for i, field_name, message in reference_problems(workflow):
+        problems.append(DagProblem(loc=("steps", i, *field_name), message=message))
     return problems
 
 
@@ -538,6 +645,24 @@ def dag_levels(workflow: Workflow) -> list[list[str]]:
 AgentKind = Literal["command", "python", "llm", "simulated", "dask"]
 
 
+class RateLimitSpec(_FileModel):
+    """Limits on calls through one agent or one provider, enforced as token buckets.
+
+    A bucket holds `burst` requests (or `token_burst` tokens) and refills at the per-minute
+    rate; a call that finds it empty waits, so calls are spread out rather than refused.
+    """
+
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_concurrent: int | None = Field(None, ge=1, description="calls in flight at once")
+    burst: float | None = Field(
+        None, ge=1, description="requests allowed at once; default one second's worth (>= 1)"
+    )
+    token_burst: float | None = Field(
+        None, ge=1, description="tokens allowed at once; default one second's worth"
+    )
+
+
 class AgentSpec(_FileModel):
     """An agent as configured: what it can do and how much at once."""
 
@@ -548,6 +673,7 @@ class AgentSpec(_FileModel):
     weight: float = Field(1.0, gt=0)
     description: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
+    limits: RateLimitSpec | None = Field(None, description="rate limits of calls via this agent")
 
 
 class AgentLoad(BaseModel):
@@ -564,6 +690,49 @@ class AgentLoad(BaseModel):
     success_rate: float | None = None
     healthy: bool = True
     weight: float = 1.0
+
+
+# --------------------------------------------------------------------------- usage
+
+
+class Usage(BaseModel):
+    """Tokens that LLM calls used and what they cost, as a structured fact (not log text).
+
+    One value per call, summed per step (every attempt counts: each one was paid for), per
+    run, per agent and per model with `plus`.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    model: str | None = Field(None, description="the model, or None for a mix of models")
+    cost_usd: float = 0.0
+    priced: bool = Field(
+        True,
+        description="False when some call's model has no entry in the price table, so "
+        "cost_usd counts only the priced calls",
+    )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def plus(self, other: Usage) -> Usage:
+        """The sum of two usages (a new value; both stay unchanged)."""
+        if not other.calls:
+            model = self.model
+        elif not self.calls or self.model == other.model:
+            model = other.model
+        else:
+            model = None
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            calls=self.calls + other.calls,
+            model=model,
+            cost_usd=self.cost_usd + other.cost_usd,
+            priced=self.priced and other.priced,
+        )
 
 
 # --------------------------------------------------------------------------- runs
@@ -640,6 +809,7 @@ class Run(BaseModel):
     trigger_ref: str | None = Field(
         None, description="which schedule (workflow:name) or trigger file started it"
     )
+    usage: Usage | None = Field(None, description="LLM tokens and cost of all its steps")
 
     @property
     def duration(self) -> float | None:
@@ -674,6 +844,7 @@ class StepRun(BaseModel):
     reused_from: str | None = Field(None, description="run id whose stored output was reused")
     pid: int | None = Field(None, description="process group of a running command attempt")
     pid_started: float | None = Field(None, description="that process's start time (identity)")
+    usage: Usage | None = Field(None, description="LLM tokens and cost of all its attempts")
 
     @property
     def duration(self) -> float | None:
@@ -700,6 +871,40 @@ class LogLine(BaseModel):
     stream: Literal["stdout", "stderr", "engine"]
     ts: float
     line: str
+
+
+class Approval(BaseModel):
+    """A person's decision asked for by an approval step, as stored (one row per run and step).
+
+    Any process sharing the store can write the decision; the run's owner acts on it.
+    """
+
+    run_id: str
+    step_id: str
+    prompt: str
+    requested_at: float
+    timeout_at: float | None = None
+    on_timeout: Literal["reject", "approve"] = "reject"
+    decision: Literal["approved", "rejected"] | None = None
+    decided_at: float | None = None
+    by: str | None = Field(None, description="who decided: a user name, or `timeout`")
+    via: str | None = Field(None, description="where from: cli, dashboard, socket, timeout")
+    comment: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.decision is None
+
+    def output(self) -> dict[str, Any]:
+        """What the step returns, for dependents (`steps.ID.output.approved`)."""
+        return {
+            "approved": self.decision == "approved",
+            "decision": self.decision,
+            "by": self.by,
+            "via": self.via,
+            "comment": self.comment,
+            "decided_at": self.decided_at,
+        }
 
 
 class RunDetail(BaseModel):

@@ -51,9 +51,7 @@ EVENT_KINDS: dict[str, tuple[NotifyKind, ...]] = {
     "workflow:succeeded": ("succeeded",),
     "workflow:failed": ("failed",),
     "workflow:timed_out": ("timed_out", "failed"),
-    # Approval steps (the agent-ops work) announce themselves with one of these.
-    "approval:requested": ("approval_needed",),
-    "step:awaiting_approval": ("approval_needed",),
+    "step:approval_requested": ("approval_needed",),
 }
 """Event types that can notify, and the rule kinds (`on = [...]`) each one matches."""
 _FINAL = frozenset(

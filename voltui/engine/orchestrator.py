@@ -18,7 +18,13 @@ from typing import Any, Self
 from voltui.config import OrchestratorConfig
 from voltui.engine.agents.base import Agent
 from voltui.engine.agents.registry import create_agent
-from voltui.engine.api import EngineSnapshot, ReplayRequest, StartRequest, WorkflowInfo
+from voltui.engine.api import (
+    ApprovalRequest,
+    EngineSnapshot,
+    ReplayRequest,
+    StartRequest,
+    WorkflowInfo,
+)
 from voltui.engine.automation import Automation
 from voltui.engine.balancer import LoadBalancer
 from voltui.engine.cache import CacheManager
@@ -29,6 +35,7 @@ from voltui.engine.inputs import resolve_inputs
 from voltui.engine.loader import load_workflow, load_workflow_dir
 from voltui.engine.models import (
     AgentSpec,
+    Approval,
     Event,
     EventQuery,
     HealthStatus,
@@ -102,7 +109,7 @@ class Orchestrator:
         self.started_at = clock()
         self.store = RunStore(self.config.db_path())
         self.dispatcher = EventDispatcher(history_size=self.config.event_history, clock=clock)
-        self.balancer = LoadBalancer(self.config.load_balancing_strategy)
+        self.balancer = LoadBalancer(self.config.load_balancing_strategy, clock=clock)
         self.coordination = CoordinationEngine(self.dispatcher, self.balancer)
         self.cache = CacheManager(self.config.cache)
         self.watcher = SystemWatcher(
@@ -128,6 +135,8 @@ class Orchestrator:
             clock=clock,
             timer=timer,
             new_id=new_id,
+            limits=self.config.rate_limits(),
+            max_map_children=self.config.max_map_children,
         )
         self._started = False
         self._watching = False
@@ -566,7 +575,8 @@ class Orchestrator:
         steps = await self.store.get_steps(run.id)
         if request.mode == "failed":
             reuse = {s.step_id: s for s in steps if s.state.ok}
-            if len(reuse) == len(workflow.steps):
+            # `reuse` also holds map children (`review[3]`); only the workflow's steps count.
+            if all(s.id in reuse for s in workflow.steps):
                 raise UserError(
                     f"run {run.id}: every step succeeded, so there is nothing to replay with "
                     "--failed; replay all steps instead (R in the dashboard, or leave out "
@@ -584,6 +594,43 @@ class Orchestrator:
             )
         return await self.workflows.submit(
             workflow, run.inputs, replay_of=run.id, replay_mode="all", trigger="replay"
+        )
+
+    async def approve(self, request: ApprovalRequest) -> Approval:
+        """Decide a waiting approval step of any run in the store, whichever process owns it:
+        the decision is a row the owner reads within a second (at once if it is this one)."""
+        run = await self._find(request.run_id)
+        live = self.workflows.live(run.id)
+        workflow = live[1] if live is not None else await self.store.get_workflow(run.id)
+        if workflow is None:
+            raise NotFoundError(f"run {run.id} has no stored workflow definition")
+        waiting = [s.id for s in workflow.steps if s.run.approval is not None]
+        try:
+            step = workflow.step(request.step_id)
+        except KeyError:
+            raise NotFoundError(
+                f"run {run.id} has no step {request.step_id!r}; its approval steps: "
+                f"{', '.join(waiting) or 'none'}"
+            ) from None
+        if step.run.approval is None:
+            raise UserError(
+                f"step {step.id!r} of run {run.id} is a {step.run.kind} step, not an approval "
+                f"step; its approval steps: {', '.join(waiting) or 'none'}"
+            )
+        # An interrupted run (its engine died while the step waited) still takes an approval:
+        # `replay --failed` of that run then uses it instead of asking again.
+        if run.state.finished and run.state is not RunState.INTERRUPTED:
+            raise UserError(
+                f"run {run.id} already ended as {run.state.value}; its approvals cannot change "
+                "it (replay it with --failed to be asked again)"
+            )
+        return await self.workflows.approvals.decide(
+            run.id,
+            step.id,
+            approve=request.approve,
+            comment=request.comment,
+            by=request.by,
+            via=request.via,
         )
 
     # ------------------------------------------------------------------ queries
@@ -661,6 +708,8 @@ class Orchestrator:
             cache=self.cache.stats(),
             events=self.dispatcher.stats(),
             recent_events=recent,
+            approvals=self.workflows.approvals.pending(),
+            usage=self.workflows.usage.totals(),
         )
 
     def subscribe(

@@ -39,6 +39,7 @@ import psutil
 
 from voltui.engine.errors import UserError, VoltuiError
 from voltui.engine.models import (
+    Approval,
     Event,
     EventQuery,
     LogLine,
@@ -162,6 +163,17 @@ _MIGRATIONS: list[list[str]] = [
         "ALTER TABLE events ADD COLUMN ins INTEGER",
         "CREATE INDEX IF NOT EXISTS events_ins ON events (ins)",
     ],
+    [
+        # Approval steps: the request is written by the run's owner, the decision by any
+        # process sharing the file (`voltui approve`, a dashboard, a server); first one wins.
+        """CREATE TABLE IF NOT EXISTS approvals (
+            run_id TEXT NOT NULL,
+            step_id TEXT NOT NULL,
+            decision TEXT,
+            data TEXT NOT NULL,
+            PRIMARY KEY (run_id, step_id)
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -175,6 +187,7 @@ EXPECTED_SCHEMA: dict[str, tuple[str, ...]] = {
     "step_cache": ("key", "value", "expires_at"),
     "run_workflows": ("run_id", "workflow"),
     "run_requests": ("id", "run_id", "kind", "requested_at", "requested_by", "handled_at"),
+    "approvals": ("run_id", "step_id", "decision", "data"),
 }
 
 
@@ -618,6 +631,58 @@ class RunStore:
         )
         return (True, json.loads(row[0])) if row else (False, None)
 
+    async def request_approval(self, approval: Approval) -> Approval:
+        """Record that a step waits for a decision, unless it already has a row (a decision
+        written before the request was seen, or a request from an earlier attempt); returns
+        what is stored."""
+        key = (approval.run_id, approval.step_id)
+        row = (*key, approval.decision, approval.model_dump_json())
+
+        def write(conn: sqlite3.Connection) -> str:
+            conn.execute(
+                "INSERT INTO approvals (run_id, step_id, decision, data) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (run_id, step_id) DO NOTHING",
+                row,
+            )
+            found = conn.execute(
+                "SELECT data FROM approvals WHERE run_id = ? AND step_id = ?", key
+            ).fetchone()
+            return str(found[0])
+
+        return Approval.model_validate_json(await self._submit(write))
+
+    async def decide_approval(self, decided: Approval) -> Approval | None:
+        """Store a decision if the request is still pending; None when there is no pending
+        request (never asked, or someone decided first). Atomic across processes."""
+        if decided.decision is None:
+            raise ValueError("decide_approval needs a decision")
+        row = (decided.decision, decided.model_dump_json(), decided.run_id, decided.step_id)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE approvals SET decision = ?, data = ? "
+                "WHERE run_id = ? AND step_id = ? AND decision IS NULL",
+                row,
+            )
+            return cur.rowcount == 1
+
+        return decided if await self._submit(write) else None
+
+    async def get_approval(self, run_id: str, step_id: str) -> Approval | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT data FROM approvals WHERE run_id = ? AND step_id = ?", (run_id, step_id)
+            ).fetchone()
+        )
+        return Approval.model_validate_json(row[0]) if row else None
+
+    async def approvals(self, run_id: str) -> list[Approval]:
+        """Every approval of one run (pending or decided)."""
+        rows = await self._read(
+            lambda c: c.execute("SELECT data FROM approvals WHERE run_id = ?", (run_id,)).fetchall()
+        )
+        return [Approval.model_validate_json(r[0]) for r in rows]
+
     def append_events(self, events: list[Event]) -> None:
         """Queue events for the next batch; never blocks. Do not mutate them afterwards."""
         if events:
@@ -866,6 +931,7 @@ class RunStore:
                     ("events", "correlation_id"),
                     ("run_workflows", "run_id"),
                     ("run_requests", "run_id"),
+                    ("approvals", "run_id"),
                     ("runs", "id"),
                 ):
                     conn.execute(f"DELETE FROM {table} WHERE {column} IN ({q})", chunk)

@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from voltui.engine.agents.base import StepContext
+from voltui.engine.approvals import ApprovalGate
+from voltui.engine.budget import RunBudget
 from voltui.engine.cache import CacheManager, stable_key
 from voltui.engine.concurrency import ConcurrencyGate
+from voltui.engine.conditions import ConditionError, evaluate, referenced_steps, value
 from voltui.engine.coordination import CoordinationEngine
 from voltui.engine.durations import format_duration
 from voltui.engine.errors import NotFoundError, StepError
@@ -46,14 +49,17 @@ from voltui.engine.models import (
     Step,
     StepRun,
     StepState,
+    Usage,
     Workflow,
     validate_dag,
 )
 from voltui.engine.private import ensure_private_dir
+from voltui.engine.ratelimit import RateLimits
 from voltui.engine.reaper import process_start_time
 from voltui.engine.retry import backoff_delay, should_retry
 from voltui.engine.secrets import Masker, MaskingEmitter
 from voltui.engine.store import RunStore, run_row, step_row
+from voltui.engine.usage import UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,16 @@ class _Node:
     """Final state set; its report may still be waiting for the commit."""
 
 
+@dataclass(slots=True)
+class _Outcome:
+    """How an attempt loop ended: the final event to report, or the error that failed it."""
+
+    event: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    duration: float | None = None
+
+
 @dataclass(eq=False)
 class _RunExec:
     """The live state of one run inside this process."""
@@ -114,6 +130,8 @@ class _RunExec:
     closed: bool = False
     dirty: bool = False
     """Counters changed since the run row was last queued for the store."""
+    budget: RunBudget | None = None
+    """The run's LLM spending against `workflow.budget`, if it has one."""
 
 
 class _Journal:
@@ -235,6 +253,10 @@ class WorkflowManager:
         rng: random.Random | None = None,
         new_id: Callable[[], str] = new_run_id,
         gate: ConcurrencyGate | None = None,
+        limits: RateLimits | None = None,
+        usage: UsageLedger | None = None,
+        approvals: ApprovalGate | None = None,
+        max_map_children: int = 1000,
     ) -> None:
         # Secret values are masked where step text enters (output sink, errors, outputs) and,
         # as a net for everything else, in event data.
@@ -258,6 +280,12 @@ class WorkflowManager:
         self._rng = rng or random.Random()
         self._active: dict[str, _RunExec] = {}
         self._journal = _Journal(store, self._crash, self._emit_progress)
+        # Always a registry, even without configured limits: a provider's Retry-After must
+        # hold back the next call to it.
+        self._limits = limits or RateLimits(clock=clock, timer=timer)
+        self.usage = usage or UsageLedger()
+        self.approvals = approvals or ApprovalGate(store, clock=clock)
+        self._max_map_children = max_map_children
         self.touches = 0
         """Step-node visits by the scheduler; tests assert it grows linearly with run size."""
 
@@ -329,6 +357,8 @@ class WorkflowManager:
         base_dir = await asyncio.to_thread(_workflow_folder, workflow.source)
         ex = _RunExec(run, workflow, nodes, order, Path(run.run_dir or ""), base_dir, reuse or {})
         self.secrets.add_names(workflow.secrets)
+        if workflow.budget is not None:
+            ex.budget = RunBudget(workflow.budget, self._settings.get("llm_prices") or {})
         await self._store.save_run(run, workflow)
         self._active[run_id] = ex
         self._events.emit(
@@ -624,7 +654,9 @@ class WorkflowManager:
         elif run.error:
             run.state = RunState.FAILED
         else:
-            bad = run.steps_done - run.steps_succeeded - ex.tolerated
+            # A skipped step never fails the run by itself: either a `when:` condition was
+            # false, or the failure that caused the skip is counted already.
+            bad = run.steps_done - run.steps_succeeded - run.steps_skipped - ex.tolerated
             run.state = RunState.FAILED if bad else RunState.SUCCEEDED
             if bad:
                 failed = next(
@@ -732,6 +764,25 @@ class WorkflowManager:
             self._settle(ex, node, "step:succeeded", {"reused_from": sr.reused_from})
             return
 
+        if step.when is not None and not self._condition_holds(ex, node):
+            return
+        if step.run.approval is not None:
+            await self._approval_step(ex, node)
+            return
+        if step.map is not None:
+            await self._run_map(ex, node, upstream)
+            return
+        done = await self._perform(ex, step, sr, upstream)
+        if done.error is not None:
+            self._fail(ex, node, done.error, done.duration)
+        else:
+            self._settle(ex, node, done.event, done.extra)
+
+    async def _perform(
+        self, ex: _RunExec, step: Step, sr: StepRun, upstream: dict[str, Any]
+    ) -> _Outcome:
+        """The cache, then attempts with retries, until success or final failure; `sr` holds
+        the latest attempt. Shared by DAG steps and map children."""
         cache_key = None
         if step.cache is not None:
             cache_key = self._cache_key(ex, step, upstream)
@@ -747,8 +798,7 @@ class WorkflowManager:
                 sr.cached = True
                 sr.output = hit
                 sr.started_at = sr.finished_at = now
-                self._settle(ex, node, "step:cached", {"output": _preview(hit)})
-                return
+                return _Outcome("step:cached", {"output": _preview(hit)})
 
         policy = self._policy(ex.workflow, step)
         coord = self._coord
@@ -769,8 +819,7 @@ class WorkflowManager:
                     agent = await coord.acquire(step, run_id=ex.run.id)
             except StepError as exc:
                 sr.finished_at = self._clock()
-                self._fail(ex, node, str(exc), None)
-                return
+                return _Outcome("step:failed", error=str(exc))
             sr.state = StepState.RUNNING
             sr.agent_id = agent.id
             sr.started_at = self._clock()
@@ -794,6 +843,10 @@ class WorkflowManager:
                 on_spawn=self._spawn_recorder(sr),
                 cancel_grace=self._cancel_grace,
                 settings=self._settings,
+                limits=self._limits,
+                budget=ex.budget,
+                on_usage=self._usage_recorder(ex, sr),
+                on_rate_limited=self._limit_reporter(ex, sr),
             )
             started = self._timer()
             error: str | None = None
@@ -840,13 +893,9 @@ class WorkflowManager:
                     self._cache.set(cache_key, output, step.cache.namespace, ttl=ttl)
                     expires = None if ttl is None else self._clock() + ttl
                     await self._store.cache_put(cache_key, output, expires)
-                self._settle(
-                    ex,
-                    node,
-                    "step:succeeded",
-                    {"duration": sr.duration, "output": _preview(output)},
+                return _Outcome(
+                    "step:succeeded", {"duration": sr.duration, "output": _preview(output)}
                 )
-                return
 
             if will_retry:
                 delay = backoff_delay(policy, attempt, self._rng)
@@ -867,8 +916,282 @@ class WorkflowManager:
                 )
                 await asyncio.sleep(delay)
                 continue
-            self._fail(ex, node, error, sr.duration)
+            return _Outcome("step:failed", error=error, duration=sr.duration)
+
+    # ------------------------------------------------------------------ agent operations
+
+    def _condition_holds(self, ex: _RunExec, node: _Node) -> bool:
+        """Evaluate `when:`; false skips the step (dependents follow the skip rules), and a
+        condition that cannot be read (a missing key) fails it, saying what was missing."""
+        step, sr = node.step, node.sr
+        assert step.when is not None
+        try:
+            holds = evaluate(
+                step.when, ex.run.inputs, self._step_view(ex, referenced_steps(step.when))
+            )
+        except ConditionError as exc:
+            sr.finished_at = self._clock()
+            self._fail(ex, node, str(exc), None)
+            return False
+        if not holds:
+            sr.state = StepState.SKIPPED
+            sr.error = "condition false"
+            self._settle(ex, node, "step:skipped", {"reason": sr.error, "condition": step.when})
+        return holds
+
+    async def _approval_step(self, ex: _RunExec, node: _Node) -> None:
+        """Wait for a person's decision without an agent slot (and without counting against
+        `max_parallel` meanwhile); approved succeeds with the decision as output, rejected
+        (or timed out to reject) fails the step."""
+        step, sr = node.step, node.sr
+        call = step.run.approval
+        assert call is not None
+        sr.attempt += 1
+        sr.state = StepState.WAITING
+        sr.queued_at = sr.started_at = self._clock()
+        sr.finished_at = None
+        carried = None
+        if ex.run.replay_of is not None and ex.run.replay_mode == "failed":
+            # Approved after the engine that ran the original died: that decision stands.
+            carried = await self._store.get_approval(ex.run.replay_of, step.id)
+        request = await self.approvals.ask(ex.run.id, step.id, call, carried=carried)
+        self._store.append_steps([step_row(sr)])
+        self._emit_step(ex, "step:waiting", sr, {"reason": "awaiting approval"}, Priority.LOW)
+        self._emit_step(
+            ex,
+            "step:approval_requested",
+            sr,
+            {
+                "prompt": request.prompt,
+                "timeout_at": request.timeout_at,
+                "on_timeout": request.on_timeout,
+            },
+            Priority.HIGH,
+        )
+        ex.inflight -= 1  # a person's decision is not work: let other steps use the slot
+        self._launch(ex)
+        try:
+            decision = await self.approvals.wait(request)
+        finally:
+            ex.inflight += 1
+        sr.output = decision.output()
+        sr.finished_at = self._clock()
+        self._emit_step(
+            ex,
+            "step:approval_decided",
+            sr,
+            {
+                "decision": decision.decision,
+                "by": decision.by,
+                "via": decision.via,
+                "comment": decision.comment,
+            },
+            Priority.HIGH,
+        )
+        if decision.decision == "approved":
+            sr.state = StepState.SUCCEEDED
+            self._settle(ex, node, "step:succeeded", {"output": _preview(sr.output)})
             return
+        reason = f"rejected by {decision.by} via {decision.via}"
+        self._fail(ex, node, reason + (f": {decision.comment}" if decision.comment else ""), None)
+
+    def _step_view(self, ex: _RunExec, step_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """What expressions may read of these steps: output, state, error."""
+        return {
+            sid: {
+                "output": ex.nodes[sid].sr.output,
+                "state": ex.nodes[sid].sr.state.value,
+                "error": ex.nodes[sid].sr.error,
+            }
+            for sid in step_ids
+            if sid in ex.nodes
+        }
+
+    async def _run_map(self, ex: _RunExec, node: _Node, upstream: dict[str, Any]) -> None:
+        """Dynamic fan-out: one child `ID[i]` per item, at most `map.max_parallel` at once,
+        each with its own attempts, log and cache key; the step's output is the children's
+        outputs in item order. On replay --failed, children that succeeded are reused."""
+        step, sr = node.step, node.sr
+        spec = step.map
+        assert spec is not None
+        sr.attempt += 1
+        sr.state = StepState.RUNNING
+        sr.queued_at = sr.started_at = self._clock()
+        sr.finished_at = None
+        try:
+            seen = self._step_view(ex, referenced_steps(spec.over))
+            items = value(spec.over, ex.run.inputs, seen, what="map.over")
+        except ConditionError as exc:
+            self._fail(ex, node, str(exc), None)
+            return
+        if not isinstance(items, list | tuple):
+            kind = "null" if items is None else type(items).__name__
+            self._fail(ex, node, f"map.over {spec.over!r} gave a {kind}, not a list", None)
+            return
+        if len(items) > self._max_map_children:
+            self._fail(
+                ex,
+                node,
+                f"map.over {spec.over!r} gave {len(items):,} items, more than the "
+                f"{self._max_map_children:,} children a map may have; raise max_map_children "
+                "in the config or split the list",
+                None,
+            )
+            return
+        total = len(items)
+        self._store.append_steps([step_row(sr)])
+        self._emit_step(
+            ex, "step:started", sr, {"type": step.type, "kind": "map", "children": total}
+        )
+        outputs: list[Any] = [None] * total
+        errors: dict[int, str] = {}
+        counts = {"running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+        gate = asyncio.Semaphore(spec.max_parallel)
+        stop = asyncio.Event()  # fail_fast: set at the first failed child
+        policy = self._policy(ex.workflow, step)
+
+        def progress() -> None:
+            self._emit_step(ex, "step:map_progress", sr, {"total": total, **counts}, Priority.LOW)
+
+        async def child(index: int, item: Any) -> None:
+            cid = f"{step.id}[{index}]"
+            csr = StepRun(run_id=ex.run.id, step_id=cid, max_attempts=policy.max_attempts)
+            previous = ex.reuse.get(cid)
+            async with gate:
+                if stop.is_set():
+                    return  # never started: a replay --failed runs it
+                if previous is not None and previous.state.ok:
+                    csr = previous.model_copy(
+                        update={
+                            "run_id": ex.run.id,
+                            "reused_from": previous.reused_from or previous.run_id,
+                        }
+                    )
+                    done = _Outcome("step:succeeded", {"reused_from": csr.reused_from})
+                else:
+                    counts["running"] += 1
+                    progress()
+                    cstep = step.model_copy(
+                        update={
+                            "id": cid,
+                            "params": {**step.params, "item": item, "index": index},
+                            "map": None,
+                            "when": None,
+                        }
+                    )
+                    try:
+                        done = await self._perform(ex, cstep, csr, upstream)
+                    except asyncio.CancelledError:
+                        counts["running"] -= 1
+                        counts["cancelled"] += 1
+                        csr.state = StepState.CANCELLED
+                        csr.error = "cancelled: another child failed (fail_fast)"
+                        csr.finished_at = self._clock()
+                        self._store.append_steps([step_row(csr)])
+                        cancelled = {"reason": csr.error, "map": step.id, "index": index}
+                        self._journal.after_commit(
+                            ex,
+                            lambda c=csr, d=cancelled: self._emit_step(ex, "step:cancelled", c, d),
+                        )
+                        raise
+                    counts["running"] -= 1
+            if done.error is not None:
+                csr.state = StepState.FAILED
+                csr.error = done.error
+                csr.finished_at = csr.finished_at or self._clock()
+                errors[index] = done.error
+                counts["failed"] += 1
+                if spec.on_failure == "fail_fast":
+                    stop.set()
+            else:
+                outputs[index] = csr.output
+                counts["succeeded"] += 1
+            self._store.append_steps([step_row(csr)])
+            extra = {**done.extra, "map": step.id, "index": index}
+            if done.error is not None:
+                extra["error"] = done.error
+            event = "step:failed" if done.error is not None else done.event
+
+            def report(
+                csr: StepRun = csr, event: str = event, extra: dict[str, Any] = extra
+            ) -> None:
+                self._emit_step(ex, event, csr, extra)
+                progress()
+
+            self._journal.after_commit(ex, report)
+
+        tasks = [asyncio.create_task(child(i, item)) for i, item in enumerate(items)]
+        try:
+            pending = set(tasks)
+            while pending:
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    task.result()  # an engine bug in a child ends the run, as for a step
+                if stop.is_set():
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        sr.output = outputs
+        sr.finished_at = self._clock()
+        if errors:
+            first = min(errors)
+            how = "stopped at the first failure" if spec.on_failure == "fail_fast" else "all ran"
+            self._fail(
+                ex,
+                node,
+                f"{len(errors)} of {total} children failed ({how}); "
+                f"{step.id}[{first}]: {errors[first]}",
+                sr.duration,
+            )
+            return
+        sr.state = StepState.SUCCEEDED
+        self._settle(
+            ex, node, "step:succeeded", {"duration": sr.duration, "output": _preview(outputs)}
+        )
+
+    def _usage_recorder(self, ex: _RunExec, sr: StepRun) -> Callable[[Usage], None]:
+        """Add one LLM call's tokens and cost to the step, its run and the engine's totals.
+
+        O(1) per call; the step and run carry their sums and are saved with their next change.
+        """
+
+        def record(usage: Usage) -> None:
+            sr.usage = usage if sr.usage is None else sr.usage.plus(usage)
+            ex.run.usage = usage if ex.run.usage is None else ex.run.usage.plus(usage)
+            self.usage.record(sr.agent_id, usage)
+            self._journal.mark_dirty(ex)
+            self._emit_step(
+                ex,
+                "step:usage",
+                sr,
+                {
+                    "model": usage.model,
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "cost_usd": usage.cost_usd,
+                    "priced": usage.priced,
+                    "step_usage": sr.usage.model_dump(),
+                    "run_usage": ex.run.usage.model_dump(),
+                },
+                Priority.LOW,
+            )
+
+        return record
+
+    def _limit_reporter(self, ex: _RunExec, sr: StepRun) -> Callable[[float | None, str], None]:
+        """A step waiting for a rate limit says until when; the balancer steers away."""
+
+        def report(until: float | None, reason: str) -> None:
+            if until is not None and sr.agent_id is not None:
+                self._coord.balancer.mark_limited(sr.agent_id, until)
+            self._emit_step(ex, "step:rate_limited", sr, {"until": until, "reason": reason})
+
+        return report
 
     def _fail(self, ex: _RunExec, node: _Node, error: str, duration: float | None) -> None:
         sr = node.sr

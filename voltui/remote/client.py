@@ -34,6 +34,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, TypeAdapter
 
 from voltui.engine.api import (
+    ApprovalRequest,
     EngineSnapshot,
     ReplayRequest,
     StartRequest,
@@ -41,7 +42,7 @@ from voltui.engine.api import (
     WorkflowInfo,
 )
 from voltui.engine.errors import UserError
-from voltui.engine.models import Event, EventQuery, LogLine, Run, RunDetail, RunState
+from voltui.engine.models import Approval, Event, EventQuery, LogLine, Run, RunDetail, RunState
 from voltui.remote import protocol as proto
 from voltui.remote.paths import (
     UntrustedSocketError,
@@ -702,6 +703,9 @@ class RemoteEngine:
     async def wait_run(self, run_id: str) -> Run:
         """Waits across reconnects too: the run goes on in the server whatever happens here."""
         return await self._call("wait_run", {"run_id": run_id})
+
+    async def approve(self, request: ApprovalRequest) -> Approval:
+        return await self._call("approve", {"request": request.model_dump(mode="json")})
 
     async def ping(self) -> float:
         """Round trip to the server; returns the server's clock."""

@@ -93,6 +93,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from voltui import __version__
 from voltui.engine.api import (
+    ApprovalRequest,
     EngineSnapshot,
     ReplayRequest,
     StartRequest,
@@ -105,7 +106,7 @@ from voltui.engine.errors import (
     VoltuiError,
     WorkflowFileError,
 )
-from voltui.engine.models import Event, EventQuery, LogLine, Run, RunDetail, RunState
+from voltui.engine.models import Approval, Event, EventQuery, LogLine, Run, RunDetail, RunState
 
 PROTOCOL_VERSION: Final = 2  # 2: `events` and `step_log` answer in pages
 VERSION: Final = __version__
@@ -207,6 +208,10 @@ class ReplayParams(_Params):
     request: ReplayRequest
 
 
+class ApproveParams(_Params):
+    request: ApprovalRequest
+
+
 class RunIdParams(_Params):
     run_id: str = Field(max_length=256)
 
@@ -301,6 +306,7 @@ METHODS: Final[dict[str, Method]] = {
     "step_log": Method(StepLogParams, TypeAdapter(LogPage)),
     "events": Method(EventsParams, TypeAdapter(EventsPage)),
     "wait_run": Method(RunIdParams, _RUN),
+    "approve": Method(ApproveParams, TypeAdapter(Approval), mutating=True),
     "subscribe": Method(SubscribeParams, TypeAdapter(Subscribed)),
     "unsubscribe": Method(UnsubscribeParams, TypeAdapter(dict[str, bool])),
 }

@@ -344,7 +344,7 @@ class _Client:
                 rid,
                 "read_only",
                 f"{name} refused: this client attached read-only, so it cannot start, "
-                "cancel or replay runs; "
+                "cancel, replay or approve runs; "
                 + (
                     "it gave the server's read-only token: use the full token to act"
                     if self.forced_read_only
@@ -384,6 +384,10 @@ class _Client:
             if self.closed:
                 return
         kwargs = {field: getattr(params, field) for field in type(params).model_fields}
+        if name == "approve":  # where a decision came from is the server's to say, not the peer's
+            request = kwargs["request"]
+            where = f"{request.via or 'client'} over socket"
+            kwargs["request"] = request.model_copy(update={"via": f"{where} ({self.peer})"})
         task = asyncio.create_task(self._call(rid, name, method, kwargs), name=f"remote-{name}")
         if method.mutating:
             self.server._keep(task)  # survives the connection: see the module docstring

@@ -41,6 +41,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from voltui import states
 from voltui.engine.api import (
+    ApprovalRequest,
     EngineAPI,
     ReplayRequest,
     StartRequest,
@@ -50,7 +51,7 @@ from voltui.engine.models import Event
 from voltui.safetext import clean, clean_multiline
 from voltui.tui.calls import engine_call
 from voltui.tui.commands import VoltCommands
-from voltui.tui.screens import ConfirmScreen, HelpScreen, StartScreen
+from voltui.tui.screens import ConfirmScreen, DecisionScreen, HelpScreen, StartScreen
 from voltui.tui.screens.replay import ReplayScreen
 from voltui.tui.screens.run_detail import RunDetailScreen
 from voltui.tui.screens.workflows import WorkflowsScreen
@@ -58,6 +59,7 @@ from voltui.tui.state import PANELS, DashboardState, RunView
 from voltui.tui.theme import muted_variables
 from voltui.tui.widgets import (
     AgentsTable,
+    ApprovalBanner,
     CachePanel,
     DagView,
     EventsLog,
@@ -89,7 +91,7 @@ the runs and the DAG at 4 Hz and the rest at 2 Hz; a lower `refresh_hz` slows th
 that was quiet repaints at the next tick, and a key's effect is drawn at once, not on a tick."""
 SLOW_REFRESH = 1.0
 """Seconds between repaints of time-based figures (durations, uptime) with no new events."""
-WRITE_ACTIONS = frozenset({"start", "cancel_run", "replay"})
+WRITE_ACTIONS = frozenset({"start", "cancel_run", "replay", "decide"})
 """Actions that change the engine; refused in read-only mode."""
 DASHBOARD_ACTIONS = frozenset(
     {
@@ -200,6 +202,9 @@ class VoltApp(App[None]):
         Binding("c", "cancel_run", "Cancel", id="cancel"),
         Binding("r", "replay('failed')", "Replay failed", id="replay_failed"),
         Binding("R", "replay('all')", "Replay all", show=False, id="replay_all"),
+        # Shown only while an approval waits (check_action), so they cost no footer space.
+        Binding("a", "decide(True)", "Approve", id="approve"),
+        Binding("x", "decide(False)", "Reject", id="reject"),
         Binding("enter", "detail", "Open run", show=False, id="detail"),
         Binding("p", "replay_view", "Replay view", show=False, id="replay_view"),
         Binding("slash", "filter", "Filter", key_display="/", id="filter"),
@@ -281,11 +286,13 @@ class VoltApp(App[None]):
         self._hangup_installed = False
         self._previous_hangup: Any = None
         self._terminal_lost = False
+        self._approvals_shown: tuple[tuple[str, str], ...] = ()
 
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
         yield HeaderBar(id="header")
+        yield ApprovalBanner(id="approval-banner")
         yield Static(Text("Terminal too small for voltui: make it at least 60x20."), id="too-small")
         with Grid(id="panels"):
             yield RunsTable(id="runs")
@@ -490,6 +497,11 @@ class VoltApp(App[None]):
                 embedded=self.embedded,
                 connection=self.engine.connection,
             )
+            self.query_one(ApprovalBanner).refresh_from(state, read_only=self.read_only)
+            waiting = tuple(state.approvals)
+            if waiting != self._approvals_shown:
+                self._approvals_shown = waiting
+                self.refresh_bindings()  # `a`/`x` appear in the footer while something waits
         if "health" in names:
             self.query_one(HealthTable).refresh_from(state)
         if "agents" in names:
@@ -604,6 +616,8 @@ class VoltApp(App[None]):
         )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "decide" and not (self.state and self.state.approvals):
+            return False  # nothing to decide: hidden rather than greyed
         if self.read_only and action in WRITE_ACTIONS:
             return None  # shown greyed in the footer, and refused
         if action in DASHBOARD_ACTIONS and self.screen is not self.screen_stack[0]:
@@ -711,6 +725,35 @@ class VoltApp(App[None]):
             done = await self._engine_call(self.engine.cancel_run(run.id))
             if done is not None:
                 self.notify(f"run {run.id[:12]} {done.state}", markup=False)
+
+    @work(group="action", exclusive=True)
+    async def action_decide(self, approve: bool) -> None:
+        """Approve (`a`) or reject (`x`) a waiting approval step: the selected run's, else the
+        one the banner names; confirmed in a dialog that also takes a comment."""
+        state = self.state
+        if state is None or not state.approvals:
+            self.notify("no approval step is waiting", severity="warning", markup=False)
+            return
+        view = self.context_run()
+        mine = [a for a in state.approvals.values() if view is not None and a.run_id == view.run.id]
+        banner = self.query_one(ApprovalBanner).shown
+        approval = mine[0] if mine else banner or next(iter(state.approvals.values()))
+        comment = await self.push_screen_wait(DecisionScreen(approval, approve=approve))
+        if comment is None or self.read_only:
+            return
+        request = ApprovalRequest(
+            run_id=approval.run_id,
+            step_id=approval.step_id,
+            approve=approve,
+            comment=comment or None,
+            via="dashboard",
+        )
+        decided = await self._engine_call(self.engine.approve(request))
+        if decided is not None:
+            self.notify(
+                f"step {clean(decided.step_id)} of run {decided.run_id[:12]} {decided.decision}",
+                markup=False,
+            )
 
     @work(group="action", exclusive=True)
     async def action_replay(self, mode: Literal["failed", "all"]) -> None:

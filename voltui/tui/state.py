@@ -43,6 +43,7 @@ from voltui.engine.models import (
     StepRun,
     StepState,
     SystemMetrics,
+    Usage,
 )
 from voltui.safetext import clean
 from voltui.summaries import summarize
@@ -78,6 +79,9 @@ _NONE: frozenset[str] = frozenset()
 _RUN_CHANGE = frozenset({"runs", "dag", "header"})  # header shows the active-run count
 _PROGRESS_CHANGE = frozenset({"runs", "dag"})
 _STEP_CHANGE = frozenset({"dag"})
+_APPROVAL_CHANGE = frozenset({"dag", "header"})
+_HEADER = frozenset({"header"})
+"""An approval asked or decided: the step in the DAG, and the banner (drawn with the header)."""
 _AGENTS_CHANGE = frozenset({"agents"})
 _COMPONENT_CHANGE = frozenset({"health"})
 _SYSTEM_CHANGE = frozenset({"health", "header"})
@@ -97,6 +101,16 @@ def _text(value: object, limit: int = ERROR_CHARS) -> str | None:
 
 
 # --------------------------------------------------------------------------- views
+
+
+@dataclass(slots=True, frozen=True)
+class PendingApproval:
+    """An approval step waiting for a person, as the banner shows it (prompt already clean)."""
+
+    run_id: str
+    step_id: str
+    prompt: str
+    timeout_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -318,6 +332,10 @@ class DashboardState:
         self.events: deque[Event] = deque(maxlen=self.max_events)
         self.touched_runs: set[str] = set()
         """Run ids changed by the last `apply`, so the DAG panel can skip an untouched run."""
+        self.usage = Usage()
+        """LLM tokens and cost of every call the engine made since it started (the header)."""
+        self.approvals: dict[tuple[str, str], PendingApproval] = {}
+        """Approval steps waiting for a decision, oldest first (the banner and `a`/`x`)."""
         self.fold_errors = 0
         """Events whose data could not be folded (malformed or from a newer engine)."""
         self._clock = clock
@@ -329,6 +347,11 @@ class DashboardState:
         self._first_ts: float | None = None
         self._handlers: dict[str, Callable[[Event], frozenset[str]]] = {
             "step:output": self._on_step_output,
+            "step:rate_limited": self._on_step_rate_limited,
+            "step:approval_requested": self._on_approval_requested,
+            "step:approval_decided": self._on_approval_decided,
+            "step:map_progress": self._on_map_progress,
+            "step:usage": self._on_step_usage,
             "agent:load": self._on_agent_load,
             "workflow:queued": self._on_run_queued,
             "workflow:started": self._on_run_started,
@@ -367,6 +390,14 @@ class DashboardState:
                 run.error = _text(run.error)
             st.runs[run.id] = RunView(run=run)
         st._set_cache(snapshot.cache)
+        st.usage = snapshot.usage.total.model_copy()
+        for approval in snapshot.approvals:
+            st.approvals[(approval.run_id, approval.step_id)] = PendingApproval(
+                approval.run_id,
+                approval.step_id,
+                clean(approval.prompt, max_len=ERROR_CHARS),
+                approval.timeout_at,
+            )
         # recent_events is read after `seq` was taken, so it may hold events the subscription
         # will deliver again; keep only those the snapshot covers, or they would show twice.
         recent = sorted((e for e in snapshot.recent_events if e.seq <= snapshot.seq), key=_seq)
@@ -536,6 +567,8 @@ class DashboardState:
         run.state = state
         run.finished_at = ev.ts
         run.error = _text(d.get("error") or d.get("reason"))
+        for key in [k for k in self.approvals if k[0] == run.id]:  # a handful at most
+            del self.approvals[key]
         if rv.steps:
             run.steps_done = sum(1 for sv in rv.steps.values() if sv.state.finished)
         return _RUN_CHANGE
@@ -555,6 +588,61 @@ class DashboardState:
         """The view of the step a `step:*` event is about, if its run is known."""
         rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
         return None if rv is None else self._step_view(rv, ev.data.get("step"))
+
+    def _on_approval_requested(self, ev: Event) -> frozenset[str]:
+        run_id, step_id = ev.correlation_id, ev.data.get("step")
+        if not isinstance(run_id, str) or not isinstance(step_id, str):
+            return _NONE
+        prompt = _text(ev.data.get("prompt")) or "(no prompt)"
+        timeout_at = ev.data.get("timeout_at")
+        self.approvals[(run_id, step_id)] = PendingApproval(
+            run_id, step_id, prompt, timeout_at if isinstance(timeout_at, int | float) else None
+        )
+        sv = self._event_step(ev)
+        if sv is not None:
+            sv.state = StepState.WAITING
+            sv.last_line = f"awaiting approval: {prompt}"
+        return _APPROVAL_CHANGE
+
+    def _on_approval_decided(self, ev: Event) -> frozenset[str]:
+        key = (ev.correlation_id, ev.data.get("step"))
+        self.approvals.pop(key, None)  # type: ignore[arg-type]
+        sv = self._event_step(ev)
+        if sv is not None:
+            by = _text(ev.data.get("by"), 60) or "?"
+            sv.last_line = f"{_text(ev.data.get('decision'), 20) or 'decided'} by {by}"
+        return _APPROVAL_CHANGE
+
+    def _on_step_usage(self, ev: Event) -> frozenset[str]:
+        """One LLM call: add it to the engine's totals and keep the run's own sum."""
+        d = ev.data
+        call = Usage(
+            prompt_tokens=int(d.get("prompt_tokens") or 0),
+            completion_tokens=int(d.get("completion_tokens") or 0),
+            calls=1,
+            model=d.get("model") if isinstance(d.get("model"), str) else None,
+            cost_usd=float(d.get("cost_usd") or 0.0),
+            priced=bool(d.get("priced", True)),
+        )
+        self.usage = self.usage.plus(call)
+        rv = self.runs.get(ev.correlation_id or "")
+        if rv is not None and isinstance(d.get("run_usage"), dict):
+            rv.run.usage = Usage.model_validate(d["run_usage"])
+        return _HEADER
+
+    def _on_map_progress(self, ev: Event) -> frozenset[str]:
+        """A map step's note counts its children: `▶ 3 ✓ 41 ✗ 1 / 50`."""
+        sv = self._event_step(ev)
+        if sv is None:
+            return _NONE
+        d = ev.data
+        parts = [f"▶ {d.get('running', 0)}", f"✓ {d.get('succeeded', 0)}"]
+        if d.get("failed"):
+            parts.append(f"✗ {d['failed']}")
+        if d.get("cancelled"):
+            parts.append(f"■ {d['cancelled']}")
+        sv.last_line = f"{' '.join(parts)} / {d.get('total', '?')}"
+        return _STEP_CHANGE
 
     def _on_step(self, ev: Event) -> frozenset[str]:
         sv = self._event_step(ev)
@@ -582,6 +670,8 @@ class DashboardState:
         elif state is StepState.RETRYING:
             sv.error = _text(d.get("error"))
         else:  # a final state
+            if self.approvals:
+                self.approvals.pop((ev.correlation_id, sv.id), None)  # type: ignore[arg-type]
             sv.finished_at = ev.ts
             if state is StepState.CACHED and sv.started_at is None:
                 sv.started_at = ev.ts
@@ -658,6 +748,20 @@ class DashboardState:
             return _NONE
         rv.run.state = RunState.CANCELLING
         return _RUN_CHANGE
+
+    def _on_step_rate_limited(self, ev: Event) -> frozenset[str]:
+        """The step's note becomes `rate limited until 12:04:31` (local time), which the DAG
+        shows next to the step until its next output line."""
+        sv = self._event_step(ev)
+        if sv is None:
+            return _NONE
+        until = ev.data.get("until")
+        if isinstance(until, int | float):
+            note = f"rate limited until {time.strftime('%H:%M:%S', time.localtime(until))}"
+        else:
+            note = f"rate limited: {_text(ev.data.get('reason')) or 'waiting for a slot'}"
+        sv.last_line = note
+        return _STEP_CHANGE
 
     # ------------------------------------------------------------------ agents
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from voltui.engine.models import AgentSpec, RunKind, Step
+from voltui.engine.budget import RunBudget
+from voltui.engine.models import AgentSpec, RunKind, Step, Usage
+from voltui.engine.ratelimit import OnWait, RateLimits
 
 OutputSink = Callable[[Literal["stdout", "stderr", "engine"], str], None]
 
@@ -46,6 +48,14 @@ class StepContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     """Set when the attempt is cancelled or timed out; sync Python steps running in a worker
     thread cannot be interrupted, so long loops should check `ctx.cancel_event.is_set()`."""
+    limits: RateLimits | None = None
+    """The engine's rate limits (per agent, per provider); None means unlimited."""
+    budget: RunBudget | None = None
+    """The run's LLM budget; an LLM call reserves its worst case here first."""
+    on_usage: Callable[[Usage], None] = field(default=lambda usage: None)
+    """Report the tokens and cost of one LLM call; summed into the step, run and agent."""
+    on_rate_limited: OnWait = field(default=lambda until, reason: None)
+    """Report that the attempt waits for a rate limit until `until` (epoch s, or None)."""
 
     @property
     def params(self) -> dict[str, Any]:

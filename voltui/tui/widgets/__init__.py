@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from voltui.tui.widgets.agents import AgentsTable
+from voltui.tui.widgets.approvals import ApprovalBanner
 from voltui.tui.widgets.cache import CachePanel
 from voltui.tui.widgets.dag import DagView
 from voltui.tui.widgets.events import EventsLog
@@ -13,6 +14,7 @@ from voltui.tui.widgets.runs import RunsTable
 
 __all__ = [
     "AgentsTable",
+    "ApprovalBanner",
     "CachePanel",
     "DagView",
     "EventsLog",

@@ -70,6 +70,10 @@ class HeaderBar(Static):
             f"  runs {state.active_runs()} active",
             f"  {state.events_per_second:.1f} ev/s",
         ]
+        usage = state.usage
+        if usage.calls:  # only once the engine has made an LLM call
+            cost = f"${usage.cost_usd:.4f}" + ("" if usage.priced else "+")
+            parts.append(f"  llm {usage.total_tokens:,} tok {cost}")
         if state.metrics is not None:
             m = state.metrics
             parts.append(
