@@ -23,6 +23,7 @@ from pydantic_settings import (
 from voltui.engine.balancer import Strategy
 from voltui.engine.cache import CacheConfig
 from voltui.engine.errors import UserError
+from voltui.engine.limits import WorkflowLimits
 from voltui.engine.models import AgentSpec, Duration, RateLimitSpec, RetryPolicy
 from voltui.engine.notify import NotifyRule
 from voltui.engine.ratelimit import DEFAULT_PROVIDER, RateLimits
@@ -195,6 +196,10 @@ class OrchestratorConfig(BaseSettings):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    limits: WorkflowLimits = Field(
+        default_factory=WorkflowLimits,
+        description="bounds on workflow files: size, steps, text length, nesting",
+    )
     # Automation (schedules, triggers, notifications, metrics, traces): see engine/automation.py.
     schedules_enabled: bool = Field(
         True, description="run workflow schedules in `voltui serve` and the dashboard"

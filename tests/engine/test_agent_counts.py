@@ -92,3 +92,28 @@ async def test_retried_attempt_is_not_a_failure(engine: Orchestrator, tmp_path: 
     assert (await engine.wait_run(run.id)).state is RunState.SUCCEEDED
     load = await sim1(engine)
     assert (load.completed, load.failed) == (1, 0)
+
+
+async def test_agent_counts_continue_across_a_restart(tmp_path: Path) -> None:
+    from voltui.engine.models import AgentSpec, Workflow
+
+    config = OrchestratorConfig(
+        db=tmp_path / "c.db", agents=[AgentSpec(id="sim", kind="simulated", capacity=2)]
+    )
+    wf = Workflow.model_validate(
+        {
+            "id": "w",
+            "steps": [
+                {"id": "ok", "run": {"simulated": {"duration": 0}}},
+                {"id": "bad", "run": {"simulated": {"duration": 0, "fail_attempts": 3}}},
+            ],
+        }
+    )
+    for _restart in range(2):
+        async with Orchestrator(config) as engine:
+            run = await engine.run_workflow(wf)
+            await engine.wait_run(run.id)
+            load = engine.coordination.loads()[0]
+    # The second engine counted the first engine's steps too.
+    assert (load.completed, load.failed) == (2, 2)
+    assert load.mean_latency is not None

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
 
 from voltui.engine.errors import UserError, WorkflowFileError
+from voltui.engine.limits import WorkflowLimits
 from voltui.engine.loader import (
+    MAX_SHOWN,
     format_location,
     format_path,
     load_workflow,
@@ -53,6 +57,11 @@ BAD_CASES = [
     ("json_not_mapping.json", 1, "the top level is a list"),
     ("json_unknown_field.json", 6, "unknown field `comand`; did you mean `command`?"),
     ("json_cycle.json", 4, "dependency cycle: a -> b -> a"),
+    ("nan_delay.yaml", 4, "(retry.base_delay): .nan is not a finite number"),
+    ("json_nan.json", 5, "(steps[0].timeout): NaN is not a finite number"),
+    ("alias_loop.yaml", 5, "contains an alias to itself"),
+    ("bad_date.yaml", 5, "'2024-13-45' looks like a date but is not a valid one"),
+    ("custom_tag.yaml", 5, "the tag !!binary is not supported"),
 ]
 
 
@@ -329,3 +338,435 @@ def test_yaml_non_text_scalars_get_a_quote_hint() -> None:
     assert first.endswith("quote it if you meant text")
     assert second.startswith("line 4, column 9 (steps[0].id): expected text, got the boolean false")
     assert "YAML reads true/false/yes/no/on/off as booleans" in second
+
+
+# ---------------------------------------------------------------------- every problem, one pass
+
+MULTI = Path(__file__).parent / "multi_problem_workflows"
+
+
+def test_four_problems_of_four_kinds_in_one_pass() -> None:
+    """Schema and DAG problems together, each on its own line with its place (issue 10)."""
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow(MULTI / "four_kinds.yaml")
+    problems = info.value.problems
+    assert [p.split(" (")[0] for p in problems] == [
+        "line 7, column 14",
+        "line 9, column 18",
+        "line 9, column 25",
+        "line 14, column 9",
+    ]
+    assert "'soon' is not a duration" in problems[0]
+    assert "unknown step 'biuld'; did you mean 'build'?" in problems[1]
+    assert "dependency cycle: test -> package -> test" in problems[2]
+    assert "step id 'build' is used twice" in problems[3]
+    assert info.value.more == 0
+    assert str(info.value).startswith(f"{MULTI / 'four_kinds.yaml'}: 4 problems\n")
+
+
+def test_dag_is_checked_even_when_steps_fail_the_schema() -> None:
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow(MULTI / "schema_and_dag.json")
+    problems = info.value.problems
+    assert len(problems) == 4, problems
+    assert "unknown field `retries`; did you mean `retry`?" in problems[0]
+    assert "dependency cycle: a -> b -> a" in problems[1]
+    assert "unknown field `comand`; did you mean `command`?" in problems[2]
+    assert "unknown step 'nope'" in problems[3]
+    assert all(p.startswith("line ") for p in problems)
+
+
+def test_dag_of_steps_with_bad_ids_or_dependencies_does_not_crash() -> None:
+    text = (
+        "id: odd\n"
+        "steps:\n"
+        "  - 42\n"
+        "  - {id: [x], depends_on: a, run: {command: [x]}}\n"
+        "  - {id: b, depends_on: [1, zz], run: {command: [x]}}\n"
+    )
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "odd.yaml")
+    message = str(info.value)
+    assert "unknown step 'zz'" in message
+    assert "line 3" in message and "line 4" in message and "line 5" in message
+
+
+# ---------------------------------------------------------------------- non-finite numbers
+
+
+@pytest.mark.parametrize(
+    ("place", "text"),
+    [
+        ("retry.base_delay", "retry: {base_delay: .nan}\n"),
+        ("retry.max_delay", "retry: {max_delay: .inf}\n"),
+        ("retry.jitter", "retry: {jitter: .nan}\n"),
+        ("timeout", "timeout: .inf\n"),
+        ("steps[0].run.simulated.duration", None),
+        ("steps[0].params.nested[1].x", None),
+        ("inputs.n.default", "inputs: {n: {type: number, default: -.inf}}\n"),
+    ],
+)
+def test_non_finite_numbers_are_rejected_everywhere(place: str, text: str | None) -> None:
+    step = "  - id: a\n    run: {command: [echo]}\n"
+    if place == "steps[0].run.simulated.duration":
+        step = "  - id: a\n    run: {simulated: {duration: .NaN}}\n"
+    elif place.startswith("steps[0].params"):
+        step = "  - id: a\n    run: {command: [echo]}\n    params: {nested: [1, {x: .Inf}]}\n"
+    source = "id: f\n" + (text or "") + "steps:\n" + step
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(source, "f.yaml")
+    assert len(info.value.problems) == 1, info.value.problems
+    problem = info.value.problems[0]
+    assert f"({place}): " in problem
+    assert "is not a finite number" in problem
+    assert problem.startswith("line ")
+
+
+def test_duration_that_overflows_to_infinity_is_rejected() -> None:
+    source = (
+        "id: f\nsteps:\n  - id: a\n    run: {command: [echo]}\n    timeout: " + "9" * 400 + "s\n"
+    )
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(source, "f.yaml")
+    assert "line 5, column 14 (steps[0].timeout)" in str(info.value)
+
+
+def test_models_built_in_code_reject_non_finite_numbers() -> None:
+    """The API path (workflows built without a file) has the same rule."""
+    from pydantic import ValidationError
+
+    from voltui.engine.models import RetryPolicy, Workflow
+
+    with pytest.raises(ValidationError):
+        RetryPolicy(base_delay=float("nan"))
+    with pytest.raises(ValidationError):
+        RetryPolicy(jitter=float("nan"))
+    with pytest.raises(ValidationError):
+        Workflow.model_validate(
+            {"id": "w", "timeout": float("inf"), "steps": [{"id": "a", "run": {"python": "m:f"}}]}
+        )
+
+
+# ---------------------------------------------------------------------- files that never end
+
+
+def _load_in_thread(path: Path) -> BaseException | None:
+    """Load `path` in a thread, so a read that blocks fails the test instead of hanging it."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            load_workflow(path)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout=30)  # a hang guard, not a speed check: a FIFO read never returns
+    assert outcome, f"loading {path} blocked"
+    return outcome[0]
+
+
+def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    error = _load_in_thread(fifo)
+    assert isinstance(error, WorkflowFileError)
+    assert "this is a FIFO (named pipe), not a regular file" in str(error)
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+@pytest.mark.parametrize("through_link", [False, True])
+def test_devices_are_refused_directly_and_through_symlinks(
+    device: str, through_link: bool, tmp_path: Path
+) -> None:
+    if not os.path.exists(device):
+        pytest.skip(f"{device} does not exist here")
+    path = Path(device)
+    if through_link:
+        path = tmp_path / "innocent.yaml"
+        path.symlink_to(device)
+    error = _load_in_thread(path)
+    assert isinstance(error, WorkflowFileError)
+    assert "this is a character device, not a regular file" in str(error)
+
+
+def test_symlink_to_fifo_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "flow.yaml"
+    link.symlink_to(fifo)
+    error = _load_in_thread(link)
+    assert isinstance(error, WorkflowFileError)
+    assert "FIFO" in str(error)
+
+
+def test_symlink_to_a_regular_file_is_read(tmp_path: Path) -> None:
+    target = tmp_path / "real.yaml"
+    target.write_text("id: real\nsteps: [{id: a, run: {command: [echo]}}]\n")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(target)
+    assert load_workflow(link).id == "real"
+
+
+def test_broken_symlink_says_so(tmp_path: Path) -> None:
+    link = tmp_path / "gone.yaml"
+    link.symlink_to(tmp_path / "nothing.yaml")
+    with pytest.raises(WorkflowFileError, match="symbolic link to a file that does not exist"):
+        load_workflow(link)
+
+
+def test_file_over_the_size_limit_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("id: big\nsteps: [{id: a, run: {command: [echo]}}]\n" + "#" * 5000 + "\n")
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow(path, limits=WorkflowLimits(max_file_bytes=2048))
+    assert "over the limit of 2,048 (limits.max_file_bytes)" in str(info.value)
+    assert load_workflow(path).id == "big"  # within the default limit
+
+
+def test_a_100_mb_name_is_refused_with_a_short_message(tmp_path: Path) -> None:
+    path = tmp_path / "huge_name.yaml"
+    with path.open("w") as out:
+        out.write("id: huge\nname: ")
+        for _ in range(100):
+            out.write("n" * 1_000_000)
+        out.write("\nsteps: [{id: a, run: {command: [echo]}}]\n")
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow(path)
+    assert len(str(info.value)) < 400
+    assert "limits.max_file_bytes" in str(info.value)
+    # With the size limit raised, the text-length limit catches it, at its line.
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow(path, limits=WorkflowLimits(max_file_bytes=200_000_000))
+    assert len(str(info.value)) < 400
+    assert "line 2, column 7 (name): this text is 100,000,000 characters long" in str(info.value)
+    assert "limits.max_string_length" in str(info.value)
+
+
+# ---------------------------------------------------------------------- pathological files
+
+
+def _steps_yaml(lines: list[str]) -> str:
+    return "id: generated\nsteps:\n" + "\n".join(lines) + "\n"
+
+
+def test_50000_duplicate_ids_give_20_problems_and_a_count() -> None:
+    text = _steps_yaml(["  - {id: a, run: {command: [x]}}"] * 50_000)
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "dups.yaml")
+    error = info.value
+    assert len(error.problems) == MAX_SHOWN == 20
+    assert error.more == 49_999 - 20
+    assert error.total == 49_999
+    assert error.problems[0].startswith(
+        "line 4, column 10 (steps[1].id): step id 'a' is used twice"
+    )
+    assert "49,999 problems" in str(error)
+    assert "and 49,979 more" in str(error)
+    assert len(str(error)) < 20 * 300
+
+
+def test_20000_unknown_dependencies_give_bounded_messages() -> None:
+    lines = [
+        f"  - {{id: s{i}, depends_on: [{', '.join(f'gone_{i}_{k}' for k in range(20))}], "
+        "run: {command: [x]}}"
+        for i in range(1000)
+    ]
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(_steps_yaml(lines), "unknown.yaml")
+    error = info.value
+    assert error.total == 20_000
+    assert len(error.problems) == 20
+    assert all("depends on unknown step 'gone_" in p for p in error.problems)
+    assert all(len(p) < 200 for p in error.problems)  # no listing of the 1,000 known steps
+    assert len(str(error)) < 20 * 250
+
+
+def test_unknown_dependency_suggests_the_nearest_of_many_steps() -> None:
+    lines = [f"  - {{id: stage_{i:05d}_task, run: {{command: [x]}}}}" for i in range(20_000)]
+    lines.append("  - {id: last, depends_on: [stage_12345_tsak, zzzz], run: {command: [x]}}")
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(_steps_yaml(lines), "near.yaml")
+    problems = info.value.problems
+    assert len(problems) == 2
+    assert "did you mean 'stage_12345_task'" in problems[0]
+    assert problems[1].endswith("unknown step 'zzzz'; fix the name or add that step")
+
+
+def test_a_10000_step_cycle_is_named_in_a_bounded_message() -> None:
+    lines = [
+        f"  - {{id: s{i}, depends_on: [s{(i - 1) % 10_000}], run: {{command: [x]}}}}"
+        for i in range(10_000)
+    ]
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(_steps_yaml(lines), "ring.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("line 3, column 27 (steps[0].depends_on[0]): dependency cycle: s0 ->")
+    assert "(9,989 more)" in problem
+    assert "s9999 -> s0" in problem
+    assert len(problem) < 400
+
+
+def test_a_50000_step_chain_loads() -> None:
+    """The chain that took 39-59 s: no recursion limit, no quadratic check (speed: bench/)."""
+    lines = ["  - {id: s0, run: {command: [x]}}"] + [
+        f"  - {{id: s{i}, depends_on: [s{i - 1}], run: {{command: [x]}}}}" for i in range(1, 50_000)
+    ]
+    workflow = load_workflow_text(_steps_yaml(lines), "chain.yaml")
+    assert len(workflow.steps) == 50_000
+    assert workflow.steps[-1].depends_on == ["s49998"]
+
+
+def test_step_count_limit() -> None:
+    lines = [f"  - {{id: s{i}, run: {{command: [x]}}}}" for i in range(11)]
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(_steps_yaml(lines), "many.yaml", limits=WorkflowLimits(max_steps=10))
+    (problem,) = info.value.problems
+    assert problem.startswith("line 3, column 3 (steps): the workflow has 11 steps")
+    assert "limits.max_steps" in problem
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+@pytest.mark.parametrize("depth", [65, 900, 100_000])
+def test_nesting_past_the_depth_limit_is_one_located_problem(fmt: str, depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    if fmt == "yaml":
+        text = (
+            f"id: deep\nsteps:\n  - id: a\n    run: {{command: [x]}}\n    params: {{n: {nested}}}\n"
+        )
+    else:
+        text = (
+            '{"id": "deep", "steps": [{"id": "a", "run": {"command": ["x"]}, '
+            f'"params": {{"n": {nested}}}}}]}}'
+        )
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, f"deep.{fmt}", fmt=fmt)  # type: ignore[arg-type]
+    (problem,) = info.value.problems
+    assert problem.startswith("line ")
+    assert "deeper than 64 levels" in problem or "1,000 levels" in problem
+    assert len(problem) < 400
+
+
+def test_depth_limit_counts_nesting_through_aliases() -> None:
+    levels = ["a0: &a0 [[[[[[[[[[1]]]]]]]]]]"]
+    levels += [f"a{i}: &a{i} [[[[[[[[[[*a{i - 1}]]]]]]]]]]" for i in range(1, 8)]
+    text = "id: d\n" + "\n".join(levels) + "\nsteps: [{id: a, run: {command: [x]}}]\n"
+    with pytest.raises(WorkflowFileError, match="deeper than 64 levels"):
+        load_workflow_text(text, "alias_depth.yaml")
+
+
+def test_alias_bomb_is_refused_without_expanding_it() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    text = "id: bomb\n" + "\n".join(lines) + "\nsteps: [{id: a, run: {command: [x]}}]\n"
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "bomb.yaml")
+    (problem,) = info.value.problems
+    assert "YAML aliases here expand the file to more than 5,000,000 values" in problem
+
+
+def test_shared_anchors_within_limits_still_load() -> None:
+    text = (
+        "id: shared\n"
+        "steps:\n"
+        "  - &base {id: a, run: {command: [echo, a]}, params: &p {k: [1, 2, 3]}}\n"
+        "  - {<<: *base, id: b, depends_on: [a], params: *p}\n"
+    )
+    workflow = load_workflow_text(text, "shared.yaml")
+    assert workflow.steps[1].run.command == ["echo", "a"]
+    assert workflow.steps[1].params == {"k": [1, 2, 3]}
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_text_length_limit(fmt: str) -> None:
+    long = "d" * 70_000
+    if fmt == "yaml":
+        text = f"id: t\ndescription: {long}\nsteps: [{{id: a, run: {{command: [x]}}}}]\n"
+    else:
+        step = '{"id": "a", "run": {"command": ["x"]}}'
+        text = f'{{"id": "t", "description": "{long}", "steps": [{step}]}}'
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, f"t.{fmt}", fmt=fmt)  # type: ignore[arg-type]
+    (problem,) = info.value.problems
+    assert "(description): this text is 70,000 characters long" in problem
+    assert problem.startswith("line ")
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_a_number_too_long_to_read_is_located(fmt: str) -> None:
+    digits = "9" * 5000
+    if fmt == "yaml":
+        text = f"id: n\nsteps:\n  - id: a\n    run: {{command: [x]}}\n    params: {{n: {digits}}}\n"
+    else:
+        step = f'{{"id": "a", "run": {{"command": ["x"]}}, "params": {{"n": {digits}}}}}'
+        text = f'{{"id": "n", "steps": [{step}]}}'
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, f"n.{fmt}", fmt=fmt)  # type: ignore[arg-type]
+    (problem,) = info.value.problems
+    assert "this number has 5,000 digits" in problem
+    assert problem.startswith("line ")
+
+
+def test_json_duplicate_keys_are_reported() -> None:
+    text = '{"id": "a", "steps": [{"id": "s", "run": {"command": ["x"]}}], "id": "b"}'
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "d.json", fmt="json")
+    assert "key 'id' appears twice in this object" in str(info.value)
+
+
+def test_json_lone_surrogate_escape_is_refused() -> None:
+    text = (
+        '{"id": "a", "name": "bad \\ud800 text", "steps": [{"id": "s", "run": {"command": ["x"]}}]}'
+    )
+    with pytest.raises(WorkflowFileError, match="surrogate"):
+        load_workflow_text(text, "s.json", fmt="json")
+
+
+def test_messages_quote_long_values_briefly() -> None:
+    value = "v" * 10_000
+    text = f"id: q\nsteps:\n  - id: a\n    run: {{command: [x]}}\n    priority: {value}\n"
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "q.yaml")
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(
+    ("value", "phrase"),
+    [
+        ("!!bool maybe", "'maybe' cannot be read as true or false"),
+        ("!!timestamp x", "'x' cannot be read as a date"),
+        ("!!float x", "'x' cannot be read as a number"),
+        ("!!int 1.5", "'1.5' cannot be read as a whole number"),
+        ("!!int ''", "'' cannot be read as a whole number"),
+        ("!!float ''", "'' cannot be read as a number"),
+    ],
+)
+def test_explicit_tags_on_the_wrong_kind_of_text(value: str, phrase: str) -> None:
+    text = f"id: t\nsteps:\n  - id: a\n    run: {{command: [x]}}\n    params: {{v: {value}}}\n"
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "t.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("line 5, column 17 (steps[0].params.v): ")
+    assert phrase in problem
+
+
+@pytest.mark.parametrize("digits", [400, 4000])
+def test_a_duration_too_large_for_a_float_is_a_located_problem(digits: int) -> None:
+    text = f"id: t\nsteps:\n  - id: a\n    run: {{command: [x]}}\n    timeout: {'9' * digits}\n"
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "t.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("line 5, column 14 (steps[0].timeout): ")
+    assert "far too large for a duration" in problem
+
+
+def test_a_duplicate_key_beside_an_unreadable_tagged_key() -> None:
+    """Finding where a duplicated key first appeared must not trip over a bad `!!bool` key."""
+    text = "!!bool name: x\nid: a\nid: b\nsteps: [{id: s, run: {command: [x]}}]\n"
+    with pytest.raises(WorkflowFileError) as info:
+        load_workflow_text(text, "k.yaml")
+    message = str(info.value)
+    assert "'name' cannot be read as true or false" in message
+    assert "key `id` appears twice in this mapping (first at line 2)" in message

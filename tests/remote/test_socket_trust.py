@@ -83,13 +83,40 @@ async def test_lock_and_socket_are_private(engine: Orchestrator, short_dir: Path
 # ------------------------------------------------------------------------- the server's folder
 
 
-async def test_world_writable_folder_is_refused(engine: Orchestrator, short_dir: Path) -> None:
+async def test_a_shared_sticky_folder_gets_a_private_subfolder(
+    engine: Orchestrator, short_dir: Path
+) -> None:
+    """`--socket /tmp/voltui.sock`: the socket goes into `/tmp/voltui-<uid>/` (0700, ours),
+    and a client given the same name finds it there."""
     shared = short_dir / "shared"
     shared.mkdir()
     shared.chmod(0o1777)  # like /tmp
-    with pytest.raises(UntrustedSocketError, match=r"writable by other users \(mode 1777\)"):
+    server = EngineServer(engine, socket_path=shared / "voltui.sock")
+    await server.start()
+    try:
+        private = shared / f"voltui-{os.geteuid()}"
+        assert server.socket_path == private / "voltui.sock"
+        assert mode(private) == 0o700 and private.stat().st_uid == os.geteuid()
+        assert (private / "voltui.sock").is_socket()
+        assert not (shared / "voltui.sock").exists()
+        async with RemoteEngine(socket_path=shared / "voltui.sock") as client:
+            assert (await client.snapshot()).agents  # a real answer through the mapped path
+    finally:
+        await server.stop()
+
+
+@needs_root
+async def test_a_squatted_private_subfolder_is_refused(
+    engine: Orchestrator, short_dir: Path
+) -> None:
+    shared = short_dir / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    squat = shared / f"voltui-{os.geteuid()}"
+    squat.mkdir(mode=0o700)
+    os.chown(squat, *nobody_ids())  # another user made it first
+    with pytest.raises(UntrustedSocketError, match=r"belongs to nobody"):
         await EngineServer(engine, socket_path=shared / "voltui.sock").start()
-    assert list(shared.iterdir()) == []  # no socket, no lock left behind
 
 
 async def test_group_writable_folder_is_refused(engine: Orchestrator, short_dir: Path) -> None:

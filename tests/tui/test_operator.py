@@ -183,7 +183,7 @@ async def test_failed_and_succeeded_rows_differ_in_colour(
 
 
 def test_one_state_table_for_cli_dag_and_dashboard() -> None:
-    from voltui import cli
+    from voltui.commands import common as cli  # what every CLI command prints states with
     from voltui.tui.widgets.dag import SYMBOL
 
     for state in [*RunState, *StepState]:

@@ -325,3 +325,13 @@ def test_check_field_rules() -> None:
     text = InputSpec(type="string")
     assert check_field(text, "")[1] == "required: type a value"
     assert check_field(text, "  a ") == ("  a ", None)
+
+
+async def test_start_without_workflows_names_the_folder_and_the_flag() -> None:
+    screen = StartScreen([])
+    app = _Host(screen)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        text = str(screen.query_one("#start-empty", Static).render())
+        assert "sample-workflows" in text and str(Path.cwd()) in text
+        assert "--workflows DIR" in text and "voltui.toml" in text

@@ -39,6 +39,8 @@ class _AgentState:
     completed: int = 0
     failed: int = 0
     latency_sum: float = 0.0
+    seeded: int = 0
+    """Outcomes counted from the stored history (no latency known for them)."""
     ewma_latency: float | None = None
     ewma_success: float | None = None
     healthy: bool = True
@@ -71,7 +73,9 @@ class _AgentState:
             capacity=self.capacity,
             completed=self.completed,
             failed=self.failed,
-            mean_latency=self.latency_sum / finished if finished else None,
+            mean_latency=(
+                self.latency_sum / (finished - self.seeded) if finished > self.seeded else None
+            ),
             success_rate=self.completed / finished if finished else None,
             healthy=self.healthy,
             weight=self.weight,
@@ -278,6 +282,17 @@ class LoadBalancer:
         return state
 
     # ------------------------------------------------------------------ reporting
+
+    def seed(self, agent_id: str, *, completed: int, failed: int) -> None:
+        """Counts from the stored history, so an agent's figures survive an engine restart.
+
+        They add to `completed`/`failed` only: latencies and the performance EWMAs start from
+        what this engine measures itself.
+        """
+        state = self._state(agent_id)
+        state.completed += completed
+        state.failed += failed
+        state.seeded += completed + failed
 
     def any_free(self) -> bool:
         """Whether any healthy agent has a free slot (no snapshots built)."""

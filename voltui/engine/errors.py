@@ -20,16 +20,25 @@ class UserError(VoltuiError):
 class WorkflowFileError(UserError):
     """A workflow file that cannot be used; names the file, the place and the fix."""
 
-    def __init__(self, path: str, problems: list[str]) -> None:
+    def __init__(self, path: str, problems: list[str], *, more: int = 0) -> None:
+        """`problems` are the ones shown; `more` counts those left out to keep it readable."""
         self.path = path
         self.problems = problems
+        self.more = more
         super().__init__(self._render())
 
+    @property
+    def total(self) -> int:
+        """Every problem found, shown or not."""
+        return len(self.problems) + self.more
+
     def _render(self) -> str:
-        if len(self.problems) == 1:
+        if self.total == 1:
             return f"{self.path}: {self.problems[0]}"
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        return f"{self.path}: {len(self.problems)} problems\n{lines}"
+        if self.more:
+            lines += f"\n  - ... and {self.more:,} more (fix these first, then check again)"
+        return f"{self.path}: {self.total:,} problems\n{lines}"
 
 
 class NotFoundError(UserError):

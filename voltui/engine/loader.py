@@ -1,122 +1,168 @@
 """Workflow files (YAML or JSON) to `Workflow` models, with errors that point at the line.
 
 People write these files by hand, so every mistake is reported as `line L, column C (path): what
-is wrong; how to fix it`, never as a traceback or a raw pydantic dump. Positions come from the
-YAML node tree (JSON is read for values by `json` and for positions by the YAML composer), and
-pydantic's `loc` tuples are walked through that tree to find the line.
+is wrong; how to fix it`, never as a traceback or a raw pydantic dump, and every mistake of a
+file is reported in one pass: schema problems and DAG problems together, in line order, at most
+`MAX_SHOWN` of them with a count of the rest.
+
+Files also come from git checkouts and shared folders, so reading them is bounded
+(`WorkflowLimits`): only regular files are read (a FIFO or `/dev/zero` would never end), up to a
+size; text, nesting, alias expansion and step count have limits too, and the whole check is
+linear in the size of the file. YAML is composed by libyaml when PyYAML has it (about ten times
+faster than the pure-Python parser) and turned into values by `filetree.build_yaml`. JSON is
+read for values by `json`; its positions come from the YAML composer, only when a problem needs
+one. pydantic's `loc` tuples are walked through the node tree to find lines.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import difflib
+import gc
 import json
+import os
 import re
+import stat
+import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, NoReturn, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from voltui.engine.errors import WorkflowFileError
+from voltui.engine.filetree import (
+    MERGE,
+    TreeProblem,
+    build_yaml,
+    check_json,
+    limit_hint,
+    short,
+)
 from voltui.engine.inputs import describe_value, expected_text, fits_type, kind_of
-from voltui.engine.models import IDENT_PATTERN, Workflow, validate_dag
+from voltui.engine.limits import DEFAULT_LIMITS, WorkflowLimits
+from voltui.engine.models import IDENT_PATTERN, InputSpec, Workflow, check_dag, validate_dag
 
 WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
 """File endings `load_workflow_dir` picks up."""
 
+MAX_SHOWN = 20
+"""Problems listed per file; the rest are counted, so a broken generated file stays readable."""
+
 Loc = tuple[str | int, ...]
 
 _EMPTY = "the file is empty; a workflow needs at least `id` and `steps`"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+_Composer: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's composer when PyYAML was built with it (the wheels are); the Python one otherwise."""
 
 
+@dataclass(slots=True)
 class _Problem:
-    """One located problem; kept apart from its text so problems can be sorted by line."""
+    """One located problem; kept apart from its text so problems can be sorted by line.
 
-    __slots__ = ("column", "line", "text")
+    `hint` is called only for the problems shown: a suggestion may search every step id, which
+    is affordable for twenty problems, not for twenty thousand.
+    """
 
-    def __init__(self, line: int | None, text: str, column: int | None = None) -> None:
-        self.line = line
-        self.column = column
-        self.text = text
+    line: int | None
+    text: str
+    column: int | None = None
+    hint: Callable[[], str] | None = None
+    loc: Loc | None = None
 
     @property
     def order(self) -> tuple[int, int]:
         return (self.line or 0, self.column or 0)
 
+    def render(self) -> str:
+        return self.text + self.hint() if self.hint is not None else self.text
+
+
+class LoadedFile(NamedTuple):
+    """A workflow and where its `id` is written, for messages about clashing ids."""
+
+    workflow: Workflow
+    id_line: int | None
+    id_column: int | None
+
 
 # --------------------------------------------------------------------------- public API
 
 
-def load_workflow(path: str | Path) -> Workflow:
+def load_workflow(path: str | Path, *, limits: WorkflowLimits | None = None) -> Workflow:
     """Read, parse and check one workflow file; `.json` is JSON, anything else YAML.
 
     Raises WorkflowFileError (never anything else for a bad file) whose message names the file
-    and every problem found. The returned workflow's `source` is `str(path)`.
+    and every problem found. The returned workflow's `source` is `str(path)`. Blocking (it
+    reads the file): from async code call it in a thread.
     """
-    workflow, _root = _load_path(Path(path), str(path))
-    return workflow
+    return load_file(path, limits=limits).workflow
 
 
-def load_workflow_text(text: str, label: str, *, fmt: Literal["yaml", "json"] = "yaml") -> Workflow:
+def load_file(path: str | Path, *, limits: WorkflowLimits | None = None) -> LoadedFile:
+    """`load_workflow`, also returning where the workflow's `id` is written."""
+    path = Path(path)
+    label = str(path)
+    limits = limits or DEFAULT_LIMITS
+    text = _read_text(path, label, limits)
+    fmt: Literal["yaml", "json"] = "json" if path.suffix.lower() == ".json" else "yaml"
+    loaded = _load_text(text, label, fmt, limits)
+    loaded.workflow._source = label
+    return loaded
+
+
+def load_workflow_text(
+    text: str,
+    label: str,
+    *,
+    fmt: Literal["yaml", "json"] = "yaml",
+    limits: WorkflowLimits | None = None,
+) -> Workflow:
     """Parse and check workflow text; `label` stands in for the file name in messages."""
-    workflow, _root = _load_text(text, label, fmt)
-    return workflow
+    limits = limits or DEFAULT_LIMITS
+    if len(text) > limits.max_file_bytes:
+        raise WorkflowFileError(label, [_too_large(len(text), limits)])
+    return _load_text(text, label, fmt, limits).workflow
 
 
-def load_workflow_dir(folder: str | Path) -> tuple[list[Workflow], list[WorkflowFileError]]:
+def load_workflow_dir(
+    folder: str | Path, *, limits: WorkflowLimits | None = None
+) -> tuple[list[Workflow], list[WorkflowFileError]]:
     """Load every workflow file directly in `folder`, sorted by name.
 
     A bad file does not stop the others: it lands in the error list. Hidden files (a leading
     dot, like editor backups) and sub-folders are skipped. A second file reusing a workflow id
     is an error naming both files, and only the first is returned, so ids stay unique. A
     missing folder is reported in the error list too, so callers have one path for problems.
+    For a folder listed again and again, keep a `Catalogue`: it re-reads only changed files.
     """
-    base = Path(folder)
-    try:
-        entries = sorted(base.iterdir(), key=lambda p: p.name)
-    except FileNotFoundError:
-        return [], [WorkflowFileError(str(base), ["the folder does not exist"])]
-    except NotADirectoryError:
-        return [], [WorkflowFileError(str(base), ["this is a file, not a folder of workflows"])]
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        return [], [WorkflowFileError(str(base), [f"the folder cannot be read ({reason})"])]
+    from voltui.engine.catalogue import Catalogue  # it builds on this module
 
-    workflows: list[Workflow] = []
-    errors: list[WorkflowFileError] = []
-    first_file: dict[str, str] = {}
-    for entry in entries:
-        if entry.name.startswith(".") or entry.suffix.lower() not in WORKFLOW_SUFFIXES:
-            continue
-        if entry.is_dir():
-            continue
-        label = str(entry)
-        try:
-            workflow, root = _load_path(entry, label)
-        except WorkflowFileError as exc:
-            errors.append(exc)
-            continue
-        if workflow.id in first_file:
-            node = _locate(root, ("id",))
-            where = format_location(("id",), *_position(node))
-            errors.append(
-                WorkflowFileError(
-                    label,
-                    [
-                        f"{where}: workflow id {workflow.id!r} is already used by "
-                        f"{first_file[workflow.id]}; each workflow needs its own id, "
-                        "so rename one of them"
-                    ],
-                )
-            )
-            continue
-        first_file[workflow.id] = label
-        workflows.append(workflow)
-    return workflows, errors
+    return Catalogue(folder, limits=limits).list()
+
+
+def locate_in_file(
+    path: str | Path, loc: Sequence[str | int], *, limits: WorkflowLimits | None = None
+) -> tuple[int | None, int | None]:
+    """Line and column of `loc` in a workflow file, or (None, None) if it cannot be found.
+
+    For the rare message that needs a place after the file loaded (a workflow id another file
+    already uses): positions are not kept with loaded workflows, since a node tree costs
+    several times the file's size in memory.
+    """
+    path = Path(path)
+    try:
+        text = _read_text(path, str(path), limits or DEFAULT_LIMITS)
+    except WorkflowFileError:
+        return None, None
+    if path.suffix.lower() == ".json":
+        text = text.replace("\t", " ")
+    return _Locator(lambda: _compose_quietly(text)).position(loc)
 
 
 def workflow_json_schema() -> dict[str, Any]:
@@ -155,37 +201,107 @@ def format_path(loc: Sequence[str | int]) -> str:
         elif re.fullmatch(r"[A-Za-z_][\w\-]*", part):
             out += f".{part}" if out else part
         else:
-            out += f"[{part!r}]"
+            out += f"[{short(part)}]"
+    if len(out) > 120:  # only a path past the depth limit gets this long
+        out = f"{out[:60]}...{out[-50:]}"
     return out
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _load_path(path: Path, label: str) -> tuple[Workflow, yaml.Node | None]:
-    text = _read_text(path, label)
-    fmt: Literal["yaml", "json"] = "json" if path.suffix.lower() == ".json" else "yaml"
-    workflow, root = _load_text(text, label, fmt)
-    workflow._source = label
-    return workflow, root
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
-def _read_text(path: Path, label: str) -> str:
-    """The file as text; every way reading can fail becomes a WorkflowFileError."""
+def _not_regular(mode: int) -> str | None:
+    """Why a file of this mode is not read, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "this is a folder, not a workflow file; give the path of a .yaml, .yml or .json file"
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    return (
+        f"this is {kind}, not a regular file; workflows are read only from regular files, "
+        "since reading a device or a pipe may never end"
+    )
+
+
+def _too_large(size: int, limits: WorkflowLimits) -> str:
+    return (
+        f"the file is {size:,} bytes, over the limit of {limits.max_file_bytes:,} "
+        f"{limit_hint('max_file_bytes')}"
+    )
+
+
+def _os_problem(path: Path, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        if path.is_symlink():
+            return "the file is a symbolic link to a file that does not exist"
+        return "the file does not exist; check the path"
+    if isinstance(exc, IsADirectoryError):
+        return "this is a folder, not a workflow file; give the path of a .yaml, .yml or .json file"
+    if isinstance(exc, PermissionError):
+        return "the file cannot be read (permission denied)"
+    return f"the file cannot be read ({exc.strerror or exc})"
+
+
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not wait for a writer
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _read_bytes(path: Path, label: str, limits: WorkflowLimits) -> bytes:
+    """The file's bytes, if it is a regular file within the size limit.
+
+    `stat` first, so a device is refused without being opened (opening some has effects);
+    then open without blocking and check the opened file again with `fstat`, since the path
+    may have been swapped in between; then read at most one byte past the limit, since a
+    file may grow (or a size may lie) after the check.
+    """
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise WorkflowFileError(label, ["the file does not exist; check the path"]) from None
-    except IsADirectoryError:
-        raise WorkflowFileError(
-            label,
-            ["this is a folder, not a workflow file; give the path of a .yaml, .yml or .json file"],
-        ) from None
-    except PermissionError:
-        raise WorkflowFileError(label, ["the file cannot be read (permission denied)"]) from None
+        problem = _not_regular(os.stat(path).st_mode)
+        if problem is None:
+            fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise WorkflowFileError(label, [f"the file cannot be read ({reason})"]) from None
+        raise WorkflowFileError(label, [_os_problem(path, exc)]) from None
+    if problem is not None:
+        raise WorkflowFileError(label, [problem])
+    try:
+        info = os.fstat(fd)
+        problem = _not_regular(info.st_mode)
+        if problem is None and info.st_size > limits.max_file_bytes:
+            problem = _too_large(info.st_size, limits)
+        if problem is not None:
+            raise WorkflowFileError(label, [problem])
+        chunks: list[bytes] = []
+        left = limits.max_file_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        raise WorkflowFileError(label, [_os_problem(path, exc)]) from None
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > limits.max_file_bytes:
+        raise WorkflowFileError(label, [_too_large(len(raw), limits)])
+    return raw
+
+
+def _read_text(path: Path, label: str, limits: WorkflowLimits) -> str:
+    """The file as text; every way reading can fail becomes a WorkflowFileError."""
+    raw = _read_bytes(path, label, limits)
     try:
         # utf-8-sig drops a byte-order mark, which some Windows editors add and json rejects.
         return raw.decode("utf-8-sig")
@@ -206,17 +322,58 @@ def _read_text(path: Path, label: str) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def _load_text(text: str, label: str, fmt: Literal["yaml", "json"]) -> tuple[Workflow, Any]:
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a file is parsed and validated.
+
+    Composing and validating a large file allocates millions of container objects, and each
+    allocation burst triggers collections that walk the whole heap: on Python 3.11 that made
+    a 20,000-step file 5x slower than with collection off, growing faster than the file. The
+    values built here hold no reference cycles (alias loops are refused), so nothing is missed;
+    collection resumes when the last concurrent load ends.
+    """
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_holders += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+def _load_text(
+    text: str, label: str, fmt: Literal["yaml", "json"], limits: WorkflowLimits
+) -> LoadedFile:
     if not text.strip():
         raise WorkflowFileError(label, [f"{format_location((), 1, 1)}: {_EMPTY}"])
-    if fmt == "json":
-        data, root, problems = _parse_json(text)
-    else:
-        data, root, problems = _parse_yaml(text)
-    if isinstance(problems, str):
-        raise WorkflowFileError(label, [problems])
+    with _gc_paused():
+        return _check(text, label, fmt, limits)
+
+
+def _check(
+    text: str, label: str, fmt: Literal["yaml", "json"], limits: WorkflowLimits
+) -> LoadedFile:
+    parsed = _parse_json(text, limits) if fmt == "json" else _parse_yaml(text, limits)
+    if isinstance(parsed, str):
+        raise WorkflowFileError(label, [parsed])
+    data, locator, found = parsed
+    problems = [locator.tree_problem(p) for p in found]
+    if any(p.fatal for p in found):
+        _fail(label, problems)  # past a limit: validating would cost what the limit prevents
 
     if not isinstance(data, dict):
+        root = locator.root
         line, column = _position(root) if root is not None else (1, 1)
         where = format_location((), line, column)
         if root is None and fmt == "yaml":
@@ -240,74 +397,137 @@ def _load_text(text: str, label: str, fmt: Literal["yaml", "json"]) -> tuple[Wor
             ],
         )
 
+    steps = data.get("steps")
+    if isinstance(steps, list) and len(steps) > limits.max_steps:
+        too_many = (
+            f"the workflow has {len(steps):,} steps, over the limit of {limits.max_steps:,} "
+            f"{limit_hint('max_steps')}"
+        )
+        _fail(label, [*problems, locator.at(("steps",), too_many)])
+
+    workflow: Workflow | None = None
+    checked: list[_Problem] = []
     try:
         workflow = Workflow.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_validation_problems(exc, root))
-        workflow = None
+        checked += _validation_problems(exc, locator)
     except RecursionError:
-        problems.append(_Problem(None, "the file nests too deeply (or an alias refers to itself)"))
-        workflow = None
-    if workflow is not None:
-        problems.extend(_dag_problems(workflow, root))
-        problems.extend(_input_problems(workflow, root))
+        checked.append(_Problem(None, "the file nests too deeply (or an alias refers to itself)"))
+    checked += _dag_problems(workflow, data, locator)
+    checked += _input_problems(_inputs_of(workflow, data), locator)
+    # A place the reader already reported (a NaN, a duplicate key) gets one message, not two.
+    read = {p.loc for p in found}
+    problems += [p for p in checked if p.loc is None or p.loc not in read]
     if problems or workflow is None:
-        problems.sort(key=lambda p: p.order)
-        raise WorkflowFileError(label, [p.text for p in problems])
-    return workflow, root
+        _fail(label, problems)
+    line, column = locator.position(("id",)) if fmt == "yaml" else (None, None)
+    return LoadedFile(workflow, line, column)
 
 
-def _parse_yaml(text: str) -> tuple[Any, yaml.Node | None, list[_Problem] | str]:
-    """Compose once (for positions and duplicate keys), then construct values from that tree."""
+def _fail(label: str, problems: list[_Problem]) -> NoReturn:
+    problems.sort(key=lambda p: p.order)
+    shown = problems[:MAX_SHOWN]
+    more = len(problems) - len(shown)
+    raise WorkflowFileError(label, [p.render() for p in shown], more=more)
+
+
+def _parse_yaml(text: str, limits: WorkflowLimits) -> tuple[Any, _Locator, list[TreeProblem]] | str:
+    """Compose once (for positions), then build values from that tree."""
     try:
-        loader = yaml.SafeLoader(text)  # the reader rejects control characters right here
+        loader = _Composer(text)  # the pure-Python reader rejects control characters here
     except yaml.reader.ReaderError as exc:
-        return None, None, _reader_error_message(exc, text)
+        return _reader_error_message(exc, text)
     try:
         root = loader.get_single_node()
-        problems = _duplicate_keys(root)
-        data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
-        return None, None, _yaml_error_message(exc)
+        return _yaml_error_message(exc)
     except yaml.reader.ReaderError as exc:
-        return None, None, _reader_error_message(exc, text)
+        return _reader_error_message(exc, text)
     except yaml.YAMLError as exc:
-        return None, None, f"not valid YAML: {exc}"
+        return f"not valid YAML: {str(exc)[:300]}"
+    except UnicodeEncodeError as exc:  # a lone surrogate in text handed to load_workflow_text
+        return f"{_offset_location(text, exc.start)}: the text holds a lone surrogate character"
     except RecursionError:
-        return None, None, "the file nests too deeply to read"
+        return "the file nests too deeply to read"
     finally:
         loader.dispose()
-    return data, root, problems
+    if root is None:
+        return None, _Locator(None), []
+    data, found = build_yaml(root, limits)
+    return data, _Locator(root), found
 
 
-def _parse_json(text: str) -> tuple[Any, yaml.Node | None, list[_Problem] | str]:
-    """Values from `json` (exact JSON semantics); positions from the YAML composer.
+def _parse_json(text: str, limits: WorkflowLimits) -> tuple[Any, _Locator, list[TreeProblem]] | str:
+    """Values from `json` (exact JSON semantics); positions from the YAML composer, on demand.
 
     JSON is nearly YAML; tabs are the common exception (YAML forbids them as indentation), and
     since JSON forbids raw tabs inside strings, swapping them for spaces keeps every column. If
     composing still fails, problems are reported by path alone.
     """
+    duplicates: dict[int, list[str]] = {}
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) != len(items):
+            seen: set[str] = set()
+            duplicates[id(obj)] = [k for k, _ in items if k in seen or seen.add(k)]
+        return obj
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         where = format_location((), exc.lineno, exc.colno)
-        return None, None, f"{where}: not valid JSON: {exc.msg}{_json_hint(exc.msg)}"
+        return f"{where}: not valid JSON: {exc.msg}{_json_hint(exc.msg)}"
     except RecursionError:
-        return None, None, "the file nests too deeply to read"
-    root: yaml.Node | None = None
+        return _json_too_deep(text, limits)
+    except ValueError:  # a number with more digits than int() accepts
+        long_number = re.search(r"\d{4000,}", text)
+        where = _offset_location(text, long_number.start()) if long_number else "top level"
+        digits = f"{len(long_number.group()):,} digits" if long_number else "too many digits"
+        return f"{where}: this number has {digits}, more than can be read; quote it if it is text"
+    found = check_json(data, limits, duplicates)
+    return data, _Locator(lambda: _compose_quietly(text.replace("\t", " "))), found
+
+
+def _compose_quietly(text: str) -> yaml.Node | None:
+    """The node tree of `text`, or None if YAML cannot compose it (only positions are lost)."""
     try:
-        loader = yaml.SafeLoader(text.replace("\t", " "))
+        loader = _Composer(text)
         try:
-            root = loader.get_single_node()
+            return loader.get_single_node()  # type: ignore[no-any-return]
         finally:
             loader.dispose()
-    except (yaml.YAMLError, RecursionError):
-        root = None
-    return data, root, _duplicate_keys(root)
+    except (yaml.YAMLError, RecursionError, UnicodeEncodeError):
+        return None
+
+
+def _json_too_deep(text: str, limits: WorkflowLimits) -> str:
+    """Where JSON nests past the depth limit; only called once `json` gave up on the depth."""
+    depth = 0
+    for match in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > limits.max_depth:
+                where = _offset_location(text, match.start())
+                return (
+                    f"{where}: the file nests lists and objects deeper than {limits.max_depth} "
+                    f"levels here {limit_hint('max_depth')}"
+                )
+        elif token in "]}":
+            depth -= 1
+    return "the file nests lists and objects too deeply to read"
+
+
+def _offset_location(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return format_location((), line, column)
 
 
 _YAML_HINTS = (
     ("'\\t'", "YAML does not allow tabs for indentation; indent with spaces"),
+    ("tab character", "YAML does not allow tabs for indentation; indent with spaces"),
     (
         "mapping values are not allowed here",
         "a `key: value` appears where a plain value was expected; check this line's "
@@ -320,12 +540,18 @@ _YAML_HINTS = (
     ),
     ("expected ',' or ']'", "a [list] is not closed, or its items lack a comma between them"),
     ("expected ',' or '}'", "a {mapping} is not closed, or its items lack a comma between them"),
+    ("did not find expected key", "this line's indentation does not line up with the lines above"),
     ("undefined alias", "an alias (*name) refers to an anchor (&name) that is not defined"),
     (
-        "could not determine a constructor",
-        "voltui reads plain YAML; remove the !tag",
+        "exceeded maximum nesting depth",
+        "YAML readers stop at 1,000 levels of nesting; flatten the file",
     ),
 )
+
+_LIBYAML_WORDING = {
+    # libyaml says the same things as the Python parser in other words; one wording for both.
+    "mapping values are not allowed in this context": "mapping values are not allowed here",
+}
 
 
 _UNCLOSED = {
@@ -337,6 +563,7 @@ _UNCLOSED = {
 
 def _yaml_error_message(exc: yaml.MarkedYAMLError) -> str:
     problem = exc.problem or exc.context or "unreadable YAML"
+    problem = _LIBYAML_WORDING.get(problem, problem)
     context = exc.context or ""
     if "expected a single document" in context and exc.problem_mark:
         where = format_location((), *_mark_position(exc.problem_mark))
@@ -372,6 +599,8 @@ def _mark_position(mark: yaml.Mark | None) -> tuple[int | None, int | None]:
 
 def _reader_error_message(exc: yaml.reader.ReaderError, text: str) -> str:
     position = exc.position if isinstance(exc.position, int) else 0
+    if _Composer is not yaml.SafeLoader:  # libyaml counts UTF-8 bytes, not characters
+        position = len(text.encode("utf-8", "surrogatepass")[:position].decode("utf-8", "ignore"))
     line = text.count("\n", 0, position) + 1
     column = position - (text.rfind("\n", 0, position) + 1) + 1
     code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or " ")
@@ -404,75 +633,99 @@ def _position(node: yaml.Node | None) -> tuple[int | None, int | None]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _locate(root: yaml.Node | None, loc: Sequence[str | int], *, key: bool = False) -> Any:
-    """The node at `loc`, or the deepest node on the way if the path leaves the tree.
+_Pair = tuple[yaml.Node, yaml.Node]
 
-    Stopping at the deepest node is what makes a missing field point at its parent mapping.
-    With `key`, a final mapping key returns the key's node (for "unknown field" messages).
+
+class _Locator:
+    """Finds the node at a pydantic `loc` in the node tree, in time independent of file size.
+
+    Each mapping's keys are indexed the first time a path goes through it, so locating every
+    one of 50,000 problems costs 50,000 short walks, not 50,000 scans of long mappings. For
+    JSON the tree is composed only when the first position is asked for.
     """
-    node = root
-    if node is None:
-        return None
-    for n, part in enumerate(loc):
-        if isinstance(node, yaml.MappingNode):
-            found = None
-            # The last of duplicated keys wins, as it does when values are constructed.
-            for key_node, value_node in reversed(node.value):
-                if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
-                    found = (key_node, value_node)
-                    break
-            if found is None:
+
+    def __init__(self, root: yaml.Node | Callable[[], yaml.Node | None] | None) -> None:
+        self._root = root
+        self._keys: dict[int, tuple[dict[str, _Pair], list[yaml.Node]]] = {}
+
+    @property
+    def root(self) -> yaml.Node | None:
+        if callable(self._root):
+            self._root = self._root()
+        return self._root
+
+    def node(self, loc: Sequence[str | int], *, key: bool = False) -> yaml.Node | None:
+        """The node at `loc`, or the deepest node on the way if the path leaves the tree.
+
+        Stopping at the deepest node is what makes a missing field point at its parent
+        mapping. With `key`, a final mapping key returns the key's node (for "unknown field").
+        """
+        node = self.root
+        if node is None:
+            return None
+        for n, part in enumerate(loc):
+            if isinstance(node, yaml.MappingNode):
+                found = self._find(node, str(part))
+                if found is None:
+                    return node
+                if key and n == len(loc) - 1:
+                    return found[0]
+                node = found[1]
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(part, int)
+                and 0 <= part < len(node.value)
+            ):
+                node = node.value[part]
+            else:
                 return node
-            if key and n == len(loc) - 1:
-                return found[0]
-            node = found[1]
-        elif (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(part, int)
-            and 0 <= part < len(node.value)
-        ):
-            node = node.value[part]
-        else:
-            return node
-    return node
+        return node
 
+    def _find(self, mapping: yaml.MappingNode, name: str) -> _Pair | None:
+        own, merged = self._index(mapping)
+        if name in own:
+            return own[name]
+        for source in merged:  # a key that only comes from a `<<: *anchor` lives there
+            if isinstance(source, yaml.MappingNode) and name in self._index(source)[0]:
+                return self._index(source)[0][name]
+        return None
 
-def _duplicate_keys(root: yaml.Node | None) -> list[_Problem]:
-    """Keys repeated within one mapping, which SafeLoader would silently collapse to the last."""
-    problems: list[_Problem] = []
-    visited: set[int] = set()
-    stack: list[tuple[yaml.Node, Loc]] = [(root, ())] if root is not None else []
-    while stack:
-        node, loc = stack.pop()
-        if id(node) in visited:  # aliases share nodes, and may even form loops
-            continue
-        visited.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            first: dict[tuple[str, str], yaml.Node] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+    def _index(self, mapping: yaml.MappingNode) -> tuple[dict[str, _Pair], list[yaml.Node]]:
+        entry = self._keys.get(id(mapping))
+        if entry is None:
+            own: dict[str, _Pair] = {}
+            merged: list[yaml.Node] = []
+            for key_node, value_node in mapping.value:  # the last of duplicated keys wins
+                if not isinstance(key_node, yaml.ScalarNode):
                     continue
-                ident = (key_node.tag, key_node.value)
-                child_loc = (*loc, key_node.value)
-                if ident in first:
-                    line, column = _position(key_node)
-                    earlier = first[ident].start_mark.line + 1
-                    problems.append(
-                        _Problem(
-                            line,
-                            f"{format_location(child_loc, line, column)}: key "
-                            f"`{key_node.value}` appears twice in this mapping (first at line "
-                            f"{earlier}); YAML would silently keep only the last one, so remove "
-                            "or rename one of them",
-                            column,
-                        )
+                if key_node.tag == MERGE:
+                    sources = (
+                        value_node.value
+                        if isinstance(value_node, yaml.SequenceNode)
+                        else [value_node]
                     )
+                    merged[:0] = sources
                 else:
-                    first[ident] = key_node
-                stack.append((value_node, child_loc))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, (*loc, i)) for i, item in enumerate(node.value))
-    return problems
+                    own[key_node.value] = (key_node, value_node)
+            entry = self._keys[id(mapping)] = (own, merged)
+        return entry
+
+    def position(
+        self, loc: Sequence[str | int], *, key: bool = False
+    ) -> tuple[int | None, int | None]:
+        return _position(self.node(loc, key=key))
+
+    def at(self, loc: Loc, text: str, hint: Callable[[], str] | None = None) -> _Problem:
+        """A problem about the value at `loc`."""
+        line, column = self.position(loc)
+        return _Problem(line, f"{format_location(loc, line, column)}: {text}", column, hint, loc)
+
+    def tree_problem(self, problem: TreeProblem) -> _Problem:
+        if problem.node is None:
+            return self.at(problem.loc, problem.text)
+        line, column = _position(problem.node)
+        where = format_location(problem.loc, line, column)
+        return _Problem(line, f"{where}: {problem.text}", column, loc=problem.loc)
 
 
 # --------------------------------------------------------------------------- types along a loc
@@ -552,7 +805,7 @@ def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
 # --------------------------------------------------------------------------- messages
 
 
-def _validation_problems(exc: ValidationError, root: yaml.Node | None) -> list[_Problem]:
+def _validation_problems(exc: ValidationError, locator: _Locator) -> list[_Problem]:
     """One problem per mistake; the alternatives of a union become one message, not several."""
     problems: list[_Problem] = []
     union_groups: dict[Loc, list[tuple[ErrorDetails, Loc]]] = {}
@@ -584,14 +837,14 @@ def _validation_problems(exc: ValidationError, root: yaml.Node | None) -> list[_
             err, clean = item
             if clean in covered and err["type"] == "missing":
                 continue
-            problems.append(_located(root, err, clean, required_typo=clean in typo_of_missing))
+            problems.append(_located(locator, err, clean, required_typo=clean in typo_of_missing))
             continue
         prefix = item
         group = union_groups[prefix]
         # An error inside a member (command[1] is not a string) shows what was meant; prefer it.
         deeper = [(e, c) for e, c in group if len(c) > len(prefix)]
         if deeper:
-            problems.extend(_located(root, e, c) for e, c in deeper)
+            problems.extend(_located(locator, e, c) for e, c in deeper)
             continue
         value = group[0][0].get("input")
         wanted = " or ".join(dict.fromkeys(_expected_kind(e) for e, _c in group))
@@ -600,9 +853,7 @@ def _validation_problems(exc: ValidationError, root: yaml.Node | None) -> list[_
         field = parent.model_fields.get(str(prefix[-1])) if parent and prefix else None
         if field is not None and field.description:
             text += f" ({prefix[-1]}: {field.description})"
-        node = _locate(root, prefix)
-        line, column = _position(node)
-        problems.append(_Problem(line, f"{format_location(prefix, line, column)}: {text}", column))
+        problems.append(locator.at(prefix, text))
     return problems
 
 
@@ -615,23 +866,40 @@ def _suggest_field(loc: Loc) -> str | None:
     model = _model_at(loc[:-1])
     if model is None:
         return None
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
-    return close[0] if close else None
+    word = str(loc[-1])
+    close = difflib.get_close_matches(word, list(model.model_fields), n=3, cutoff=0.6)
+    if not close:
+        return None
+    # Equal scores are common (`retries` is as close to `retry` as to `triggers`); difflib then
+    # prefers the name that sorts last, so let the longer shared beginning decide instead.
+    best = difflib.SequenceMatcher(None, word, close[0]).ratio()
+    tied = [c for c in close if difflib.SequenceMatcher(None, word, c).ratio() == best]
+    return max(tied, key=lambda c: _shared_start(word, c))
+
+
+def _shared_start(a: str, b: str) -> int:
+    """How many leading characters two names share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _located(
-    root: yaml.Node | None, err: ErrorDetails, loc: Loc, *, required_typo: bool = False
+    locator: _Locator, err: ErrorDetails, loc: Loc, *, required_typo: bool = False
 ) -> _Problem:
     kind = err["type"]
     if kind == "missing":
-        node = _locate(root, loc)
+        node = locator.node(loc)
         shown: Loc = loc[:-1]
     else:
-        node = _locate(root, loc, key=kind == "extra_forbidden")
+        node = locator.node(loc, key=kind == "extra_forbidden")
         shown = loc
     line, column = _position(node)
     text = _error_text(err, loc, required_typo=required_typo)
-    return _Problem(line, f"{format_location(shown, line, column)}: {text}", column)
+    return _Problem(line, f"{format_location(shown, line, column)}: {text}", column, loc=loc)
 
 
 def _expected_kind(err: ErrorDetails) -> str:
@@ -712,16 +980,18 @@ def _error_text(err: ErrorDetails, loc: Loc, *, required_typo: bool = False) -> 
         options = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         close = difflib.get_close_matches(str(value), options, n=1) if options else []
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"{value!r} is not allowed here; use one of {', '.join(options)}{hint}"
+        return f"{short(value)} is not allowed here; use one of {', '.join(options)}{hint}"
     if kind == "string_pattern_mismatch":
         if ctx.get("pattern") == IDENT_PATTERN:
             return (
-                f"{value!r} is not a valid id; use letters, digits, `_`, `.` and `-`, "
+                f"{short(value)} is not a valid id; use letters, digits, `_`, `.` and `-`, "
                 "starting with a letter or digit"
             )
         if name == "python":
-            return f"{value!r} is not a function reference; write it as package.module:function"
-        return f"{value!r} does not have the expected form ({ctx.get('pattern')})"
+            return (
+                f"{short(value)} is not a function reference; write it as package.module:function"
+            )
+        return f"{short(value)} does not have the expected form ({ctx.get('pattern')})"
     if kind == "string_too_long":
         return f"the text is too long; at most {ctx.get('max_length')} characters"
     if kind == "too_short":
@@ -738,51 +1008,147 @@ def _error_text(err: ErrorDetails, loc: Loc, *, required_typo: bool = False) -> 
     }
     if kind in bounds:
         words, key = bounds[kind]
-        return f"{value!r} is {words} {ctx.get(key)}"
+        return f"{short(value)} is {words} {ctx.get(key)}"
     if kind == "recursion_loop":
         return "this value refers to itself through a YAML alias; write it out instead"
     return _clean_msg(err["msg"])
 
 
-def _problem_at(root: yaml.Node | None, loc: Loc, text: str) -> _Problem:
-    line, column = _position(_locate(root, loc))
-    return _Problem(line, f"{format_location(loc, line, column)}: {text}", column)
+_DAG_HINTS = (
+    ("depends on itself", "; remove it from depends_on"),
+    ("used twice", "; give each step its own id"),
+    (
+        "dependency cycle",
+        "; no step can wait for itself, so remove one depends_on entry on this path",
+    ),
+)
 
 
-def _dag_problems(workflow: Workflow, root: yaml.Node | None) -> list[_Problem]:
-    known = [s.id for s in workflow.steps]
+def _dag_problems(
+    workflow: Workflow | None, data: dict[str, Any], locator: _Locator
+) -> list[_Problem]:
+    """The DAG's problems; from the raw steps when the schema failed, so both come in one pass."""
+    if workflow is not None:
+        ids: list[str | None] = [s.id for s in workflow.steps]
+        found = validate_dag(workflow)
+    else:
+        ids, depends_on = _raw_steps(data)
+        found = check_dag(ids, depends_on)
+    if not found:
+        return []
+    nearest = _Nearest(ids)
     problems = []
-    for problem in validate_dag(workflow):
+    for problem in found:
         loc = tuple(problem.loc)
         text = problem.message
+        hint: Callable[[], str] | None = None
         if "unknown step" in text and len(loc) == 4:
-            _steps, i, _deps, j = loc
-            dep = workflow.steps[int(i)].depends_on[int(j)]
-            close = difflib.get_close_matches(dep, known, n=1)
-            text += f"; did you mean {close[0]!r}?" if close else "; fix the name or add that step"
-        elif "depends on itself" in text:
-            text += "; remove it from depends_on"
-        elif "used twice" in text:
-            text += "; give each step its own id"
-        elif text.startswith("dependency cycle"):
-            text += "; no step can wait for itself, so remove one depends_on entry on this path"
-        problems.append(_problem_at(root, loc, text))
+            dep = _raw_dependency(workflow, data, loc)
+            hint = lambda dep=dep: nearest.hint(dep)  # noqa: E731
+        else:
+            text += next((h for needle, h in _DAG_HINTS if needle in text), "")
+        problems.append(locator.at(loc, text, hint))
     return problems
 
 
-def _input_problems(workflow: Workflow, root: yaml.Node | None) -> list[_Problem]:
+def _raw_steps(data: dict[str, Any]) -> tuple[list[str | None], list[list[str | None]]]:
+    """Step ids and dependencies as written; None where the value is not even a string."""
+    steps = data.get("steps")
+    ids: list[str | None] = []
+    depends_on: list[list[str | None]] = []
+    for step in steps if isinstance(steps, list) else ():
+        if not isinstance(step, dict):
+            ids.append(None)
+            depends_on.append([])
+            continue
+        step_id = step.get("id")
+        ids.append(step_id if isinstance(step_id, str) else None)
+        deps = step.get("depends_on")
+        depends_on.append(
+            [d if isinstance(d, str) else None for d in deps] if isinstance(deps, list) else []
+        )
+    return ids, depends_on
+
+
+def _raw_dependency(workflow: Workflow | None, data: dict[str, Any], loc: Loc) -> str:
+    _steps, i, _deps, j = loc
+    if workflow is not None:
+        return workflow.steps[int(i)].depends_on[int(j)]
+    return str(data["steps"][int(i)]["depends_on"][int(j)])
+
+
+class _Nearest:
+    """Did-you-mean for unknown dependencies, in bounded time per question.
+
+    `difflib` compares the word with every candidate, which for 50,000 steps takes up to a
+    second per question. Above `FULL_SCAN` candidates only the step ids next to the word in
+    sorted order, forwards and backwards, are compared: a typo keeps most of a name's
+    beginning or most of its end, which puts the intended name among those neighbours.
+    """
+
+    FULL_SCAN = 1000
+    NEIGHBOURS = 100
+
+    def __init__(self, ids: Sequence[str | None]) -> None:
+        self._ids = ids
+        self._forward: list[str] | None = None
+        self._backward: list[str] = []
+
+    def matches(self, word: str) -> list[str]:
+        if self._forward is None:
+            self._forward = sorted({i for i in self._ids if i is not None})
+            if len(self._forward) > self.FULL_SCAN:
+                self._backward = sorted(i[::-1] for i in self._forward)
+        if len(self._forward) <= self.FULL_SCAN:
+            candidates = self._forward
+        else:
+            candidates = self._around(self._forward, word)
+            candidates += [c[::-1] for c in self._around(self._backward, word[::-1])]
+        return difflib.get_close_matches(word, dict.fromkeys(candidates), n=3)
+
+    def _around(self, names: list[str], word: str) -> list[str]:
+        at = bisect.bisect_left(names, word)
+        return names[max(0, at - self.NEIGHBOURS) : at + self.NEIGHBOURS]
+
+    def hint(self, word: str) -> str:
+        close = self.matches(word)
+        if not close:
+            return "; fix the name or add that step"
+        if len(close) == 1:
+            return f"; did you mean {close[0]!r}?"
+        return f"; did you mean {', '.join(map(repr, close[:-1]))} or {close[-1]!r}?"
+
+
+_INPUTS: TypeAdapter[dict[str, InputSpec]] = TypeAdapter(dict[str, InputSpec])
+
+
+def _inputs_of(workflow: Workflow | None, data: dict[str, Any]) -> dict[str, InputSpec] | None:
+    """The declared inputs, also when another part of the file failed validation."""
+    if workflow is not None:
+        return workflow.inputs
+    try:
+        return _INPUTS.validate_python(data.get("inputs", {}))
+    except ValidationError:
+        return None  # reported by the schema already
+
+
+def _listing(values: Sequence[Any], limit: int = 10) -> str:
+    shown = ", ".join(short(v) for v in values[:limit])
+    return shown + (f" and {len(values) - limit:,} more" if len(values) > limit else "")
+
+
+def _input_problems(inputs: dict[str, InputSpec] | None, locator: _Locator) -> list[_Problem]:
     """Defaults and choices that contradict the input's declared type (pydantic allows Any)."""
-    problems = []
-    for name, spec in workflow.inputs.items():
+    problems: list[_Problem] = []
+    for name, spec in (inputs or {}).items():
         base: Loc = ("inputs", name)
         declared = f"`type: {spec.type}`"
         if spec.default is not None and not fits_type(spec.type, spec.default):
             problems.append(
-                _problem_at(
-                    root,
+                locator.at(
                     (*base, "default"),
-                    f"the default {spec.default!r} is {kind_of(spec.default)}, which does not "
-                    f"match {declared}; "
+                    f"the default {short(spec.default)} is {kind_of(spec.default)}, which does "
+                    f"not match {declared}; "
                     f"write {expected_text(spec.type)}, or change the type",
                 )
             )
@@ -790,8 +1156,7 @@ def _input_problems(workflow: Workflow, root: yaml.Node | None) -> list[_Problem
             continue
         if not spec.choices:
             problems.append(
-                _problem_at(
-                    root,
+                locator.at(
                     (*base, "choices"),
                     "choices is empty; list the allowed values or remove it",
                 )
@@ -800,21 +1165,19 @@ def _input_problems(workflow: Workflow, root: yaml.Node | None) -> list[_Problem
         for k, choice in enumerate(spec.choices):
             if not fits_type(spec.type, choice):
                 problems.append(
-                    _problem_at(
-                        root,
+                    locator.at(
                         (*base, "choices", k),
-                        f"the choice {choice!r} is {kind_of(choice)}, which does not match "
+                        f"the choice {short(choice)} is {kind_of(choice)}, which does not match "
                         f"{declared}; "
                         f"write {expected_text(spec.type)}, or change the type",
                     )
                 )
         if spec.default is not None and spec.default not in spec.choices:
             problems.append(
-                _problem_at(
-                    root,
+                locator.at(
                     (*base, "default"),
-                    f"the default {spec.default!r} is not one of the choices "
-                    f"({', '.join(map(repr, spec.choices))}); add it to choices or pick one",
+                    f"the default {short(spec.default)} is not one of the choices "
+                    f"({_listing(spec.choices)}); add it to choices or pick one",
                 )
             )
     return problems

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,9 +27,23 @@ from voltui.engine.durations import parse_duration
 
 # --------------------------------------------------------------------------- primitives
 
+
+def _duration(value: object) -> float:
+    """`parse_duration`, with a number too large for a float (a 400-digit integer) refused
+    as a ValueError, which pydantic reports at its place, instead of an OverflowError,
+    which it would let through as a crash."""
+    try:
+        return parse_duration(value)
+    except OverflowError:
+        raise ValueError(f"{str(value)[:20]}... is far too large for a duration") from None
+
+
 Duration = Annotated[
     float,
-    BeforeValidator(parse_duration),
+    BeforeValidator(_duration),
+    # `.nan` and `.inf` parse as floats, and `99...9s` overflows to inf: neither is a duration
+    # a timer can wait for (a NaN retry delay crashed `voltui run`), so they are refused here.
+    Field(allow_inf_nan=False),
     WithJsonSchema(
         {
             "anyOf": [
@@ -42,7 +57,7 @@ Duration = Annotated[
         }
     ),
 ]
-"""Seconds as float; accepts `250ms`, `5s`, `10m`, `1h` in files."""
+"""Seconds as a finite float; accepts `250ms`, `5s`, `10m`, `1h` in files."""
 
 IDENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 Ident = Annotated[str, Field(pattern=IDENT_PATTERN, max_length=128)]
@@ -65,9 +80,13 @@ _PRIORITY_RANK = {"critical": 3, "high": 2, "normal": 1, "low": 0}
 
 
 class _FileModel(BaseModel):
-    """Base for models read from workflow files: unknown keys are mistakes, not extensions."""
+    """Base for models read from workflow files: unknown keys are mistakes, not extensions.
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    No float field accepts NaN or infinity: every number in a workflow ends up in arithmetic
+    (delays, weights, rates) or in JSON, and neither has a sensible meaning for them.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- workflow files
@@ -467,7 +486,7 @@ class BudgetSpec(_FileModel):
 class Workflow(_FileModel):
     """A workflow file. DAG checks (cycles, unknown deps) live in `validate_dag`."""
 
-    model_config = ConfigDict(extra="forbid", title="voltui workflow")
+    model_config = ConfigDict(extra="forbid", title="voltui workflow", allow_inf_nan=False)
 
     id: Ident
     name: str | None = None
@@ -565,60 +584,141 @@ class DagProblem(BaseModel):
 
 
 def validate_dag(workflow: Workflow) -> list[DagProblem]:
-    """Duplicate ids, unknown or self dependencies, and cycles (named by their path)."""
-    import graphlib
-
-    problems: list[DagProblem] = []
-    seen: dict[str, int] = {}
-    for i, step in enumerate(workflow.steps):
-        if step.id in seen:
-            problems.append(
-                DagProblem(
-                    loc=("steps", i, "id"),
-                    message=f"step id {step.id!r} is used twice (also step #{seen[step.id] + 1})",
-                )
-            )
-        else:
-            seen[step.id] = i
-    for i, step in enumerate(workflow.steps):
-        for j, dep in enumerate(step.depends_on):
-            if dep == step.id:
-                problems.append(
-                    DagProblem(
-                        loc=("steps", i, "depends_on", j),
-                        message=f"step {step.id!r} depends on itself",
-                    )
-                )
-            elif dep not in seen:
-                known = ", ".join(sorted(seen)) or "none"
-                problems.append(
-                    DagProblem(
-                        loc=("steps", i, "depends_on", j),
-                        message=f"step {step.id!r} depends on unknown step {dep!r} "
-                        f"(known steps: {known})",
-                    )
-                )
+    """Duplicate ids, unknown or self dependencies, cycles (named by their path), and `when:` /
+    `map:` expressions that read steps not upstream of theirs."""
+    problems = check_dag([s.id for s in workflow.steps], [s.depends_on for s in workflow.steps])
     if problems:
-        return problems
-    sorter = graphlib.TopologicalSorter({s.id: set(s.depends_on) for s in workflow.steps})
-    try:
-        sorter.prepare()
-    except graphlib.CycleError as exc:
-        cycle: list[str] = list(exc.args[1])
-        # graphlib lists the cycle backwards (each node depends on the next); show it forwards.
-        path = " -> ".join(reversed(cycle))
-        first = cycle[0]
-        problems.append(
-            DagProblem(
-                loc=("steps", seen[first], "depends_on"),
-                message=f"dependency cycle: {path}",
-            )
-        )
         return problems
     from voltui.engine.conditions import reference_problems
 
     for i, field_name, message in reference_problems(workflow):
         problems.append(DagProblem(loc=("steps", i, *field_name), message=message))
+    return problems
+
+
+CYCLE_SHOWN = 12
+"""Steps of a long cycle named in its message; the rest are counted, not listed."""
+
+
+def check_dag(
+    ids: Sequence[str | None], depends_on: Sequence[Sequence[str | None]]
+) -> list[DagProblem]:
+    """Every structural problem of a step list, in time linear in steps plus edges.
+
+    `ids[i]` and `depends_on[i]` describe step i; None stands for an id or a dependency that is
+    not a string, which the schema reports, so that the loader can check the DAG of a file whose
+    steps fail validation too and report both in one pass. A duplicated id counts with its
+    first step. Cycles are found among the known, distinct steps even when other problems
+    exist: in-degree peeling (Kahn) leaves exactly the steps on or behind a cycle, and a walk
+    along their remaining dependencies names each cycle once. Messages never list the whole
+    workflow, so their size does not grow with it.
+    """
+    problems: list[DagProblem] = []
+    first: dict[str, int] = {}
+    for i, step_id in enumerate(ids):
+        if step_id is None:
+            continue
+        if step_id in first:
+            problems.append(
+                DagProblem(
+                    loc=("steps", i, "id"),
+                    message=f"step id {_shown(step_id)} is used twice "
+                    f"(also step #{first[step_id] + 1})",
+                )
+            )
+        else:
+            first[step_id] = i
+
+    # Edges between distinct known steps: edges[i] lists the steps that step i waits for.
+    edges: list[list[int]] = [[] for _ in ids]
+    for i, (step_id, deps) in enumerate(zip(ids, depends_on, strict=True)):
+        for j, dep in enumerate(deps):
+            if dep is None:
+                continue
+            if dep == step_id:
+                problems.append(
+                    DagProblem(
+                        loc=("steps", i, "depends_on", j),
+                        message=f"step {_shown(step_id)} depends on itself",
+                    )
+                )
+            elif dep not in first:
+                problems.append(
+                    DagProblem(
+                        loc=("steps", i, "depends_on", j),
+                        message=f"step {_shown(step_id)} depends on unknown step {_shown(dep)}",
+                    )
+                )
+            elif step_id is not None and first[step_id] == i:
+                edges[i].append(first[dep])
+    problems.extend(_cycles(ids, depends_on, edges, first))
+    return problems
+
+
+def _shown(step_id: str | None) -> str:
+    """A step id as messages quote it: cut short, since a file may hold a 64 KB "id"."""
+    if step_id is None:
+        return "(without a valid id)"
+    text = repr(step_id)
+    return text if len(text) <= 60 else text[:56] + "...'"
+
+
+def _cycles(
+    ids: Sequence[str | None],
+    depends_on: Sequence[Sequence[str | None]],
+    edges: list[list[int]],
+    first: dict[str, int],
+) -> list[DagProblem]:
+    waiting = [len(set(e)) for e in edges]
+    dependents: list[list[int]] = [[] for _ in ids]
+    for i, deps in enumerate(edges):
+        for d in set(deps):
+            dependents[d].append(i)
+    ready = [i for i in first.values() if waiting[i] == 0]
+    while ready:
+        done = ready.pop()
+        for i in dependents[done]:
+            waiting[i] -= 1
+            if waiting[i] == 0:
+                ready.append(i)
+    stuck = [i for i in first.values() if waiting[i] > 0]
+    if not stuck:
+        return []
+    # Each stuck step waits for at least one other stuck step, so following those waits from
+    # any stuck step must come back to a step already on the path: that loop is a cycle.
+    blocked = set(stuck)
+    visited: set[int] = set()
+    problems: list[DagProblem] = []
+    for start in stuck:
+        path: list[int] = []
+        on_path: dict[int, int] = {}
+        node = start
+        while node not in visited:
+            visited.add(node)
+            on_path[node] = len(path)
+            path.append(node)
+            node = next(d for d in edges[node] if d in blocked)
+        if node not in on_path:
+            continue  # led into a part explored before: its cycle is already reported
+        loop = path[on_path[node] :]
+        # `loop[k]` waits for `loop[k + 1]`; the message reads in run order (a -> b: b after a),
+        # starting and ending at the step whose depends_on entry it points at.
+        names = [_shown(ids[i])[1:-1] for i in (loop[0], *reversed(loop[1:]), loop[0])]
+        if len(names) > CYCLE_SHOWN:
+            hidden = len(names) - CYCLE_SHOWN
+            names = [
+                *names[: CYCLE_SHOWN // 2],
+                f"... ({hidden:,} more)",
+                *names[-CYCLE_SHOWN // 2 :],
+            ]
+        head, after = loop[0], ids[loop[1 % len(loop)]]
+        j = next(k for k, dep in enumerate(depends_on[head]) if dep == after)
+        problems.append(
+            DagProblem(
+                loc=("steps", head, "depends_on", j),
+                message=f"dependency cycle: {' -> '.join(names)}",
+            )
+        )
     return problems
 
 

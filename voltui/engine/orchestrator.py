@@ -28,11 +28,12 @@ from voltui.engine.api import (
 from voltui.engine.automation import Automation
 from voltui.engine.balancer import LoadBalancer
 from voltui.engine.cache import CacheManager
+from voltui.engine.catalogue import Catalogue
 from voltui.engine.coordination import CoordinationEngine
 from voltui.engine.errors import NotFoundError, UserError, WorkflowFileError
 from voltui.engine.events import EventDispatcher
 from voltui.engine.inputs import resolve_inputs
-from voltui.engine.loader import load_workflow, load_workflow_dir
+from voltui.engine.loader import load_workflow
 from voltui.engine.models import (
     AgentSpec,
     Approval,
@@ -138,6 +139,9 @@ class Orchestrator:
             limits=self.config.rate_limits(),
             max_map_children=self.config.max_map_children,
         )
+        self.catalogue = Catalogue(
+            self.config.workflows_dir, limits=self.config.limits, missing_ok=True
+        )
         self._started = False
         self._watching = False
         self._cache_task: asyncio.Task[None] | None = None
@@ -196,6 +200,7 @@ class Orchestrator:
         agents += self._extra_agents or []
         for agent in agents:
             await self.register_agent(agent)
+        await self._seed_agent_figures()
         self._register_components()
         self._started = True
         address = self.config.executor.dask.address
@@ -317,6 +322,17 @@ class Orchestrator:
             if policy.delete_run_folders and report.folders:
                 await asyncio.to_thread(_remove_folders, report.folders, self.config.runs_dir())
         return report
+
+    async def _seed_agent_figures(self) -> None:
+        """Agents' done/failed counts continue from the stored history, not from zero."""
+        try:
+            outcomes = await self.store.agent_outcomes()
+        except Exception as exc:  # figures are not worth failing a start for
+            log.warning("agent figures not read from the store: %s", exc)
+            return
+        for agent_id, (done, failed) in outcomes.items():
+            if agent_id in self.balancer:
+                self.balancer.seed(agent_id, completed=done, failed=failed)
 
     def _on_store_full(self, reason: str | None) -> None:
         """The store stopped (reason) or resumed (None) taking writes: say so everywhere."""
@@ -483,10 +499,8 @@ class Orchestrator:
     # ------------------------------------------------------------------ workflows
 
     def _catalogue(self) -> tuple[list[Workflow], list[WorkflowFileError]]:
-        folder = self.config.workflows_dir
-        if folder is None or not Path(folder).is_dir():
-            return [], []
-        return load_workflow_dir(folder)
+        """The workflows folder; each file is parsed once per version (see Catalogue)."""
+        return self.catalogue.list()
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         workflows, _errors = await asyncio.to_thread(self._catalogue)
@@ -504,7 +518,7 @@ class Orchestrator:
     async def _resolve_workflow(self, ref: str) -> Workflow:
         path = Path(ref)
         if path.suffix in (".yaml", ".yml", ".json") or await asyncio.to_thread(path.is_file):
-            return await asyncio.to_thread(load_workflow, path)
+            return await asyncio.to_thread(load_workflow, path, limits=self.config.limits)
         workflows, _errors = await asyncio.to_thread(self._catalogue)
         for wf in workflows:
             if wf.id == ref:

@@ -972,6 +972,25 @@ class RunStore:
             result = await self._submit(work)
         return result
 
+    async def agent_outcomes(self) -> dict[str, tuple[int, int]]:
+        """Per agent id, (succeeded, failed) final step states in the store (reused results
+        not counted twice): what an engine starts its agents' figures from."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT json_extract(data, '$.agent_id') AS agent, state, COUNT(*) FROM steps "
+                "WHERE state IN ('succeeded', 'failed') "
+                "AND json_extract(data, '$.reused_from') IS NULL "
+                "AND json_valid(data) GROUP BY agent, state"
+            ).fetchall()
+        )
+        out: dict[str, tuple[int, int]] = {}
+        for agent, state, n in rows:
+            if not isinstance(agent, str):
+                continue
+            done, failed = out.get(agent, (0, 0))
+            out[agent] = (done + n, failed) if state == "succeeded" else (done, failed + n)
+        return out
+
     async def count_events(self) -> int:
         row = await self._read(lambda c: c.execute("SELECT COUNT(*) FROM events").fetchone())
         return int(row[0]) if row else 0

@@ -49,6 +49,7 @@ from voltui.remote.paths import (
     check_peer,
     check_socket_owner,
     default_socket_path,
+    socket_location,
 )
 
 __all__ = ["ConnectionState", "RemoteEngine"]
@@ -152,7 +153,9 @@ class RemoteEngine:
     ) -> None:
         if socket_path is not None and tcp is not None:
             raise ValueError("give socket_path or tcp, not both")
-        self.socket_path = None if tcp is not None else Path(socket_path or default_socket_path())
+        self.socket_path = (
+            None if tcp is not None else socket_location(Path(socket_path or default_socket_path()))
+        )
         self.tcp = tcp
         self.token = token
         self.read_only = read_only

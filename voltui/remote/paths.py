@@ -10,8 +10,10 @@ Who may stand behind a socket path (issue 13: socket hijack by another local use
 - The server only listens in a folder that no other user can change: the folder is ours, not
   writable by group or others, and every folder above it is ours or root's and not writable by
   others unless sticky (like `/tmp`, where others cannot rename our entries). A missing folder
-  is created with mode 0700. Anything else is refused with a message saying what to use
-  instead; we do not silently move the socket elsewhere, since clients name the path too.
+  is created with mode 0700. A socket named in a shared sticky folder (`/tmp/voltui.sock`)
+  goes into a private subfolder of it (`/tmp/voltui-<uid>/voltui.sock`, 0700, ours), and
+  clients map the name the same way (`socket_location`). Anything else is refused with a
+  message saying what to use instead.
 - The client refuses a socket file that belongs to another user, and, after connecting, a server
   process running as another user (`SO_PEERCRED`, Linux). Root is trusted either way: root can
   read any user's files already. So a squatter that binds the path first, or swaps the socket,
@@ -155,6 +157,25 @@ PRIVATE_SOCKET_HINT = (
     "Use a folder only you can write: the default socket ($XDG_RUNTIME_DIR/voltui/voltui.sock), "
     "or e.g. --socket ~/.voltui/voltui.sock (voltui creates a missing folder with mode 0700)"
 )
+
+
+def socket_location(socket_path: Path) -> Path:
+    """Where a socket named `socket_path` really lives: in a shared sticky folder (`/tmp`), a
+    private subfolder `voltui-<uid>` of it, so `--socket /tmp/voltui.sock` works and is safe.
+
+    Server and client both map the path the same way, so they agree without being told; any
+    other folder is used as given (and checked by `prepare_socket_dir`).
+    """
+    path = Path(os.path.abspath(socket_path))
+    folder = path.parent
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return path
+    shared = st.st_mode & stat.S_IWOTH and st.st_mode & stat.S_ISVTX
+    if shared and folder.name != f"{APP}-{os.geteuid()}":
+        return folder / f"{APP}-{os.geteuid()}" / path.name
+    return path
 
 
 def prepare_socket_dir(socket_path: Path) -> None:

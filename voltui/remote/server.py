@@ -54,6 +54,7 @@ from voltui.remote.paths import (
     default_socket_path,
     default_token_path,
     prepare_socket_dir,
+    socket_location,
 )
 from voltui.remote.paths import load_or_create_token as load_or_create_token
 
@@ -547,7 +548,9 @@ class EngineServer:
         if max_events_page < 1 or max_log_page < 1:
             raise ValueError("page sizes must be at least 1")
         self.engine = engine
-        self.socket_path = Path(socket_path) if socket_path is not None else default_socket_path()
+        self.socket_path = socket_location(
+            Path(socket_path) if socket_path is not None else default_socket_path()
+        )
         self.tcp = tcp
         self.token = token
         self.read_only_token = read_only_token

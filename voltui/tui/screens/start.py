@@ -14,6 +14,7 @@ empty, which means "the default", and its placeholder shows the cleaned default.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -154,9 +155,26 @@ class StartScreen(ModalScreen[StartRequest | None]):
             if self.workflows:
                 yield WorkflowList(*[Option(_prompt(wf), id=wf.id) for wf in self.workflows])
             else:
-                yield Static(Text("No workflows found in the workflows folder."))
+                yield Static(Text(self._no_workflows_hint()), id="start-empty")
             yield VerticalScroll(id="start-form")
         yield Footer()
+
+    def _no_workflows_hint(self) -> str:
+        """Name where the engine looked and how to point it elsewhere (issue: a bare 'none
+        found' left people guessing which folder and which flag)."""
+        engine = getattr(self.app, "engine", None)
+        if getattr(engine, "connection", "embedded") == "embedded":
+            return clean(
+                "No workflows found. The dashboard offers the files of its workflows folder, by "
+                f"default ./sample-workflows in the folder voltui was started from ({Path.cwd()}"
+                "). Start voltui from the repository, pass --workflows DIR, or set "
+                "workflows_dir in voltui.toml; `voltui run FILE` runs any workflow file."
+            )
+        return (
+            "No workflows found on the server: it offers the files of its own workflows "
+            "folder. Start it with `voltui serve --workflows DIR` (or set workflows_dir in its "
+            "voltui.toml)."
+        )
 
     async def on_mount(self) -> None:
         wf = next((w for w in self.workflows if w.id == self._initial), None)
