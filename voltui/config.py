@@ -177,6 +177,9 @@ class OrchestratorConfig(BaseSettings):
     event_history: int = Field(10_000, ge=100, description="events kept in memory")
     max_stored_events: int = Field(1_000_000, ge=1000, description="events kept in SQLite")
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    tune_gc: bool = Field(
+        True, description="raise the garbage collector's thresholds for big runs (process-wide)"
+    )
     max_log_lines: int = Field(
         10_000, ge=10, description="log lines per step attempt kept in the store; the rest spill"
     )

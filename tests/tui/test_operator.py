@@ -265,7 +265,7 @@ async def test_table_keys_move_the_cursor_and_new_rows_are_announced(
         assert agents.cursor_row == agents.row_count - 1
         await pilot.press("g", "j")
         assert agents.cursor_row == 1
-        assert "since engine start" in str(agents.border_subtitle)
+        assert "kept runs" in str(agents.border_subtitle)
 
 
 # ---------------------------------------------------------------------- 10: visual noise
