@@ -1,10 +1,10 @@
 """How much the dashboard costs while the engine floods it with events.
 
     python bench/tui_bench.py [--seconds 10] [--rate 5000] [--source workflow|synthetic]
-                              [--headless] [--profile FILE]
+                              [--headless] [--profile FILE] [--only flood|actions]
 
-Two phases run one after the other in this process, each on a fresh embedded `Orchestrator`
-(SQLite file in a temporary folder, one simulated agent with a large capacity):
+Three phases run one after the other in this process, each on a fresh embedded `Orchestrator`
+(SQLite file in a temporary folder); the first two have one simulated agent with a large capacity:
 
 1. engine only: the flood runs with no app; its CPU use is the baseline.
 2. engine + VoltApp at 160x48: the same flood while the dashboard folds and paints it. By
@@ -23,8 +23,16 @@ The flood (`--source`):
   the dispatcher -> subscription -> fold -> paint path.
 
 Figures are measured over a window of `--seconds` after a warm-up; then the key latency is
-measured by toggling the events pause (`space`) `TOGGLES` times while the flood goes on. See
-bench/README.md for what each figure means.
+measured by toggling the events pause (`space`) `TOGGLES` times while the flood goes on.
+
+3. actions: the app at 160x48 on an engine with the default agents and the sample workflows,
+   no flood. Timed from the key (or the call) to the first frame that shows its effect: opening
+   the command palette until it lists the catalogue's "Start workflow" entries; starting a
+   workflow (the palette's "Start workflow X") until its row is in the runs table; and keys in
+   the DAG panel while a `DAG_STEPS`-step run goes on (cursor down, compact view on and off,
+   opening and folding a level of thousands of steps).
+
+See bench/README.md for what each figure means.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/tui_bench.py` from a check
     sys.path.insert(0, str(ROOT))
 
 from voltui.config import OrchestratorConfig  # noqa: E402
+from voltui.engine.api import StartRequest  # noqa: E402
 from voltui.engine.errors import UserError  # noqa: E402
 from voltui.engine.models import AgentSpec, Priority, Workflow  # noqa: E402
 from voltui.engine.orchestrator import Orchestrator  # noqa: E402
@@ -76,6 +85,21 @@ LATENCY_LIMIT = 5.0
 SGR = re.compile(rb"\x1b\[[0-9;:]*m")
 LATENCY_BUDGET = (TOGGLES + 2) * 0.5 + 10
 """Seconds the flood must outlast the window by, to cover the latency phase."""
+ACTION_SAMPLES = 20
+"""Samples of each action in the actions phase (palette opening, start-to-row, DAG keys)."""
+DAG_STEPS = 5000
+"""Steps of the DAG phase's run: one root, a level of 78% of them, a merge level, one report."""
+KEYS: dict[str, tuple[str, str | None]] = {
+    "ctrl+p": ("\x10", None),
+    "escape": ("\x1b", None),
+    "down": ("\x1b[B", None),
+    "enter": ("\r", None),
+    "v": ("v", "v"),
+    "j": ("j", "j"),
+    "G": ("G", "G"),
+    "g": ("g", "g"),
+}
+"""Keys the actions phase sends: (bytes a terminal sends, the character for a headless Key)."""
 
 
 # ---------------------------------------------------------------------- the flood
@@ -242,6 +266,11 @@ class Frames:
     def __init__(self) -> None:
         self.count = 0
         self.available = False
+        self.probe: Callable[[], bool] | None = None
+        """Checked at every frame until true; `hit` is then when that frame was handed over
+        (perf_counter) and `hit_cpu` the event loop thread's CPU time then (thread_time)."""
+        self.hit: float | None = None
+        self.hit_cpu: float | None = None
 
     def instrument(self, app: Any) -> None:
         original = getattr(app, "_display", None)
@@ -252,6 +281,11 @@ class Frames:
         def display(screen: Any, renderable: Any = None) -> Any:
             if renderable is not None and not app._batch_count:
                 self.count += 1
+                probe = self.probe
+                if probe is not None and probe():
+                    self.hit = time.perf_counter()
+                    self.hit_cpu = time.thread_time()
+                    self.probe = None
             return original(screen, renderable)
 
         app._display = display
@@ -552,6 +586,345 @@ def title_matcher(titles: dict[bool, str], paused: bool) -> Callable[[bytes], in
     return find_off
 
 
+# ---------------------------------------------------------------------- actions
+
+
+@dataclass
+class Actions:
+    """Latencies (seconds) of the actions phase, by action; `lost` counts the samples whose
+    effect never showed within `LATENCY_LIMIT`."""
+
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+    """CPU time of the event loop thread over the same spans: what the action cost, apart
+    from waiting for a core on a busy machine."""
+    lost: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, name: str, value: tuple[float, float] | None) -> None:
+        if value is None:
+            self.lost[name] = self.lost.get(name, 0) + 1
+        else:
+            self.samples.setdefault(name, []).append(value[0])
+            self.cpu.setdefault(name, []).append(value[1])
+
+
+def actions_config(db: Path) -> OrchestratorConfig:
+    """The default agents (shell, python, three simulated) and the sample workflows."""
+    return OrchestratorConfig(db=db, workflows_dir=ROOT / "sample-workflows")
+
+
+def dag_workflow(steps: int, *, quiet: bool = False) -> Workflow:
+    """A wide run: `prepare`, then 78% of the steps in one level (2% of them fail), a level of
+    merges each fed by four shards, and a `report` fed by every 50th merge. `quiet`: every step
+    takes ten minutes and none fails, so once 16 run nothing changes (the keys' own cost)."""
+    wide = int(steps * 0.78)
+    merges = max(1, steps - wide - 2)
+    duration = 600.0 if quiet else 0.3
+    sim: dict[str, Any] = {"simulated": {"duration": duration, "jitter": 0.3}}
+    flaky: dict[str, Any] = {
+        "simulated": {"duration": duration, "jitter": 0.3, "failure_rate": 0.0 if quiet else 0.02}
+    }
+    body: list[dict[str, Any]] = [{"id": "prepare", "requires": ["simulated"], "run": sim}]
+    body += [
+        {"id": f"shard_{i:04d}", "depends_on": ["prepare"], "requires": ["simulated"], "run": flaky}
+        for i in range(wide)
+    ]
+    body += [
+        {
+            "id": f"merge_{i:04d}",
+            "depends_on": [f"shard_{(4 * i + k) % wide:04d}" for k in range(4)],
+            "requires": ["simulated"],
+            "run": sim,
+        }
+        for i in range(merges)
+    ]
+    body.append(
+        {
+            "id": "report",
+            "depends_on": [f"merge_{i:04d}" for i in range(0, merges, 50)],
+            "requires": ["simulated"],
+            "run": sim,
+        }
+    )
+    return Workflow.model_validate(
+        {
+            "id": "bench_dag",
+            "name": f"[bench] {steps} steps",
+            "max_parallel": 16,
+            "retry": {"max_attempts": 1},
+            "steps": body,
+        }
+    )
+
+
+def press(app: Any, term: PtyTerminal | None, key: str) -> float:
+    """Send `key` as the user's terminal would (or to the headless driver); when it was sent."""
+    data, char = KEYS[key]
+    if term is not None:
+        return term.type(data)
+    sent = time.perf_counter()
+    app._driver.send_message(events.Key(key, char))
+    return sent
+
+
+async def timed(
+    frames: Frames, act: Callable[[], float], shown: Callable[[], bool]
+) -> tuple[float, float] | None:
+    """Seconds from `act()` (which returns when it acted) to the first frame for which
+    `shown()` holds, and the event loop thread's CPU seconds over that span; None if no such
+    frame came within `LATENCY_LIMIT`."""
+    frames.hit = frames.hit_cpu = None
+    frames.probe = shown
+    cpu = time.thread_time()
+    sent = act()
+    deadline = sent + LATENCY_LIMIT
+    while time.perf_counter() < deadline:
+        if frames.hit is not None and frames.hit_cpu is not None:
+            return frames.hit - sent, frames.hit_cpu - cpu
+        await asyncio.sleep(0.001)
+    frames.probe = None
+    return None
+
+
+async def settle(condition: Callable[[], bool], limit: float = 10.0) -> bool:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def measure_palette(
+    app: Any, term: PtyTerminal | None, frames: Frames, out: Actions, workflow: str
+) -> None:
+    """`ctrl+p` until the palette lists "Start workflow <workflow>", then `escape`."""
+    from textual.command import CommandList, CommandPalette
+
+    wanted = f"Start workflow {workflow}"
+
+    def listed() -> bool:
+        screen = app.screen
+        if not isinstance(screen, CommandPalette):
+            return False
+        try:
+            options = screen.query_one(CommandList)
+        except Exception:
+            return False
+        return any(
+            wanted in _plain(options.get_option_at_index(i).prompt)
+            for i in range(options.option_count)
+        )
+
+    for _ in range(ACTION_SAMPLES):
+        out.add("palette", await timed(frames, lambda: press(app, term, "ctrl+p"), listed))
+        await settle(lambda: isinstance(app.screen, CommandPalette))
+        press(app, term, "escape")
+        await settle(lambda: not isinstance(app.screen, CommandPalette))
+        await asyncio.sleep(0.2)
+
+
+async def measure_start(app: Any, orch: Orchestrator, frames: Frames, out: Actions) -> None:
+    """The palette's "Start workflow simulated_load" until the run's row is in the runs table;
+    each run is cancelled once measured."""
+    from voltui.tui.widgets import RunsTable
+
+    runs = app.query_one(RunsTable)
+    for _ in range(ACTION_SAMPLES):
+        before = set(runs.rows)
+
+        def start() -> float:
+            sent = time.perf_counter()
+            app.start_workflow("simulated_load")
+            return sent
+
+        def appeared(before: set[Any] = before) -> bool:
+            return any(k not in before for k in runs.rows)
+
+        out.add("start", await timed(frames, start, appeared))
+        for key in [k for k in runs.rows if k not in before]:
+            with contextlib.suppress(UserError):
+                await orch.cancel_run(str(key.value))
+        await asyncio.sleep(0.3)
+    # The engine's share: the same start through the API alone, no dashboard involved.
+    for _ in range(ACTION_SAMPLES // 2):
+        cpu, sent = time.thread_time(), time.perf_counter()
+        run = await orch.start_workflow(StartRequest(workflow="simulated_load"))
+        out.add("start api", (time.perf_counter() - sent, time.thread_time() - cpu))
+        with contextlib.suppress(UserError):
+            await orch.cancel_run(run.id)
+        await asyncio.sleep(0.3)
+
+
+async def measure_dag(
+    app: Any,
+    orch: Orchestrator,
+    term: PtyTerminal | None,
+    frames: Frames,
+    out: Actions,
+    *,
+    quiet: bool,
+) -> None:
+    """Keys in the DAG panel while a `DAG_STEPS`-step run goes on: a busy one (steps finishing
+    all the time, so the embedded engine works on the same event loop and the panel repaints
+    4 times a second) or a quiet one (the keys' own cost)."""
+    from voltui.tui.widgets import DagView, RunsTable
+
+    kind = "quiet" if quiet else "busy"
+    run = await orch.run_workflow(dag_workflow(DAG_STEPS, quiet=quiet))
+    try:
+        runs = app.query_one(RunsTable)
+        dag = app.query_one(DagView)
+        if not await settle(lambda: run.id in runs.rows, 30):
+            out.notes.append("DAG: the run never showed in the runs table")
+            return
+        runs.move_cursor(row=runs.get_row_index(run.id))
+        loaded = await settle(
+            lambda: (
+                app.state is not None
+                and run.id in app.state.runs
+                and len(app.state.runs[run.id].steps) == DAG_STEPS
+            ),
+            30,
+        )
+        if not loaded:
+            out.notes.append("DAG: the run's steps never loaded")
+            return
+        dag.focus()
+        await asyncio.sleep(1.0)
+
+        def look() -> tuple[Any, ...]:
+            return (
+                dag.scroll_offset,
+                dag.compact,
+                getattr(dag, "cursor", None),
+                getattr(dag, "fold_version", None),
+            )
+
+        async def key(name: str, key: str) -> None:
+            seen = look()
+            out.add(
+                f"{name} {kind}",
+                await timed(frames, lambda: press(app, term, key), lambda: look() != seen),
+            )
+            await asyncio.sleep(0.05)
+
+        levels = app.state.runs[run.id].levels
+        largest = max(range(len(levels)), key=lambda d: len(levels[d]))
+        foldable = hasattr(dag, "fold_version")
+
+        def level() -> None:
+            dag.move_cursor(("level", largest))
+
+        async def toggle_largest() -> None:  # not timed
+            level()
+            await asyncio.sleep(0.05)
+            press(app, term, "enter")
+            await asyncio.sleep(0.3)
+
+        # `down` within the largest level, open (a folded one has a few rows only, and `down`
+        # on the last row does nothing); a version without levels scrolls its whole body.
+        if foldable:
+            await toggle_largest()
+        for _ in range(ACTION_SAMPLES):
+            await key("dag down", "down")
+        if foldable:
+            await toggle_largest()
+        for _ in range(ACTION_SAMPLES // 2):
+            await key("dag v", "v")  # compact on
+            await key("dag v", "v")  # and off
+        if foldable:
+            for _ in range(ACTION_SAMPLES // 2):
+                level()
+                await asyncio.sleep(0.05)
+                await key("dag enter (level)", "enter")  # open it
+                for _ in range(3):
+                    await key("dag down", "down")
+                await key("dag G", "G")
+                await key("dag g", "g")
+                level()
+                await asyncio.sleep(0.05)
+                await key("dag enter (level)", "enter")  # and fold it again
+        else:
+            out.notes.append("DAG: no foldable levels in this version (enter/G/g not timed)")
+    finally:
+        with contextlib.suppress(UserError):
+            await orch.cancel_run(run.id)
+
+
+async def actions_phase(args: argparse.Namespace, folder: Path) -> Actions:
+    from voltui.tui.app import VoltApp
+
+    out = Actions()
+    orch = Orchestrator(actions_config(folder / "actions.db"))
+    await orch.start(watch=False)
+    frames = Frames()
+    try:
+        catalogue = await orch.list_workflows()
+        workflow = sorted(wf.id for wf in catalogue)[-1]
+        with terminal_env(SIZE):
+            app = VoltApp(orch)
+        frames.instrument(app)
+        if not frames.available:
+            out.notes.append("actions n/a: textual.App._display not found (renamed?)")
+            return out
+        async with running_app(app, args.headless) as (_pilot, term):
+            await settle(lambda: app.state is not None, 20)
+            await asyncio.sleep(1.0)
+            await measure_palette(app, term, frames, out, workflow)
+            await measure_start(app, orch, frames, out)
+            await measure_dag(app, orch, term, frames, out, quiet=False)
+            await measure_dag(app, orch, term, frames, out, quiet=True)
+    finally:
+        await orch.stop()
+    return out
+
+
+def report_actions(args: argparse.Namespace, actions: Actions) -> str:
+    names = {
+        "palette": "palette open (ctrl+p -> catalogue listed)",
+        "start": "start -> run row shown",
+        "start api": "start_workflow() alone (engine API)",
+    }
+    for kind in ("busy", "quiet"):
+        where = f"DAG {DAG_STEPS:,} steps, {kind} run:"
+        names |= {
+            f"dag down {kind}": f"{where} down",
+            f"dag v {kind}": f"{where} v (compact on/off)",
+            f"dag enter (level) {kind}": f"{where} enter (open/fold a level)",
+            f"dag G {kind}": f"{where} G (last row)",
+            f"dag g {kind}": f"{where} g (first row)",
+        }
+    rows = [
+        (
+            label,
+            _ms(actions.samples.get(name, []), 0.5),
+            _ms(actions.samples.get(name, []), 0.95),
+            _ms(actions.cpu.get(name, []), 0.5),
+            f"{len(actions.samples.get(name, []))}/{actions.lost.get(name, 0)}",
+        )
+        for name, label in names.items()
+        if name in actions.samples or name in actions.lost
+    ]
+    mode = "headless driver" if args.headless else "Linux driver on a pty"
+    out = [f"actions, no flood, {SIZE[0]}x{SIZE[1]}, {mode} (time to the first frame showing it)"]
+    if rows:
+        w0 = max(len(r[0]) for r in rows)
+        out.append(f"{'':<{w0}}  {'median':>9}  {'p95':>9}  {'CPU med.':>9}  {'ok/lost':>7}")
+        out += [f"{a:<{w0}}  {b:>9}  {c:>9}  {d:>9}  {e:>7}" for a, b, c, d, e in rows]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cores = os.cpu_count()
+    out.append(
+        f"CPU med. = event loop thread CPU over the same span; load average {load:.1f} on "
+        f"{cores} cores during the bench"
+        if load is not None
+        else "CPU med.: event loop thread"
+    )
+    out += [f"note: {n}" for n in actions.notes]
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------------- report
 
 
@@ -630,11 +1003,16 @@ def report(args: argparse.Namespace, engine: Result, app: Result) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> str:
+    parts: list[str] = []
     with tempfile.TemporaryDirectory(prefix="voltui-bench-") as tmp:
         folder = Path(tmp)
-        engine = await engine_phase(args, folder)
-        app = await app_phase(args, folder)
-    return report(args, engine, app)
+        if args.only in (None, "flood"):
+            engine = await engine_phase(args, folder)
+            app = await app_phase(args, folder)
+            parts.append(report(args, engine, app))
+        if args.only in (None, "actions"):
+            parts.append(report_actions(args, await actions_phase(args, folder)))
+    return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -654,6 +1032,11 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         metavar="FILE",
         help="cProfile the event loop thread during the app window and write the stats to FILE",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("flood", "actions"),
+        help="run only the flood phases (engine only, engine + app) or only the actions phase",
     )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rate <= 0:

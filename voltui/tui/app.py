@@ -47,9 +47,10 @@ from voltui.engine.api import (
     StartRequest,
     SubscriptionLagged,
 )
-from voltui.engine.models import Event
+from voltui.engine.models import Event, Run
 from voltui.safetext import clean, clean_multiline
 from voltui.tui.calls import engine_call
+from voltui.tui.catalogue import REFRESH_SECONDS, WorkflowCatalogue
 from voltui.tui.commands import VoltCommands
 from voltui.tui.screens import ConfirmScreen, DecisionScreen, HelpScreen, StartScreen
 from voltui.tui.screens.replay import ReplayScreen
@@ -114,6 +115,8 @@ QUIT_CONFIRM = "quit-confirm"
 """Id of the "quit anyway?" dialog, so a second quit key does not stack another."""
 TERMINAL_CHECK = 2.0
 """Seconds between checks that the terminal is still there (see `terminal_lost`)."""
+LINK_UP = frozenset({"embedded", "connected"})
+"""`EngineAPI.connection` values in which the dashboard's figures are live."""
 
 PANEL_KEYS: tuple[tuple[str, str, str], ...] = (
     ("1", "runs", "Runs"),
@@ -259,7 +262,12 @@ class VoltApp(App[None]):
         rate. Tests pass fixed ones so that screenshots do not change from run to run."""
         super().__init__()
         self.engine = engine
-        self.clock = clock
+        self.catalogue = WorkflowCatalogue(engine)
+        """The engine's workflows, fetched in the background for the palette and `s`."""
+        self._wall_clock = clock
+        self.clock: Callable[[], float] = self._now
+        """"Now" for everything shown relative to it: the wall clock, stopped while the
+        engine is out of reach (see `DashboardState.frozen_at`)."""
         self.monotonic = monotonic
         # An attached client may be read-only because of the token it used, whatever was asked.
         self.read_only = read_only or getattr(engine, "read_only", False) is True
@@ -286,6 +294,8 @@ class VoltApp(App[None]):
         self._hangup_installed = False
         self._previous_hangup: Any = None
         self._terminal_lost = False
+        self._link_lost = False
+        """The engine was out of reach and the state not yet replaced since it came back."""
         self._approvals_shown: tuple[tuple[str, str], ...] = ()
 
     # ------------------------------------------------------------------ layout
@@ -316,6 +326,11 @@ class VoltApp(App[None]):
         self.query_one(RunsTable).focus()
         self.run_worker(self._consume(), name="events", group="events", exclusive=True)
         self.set_interval(1 / max(0.5, self.refresh_hz), self._tick, name="fold")
+        self._refresh_catalogue()
+        self.set_interval(REFRESH_SECONDS, self._refresh_catalogue, name="catalogue")
+
+    def _refresh_catalogue(self) -> None:
+        self.run_worker(self.catalogue.refresh(), name="catalogue", group="catalogue")
 
     def on_unmount(self) -> None:
         self._remove_hangup_handler()
@@ -401,8 +416,12 @@ class VoltApp(App[None]):
         self._pending.clear()
         self._resync = False
         self._dirty.clear()
+        self._detail_loading.clear()  # the new state has no DAGs yet: fetch them again
         with self.batch_update():
             self._refresh_panels(set(PANELS))
+        # After the panels hold the new state: a panel that repaints itself on a style change
+        # (the runs table does) must repaint from it, not from the stale one.
+        self.screen_stack[0].remove_class("-stale")
 
     async def _consume(self) -> None:
         """Append event batches to the deque; the timer does the folding."""
@@ -433,8 +452,48 @@ class VoltApp(App[None]):
             if self._resync:
                 await self._take_snapshot()
 
+    def _now(self) -> float:
+        """The wall clock, or while the engine is out of reach the moment it was last known
+        to be there: durations and uptime stop rather than run on with stale figures."""
+        state = self.state
+        if state is not None and state.frozen_at is not None:
+            return state.frozen_at
+        return self._wall_clock()
+
+    def _watch_link(self) -> None:
+        """While the engine is out of reach every panel is marked stale (dimmed, clocks
+        stopped, "last update" in the header); when it is back, a fresh snapshot replaces the
+        whole state before events resume (DESIGN.md rule 9). The remote client would resume
+        the event stream by itself, but a restarted server's runs, agents, health and uptime
+        are not in the events after the old seq."""
+        state = self.state
+        if state is None:
+            return
+        if self.engine.connection not in LINK_UP:
+            self._link_lost = True
+            if not state.stale:
+                state.mark_stale(self.monotonic(), self._wall_clock())
+                self.screen_stack[0].add_class("-stale")
+                self._dirty |= {"header", "runs", "dag"}  # shown once more, clocks stopped
+        elif self._link_lost:
+            self._link_lost = False
+            self.run_worker(self._resync_link(), name="resync", group="resync", exclusive=True)
+
+    async def _resync_link(self) -> None:
+        """The link is back: stop the old event stream, replace the state, then resubscribe
+        from the new snapshot's seq."""
+        self.workers.cancel_group(self, "events")
+        try:
+            await self._take_snapshot()
+        except Exception as exc:  # lost again, or gone for good: stay stale, try on return
+            log.warning("resync after reconnecting failed: %s", exc)
+            self._link_lost = True
+            return
+        self.run_worker(self._consume(), name="events", group="events", exclusive=True)
+
     def _tick(self) -> None:
         """Fold what arrived, then repaint the panels that changed and whose turn it is."""
+        self._watch_link()
         state = self.state
         if state is None or self._resync:
             return
@@ -680,9 +739,15 @@ class VoltApp(App[None]):
     @work(group="action", exclusive=True)
     async def action_start(self, workflow: str | None = None) -> None:
         """The start dialog, over all workflows or (from the palette) just `workflow`."""
-        workflows = await self._engine_call(self.engine.list_workflows())
-        if workflows is None:
+        workflows = await self.catalogue.get()
+        if not workflows and self.catalogue.error:
+            self.notify(
+                f"cannot list the engine's workflows: {clean(self.catalogue.error)}",
+                severity="error",
+                markup=False,
+            )
             return
+        self._refresh_catalogue()  # while the dialog is open: the next one is up to date
         if workflow is not None:
             workflows = [wf for wf in workflows if wf.id == workflow] or workflows
         screen = StartScreen(workflows, chosen=workflow)
@@ -700,8 +765,17 @@ class VoltApp(App[None]):
             return
         run = await self._engine_call(self.engine.start_workflow(request))
         if run is not None:
-            self._want_select = run.id
+            self._show_new_run(run)
             self.notify(f"started {clean(run.workflow_name)} as run {run.id[:12]}", markup=False)
+
+    def _show_new_run(self, run: Run) -> None:
+        """Put a run just started on screen, selected, now: its first event reaches the fold a
+        tick or two later and then fills in its DAG."""
+        self._want_select = run.id
+        if self.state is not None:
+            self.state.add_run(run)
+            with self.batch_update():
+                self._refresh_panels({"runs"})
 
     def _selected_view_or_warn(self) -> Any:
         view = self.context_run()
@@ -763,18 +837,24 @@ class VoltApp(App[None]):
         request = ReplayRequest(run_id=view.run.id, mode=mode)
         run = await self._engine_call(self.engine.replay_run(request))
         if run is not None:
-            self._want_select = run.id
+            self._show_new_run(run)
             self.notify(f"replaying {view.run.id[:12]} ({mode}) as run {run.id[:12]}", markup=False)
 
     # ------------------------------------------------------------------ run screens
 
-    def action_detail(self, run_id: str | None = None) -> None:
-        """Open a run (the selected one by default) full screen: steps, logs, outputs."""
+    def action_detail(self, run_id: str | None = None, step: str | None = None) -> None:
+        """Open a run (the selected one by default) full screen: steps, logs, outputs; on
+        `step` if given (else on its first failed step, if any)."""
         run_id = run_id or self.selected_run
         if run_id is None:
             self.notify("select a run in the runs panel first", severity="warning", markup=False)
             return
-        self.push_screen(RunDetailScreen(self.engine, run_id))
+        self.push_screen(RunDetailScreen(self.engine, run_id, step=step))
+
+    def on_dag_view_step_chosen(self, message: DagView.StepChosen) -> None:
+        """`enter` on a step of the DAG panel opens the run on that step."""
+        message.stop()
+        self.action_detail(message.run_id, message.step_id)
 
     def action_replay_view(self, run_id: str | None = None) -> None:
         """Re-enact a finished run from its recorded events."""
@@ -900,7 +980,9 @@ class VoltApp(App[None]):
             self.screen.minimize()
         if not container.display:
             self.screen.maximize(container, container=False)
-        target.focus()
+        # At once, not with `focus()` (which defers to after the messages already queued): a
+        # key typed right after, such as `m` in `2m`, must act on the panel just focused.
+        self.screen.set_focus(target)
 
     def action_maximize_panel(self) -> None:
         if self.screen.maximized is not None:

@@ -8,11 +8,13 @@ system commands come from Textual's own provider, which stays registered next to
 Names and ids come from workflow files, so every prompt is built as `Content` from plain text
 (Textual's `Matcher.highlight` would read the candidate as markup); help texts are escaped,
 since the palette reads them as markup (`[demo] Simulated load` lost its `[demo]`).
+
+The workflow list comes from the app's `WorkflowCatalogue`, fetched in the background, so the
+palette opens without asking the engine anything.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +30,6 @@ from voltui.safetext import clean
 if TYPE_CHECKING:
     from voltui.tui.app import VoltApp
 
-log = logging.getLogger(__name__)
 
 MAX_RUN_COMMANDS = 50
 """Runs offered by "Open run" when searching (newest first); more would only add noise."""
@@ -62,12 +63,8 @@ class VoltCommands(Provider):
     _workflows: list[WorkflowInfo]
 
     async def startup(self) -> None:
-        """Fetch the workflow catalogue once per opening of the palette."""
-        self._workflows = []
-        try:
-            self._workflows = await self._app.engine.list_workflows()
-        except Exception:  # a failing engine must not break the palette's other commands
-            log.exception("list_workflows failed for the command palette")
+        """The workflows as the app last fetched them (waits only for the very first fetch)."""
+        self._workflows = await self._app.catalogue.get()
 
     @property
     def _app(self) -> VoltApp:

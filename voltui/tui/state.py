@@ -189,6 +189,13 @@ class RunView:
     early_steps: dict[str, StepView] = field(default_factory=dict)
     """Steps folded before the DAG was known; merged into `steps` by `add_run_detail`, so an
     event that arrives while `get_run` is in flight is not lost."""
+    watched: bool = False
+    """Whether the DAG panel shows this run (it sets and clears the flag): only then does the
+    fold record `changed_steps`."""
+    changed_steps: set[str] = field(default_factory=set)
+    """Ids of steps whose state changed since the DAG panel last looked (kept only while
+    `watched`). The panel takes and clears it, so its per-level counts cost what changed, not
+    the size of the run. A new `steps` dict (a loaded DAG) means "look at everything again"."""
 
     def progress(self) -> Progress:
         """Succeeded / failed / cancelled of total, from the run's own counters (the engine
@@ -338,6 +345,13 @@ class DashboardState:
         """Approval steps waiting for a decision, oldest first (the banner and `a`/`x`)."""
         self.fold_errors = 0
         """Events whose data could not be folded (malformed or from a newer engine)."""
+        self.stale_since: float | None = None
+        """Local monotonic time at which the engine became unreachable, or None while it is
+        reachable. A stale state is never folded back to life: the app replaces it with one
+        built from a fresh snapshot when the link returns (DESIGN.md rule 9)."""
+        self.frozen_at: float | None = None
+        """The wall-clock "now" that durations and uptime stop at while stale: the last moment
+        the engine was known to be there."""
         self._clock = clock
         # Rate counter: [bucket, count] pairs, a bucket being 1/_BUCKETS_PER_SECOND s of event
         # time. Engine time "now" = _anchor_ts + local time elapsed since _anchor_clock.
@@ -645,13 +659,18 @@ class DashboardState:
         return _STEP_CHANGE
 
     def _on_step(self, ev: Event) -> frozenset[str]:
-        sv = self._event_step(ev)
-        if sv is None:
+        rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
+        if rv is None:
             return _NONE
         d = ev.data
+        sv = self._step_view(rv, d.get("step"))
+        if sv is None:
+            return _NONE
         state = _STEP_STATES.get(d.get("state") or ev.type[5:])  # 5 == len("step:")
         if state is None:
             return _NONE
+        if rv.watched and state is not sv.state:
+            rv.changed_steps.add(sv.id)
         sv.state = state
         attempt = d.get("attempt")
         if attempt is not None:
@@ -855,6 +874,35 @@ class DashboardState:
             if samples is None:
                 samples = history[ns] = deque(maxlen=HISTORY_SAMPLES)
             samples.append(s.hit_rate)
+
+    # ------------------------------------------------------------------ link and resync
+
+    def mark_stale(self, monotonic_now: float, wall_now: float) -> None:
+        """The engine is unreachable from now on: stop the clocks at `wall_now`. Marking a state
+        already stale keeps its first moment."""
+        if self.stale_since is None:
+            self.stale_since = monotonic_now
+            self.frozen_at = wall_now
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_since is not None
+
+    def add_run(self, run: Run) -> RunView:
+        """Show a run the app just started or replayed, before its first event arrives.
+
+        `start_workflow` returns the run at once, while its `workflow:queued` event reaches the
+        fold a tick or two later: adding it here puts its row on screen now. The event then
+        fills in the DAG as for any other run. A run the fold already knows is left as it is.
+        """
+        rv = self.runs.get(run.id)
+        if rv is None:
+            run = run.model_copy()
+            run.error = _text(run.error)
+            rv = self.runs[run.id] = RunView(run=run)
+            if len(self.runs) > self.max_runs:
+                self._evict_runs()
+        return rv
 
     # ------------------------------------------------------------------ run details
 

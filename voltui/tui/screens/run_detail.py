@@ -109,6 +109,18 @@ def step_row(step_id: str, sr: StepRun | None, now: float) -> list[Text]:
     ]
 
 
+def first_step(order: list[str], runs: dict[str, StepRun], wanted: str | None) -> str:
+    """The step a run opens on: `wanted` if the run has it, else the first failed step (the
+    one an operator opens a failed run for), else the first step. `order` is not empty."""
+    if wanted is not None and wanted in order:
+        return wanted
+    for step_id in order:
+        sr = runs.get(step_id)
+        if sr is not None and sr.state is StepState.FAILED:
+            return step_id
+    return order[0]
+
+
 def log_text(line: LogLine) -> str:
     return STREAM_PREFIX.get(line.stream, "? ") + clean(line.line)
 
@@ -211,10 +223,13 @@ class RunDetailScreen(Screen[None]):
         Binding("down", "move_step(1)", "Next step", show=False, id="detail.down"),
     ]
 
-    def __init__(self, engine: EngineAPI, run_id: str) -> None:
+    def __init__(self, engine: EngineAPI, run_id: str, *, step: str | None = None) -> None:
+        """`step` is the step to open on (from the DAG panel); without it the screen opens on
+        the run's first failed step, or on its first step."""
         super().__init__()
         self.engine = engine
         self.run_id = run_id
+        self.initial_step = step
         self.detail: RunDetail | None = None
         """The last `get_run` result; None until the first fetch returns."""
         self.selected_step: str | None = None
@@ -350,7 +365,9 @@ class RunDetailScreen(Screen[None]):
             else:
                 table.add_row(*cells, key=step_id)
         if self.selected_step is None and order:
-            self._select(order[0])
+            target = first_step(order, by_id, self.initial_step)
+            table.move_cursor(row=table.get_row_index(target), animate=False)
+            self._select(target)
 
     def _render_side(self) -> None:
         parts: list[str | tuple[str, str]] = []
@@ -441,7 +458,9 @@ class RunDetailScreen(Screen[None]):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
-        if event.row_key.value is not None:
+        if event.row_key.value is not None and event.cursor_row == event.data_table.cursor_row:
+            # Only where the cursor is now: the highlight of row 0 that adding rows posts can
+            # arrive after the screen moved the cursor to the step it opens on.
             self._select(event.row_key.value)
 
     # ------------------------------------------------------------------ actions

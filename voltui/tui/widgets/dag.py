@@ -1,21 +1,42 @@
 """The selected run's DAG: steps grouped by dependency level, each with a state symbol, its
 duration, agent and edges (`← b, c` for a fan-in, `→ 8` for a fan-out; nothing for a plain
-chain), or (`v`) a compact grid of one cell per step for DAGs of hundreds of steps.
+chain), or (`v`) a compact grid of one cell per step.
+
+A run may have thousands of steps, so the panel is a Line API widget (`ScrollView` +
+`render_line`, as Textual's `Log` and `DataTable` and toolong's `LogLines`): it keeps a list of
+row references and renders only the rows on screen, from the live `StepView`s. A 5,000-step run
+costs a repaint what 30 rows cost. Each level has a summary line with its counts
+(`▾ L3  ▶ 3 ✗ 1 ✓ 41 / 782`); a level of more than `FOLD_AT` steps starts folded, and a folded
+level lists under its summary only the steps that need attention (failed, retrying, running).
+
+The counts follow the run at the cost of what changed: the fold records the steps whose state
+changed (`RunView.changed_steps`) and the panel adjusts its per-level counts for those alone.
+
+Keys (on the focused panel): `j`/`k`/arrows move the cursor over levels and steps, `g`/`G` and
+`Home`/`End` to the first and last row, `enter` opens the step (its log and attempts) or opens
+or folds a level, `l`/`h` (or right/left) open and fold the cursor's level, `n`/`N` go to the
+next/previous failed step and `a`/`A` to the next/previous active (running or retrying) one.
 
 Symbols carry the meaning so the panel reads without colour (NO_COLOR, screenshots, logs):
-✓ succeeded, ✗ failed, ▶ running, ↻ retrying n/m, … waiting, · pending, an en dash
-skipped, ■ cancelled, ◆ cached.
+✓ succeeded, ✗ failed, ▶ running, ↻ retrying, … waiting, · pending, an en dash skipped,
+■ cancelled, ◆ cached.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
-from textual.app import ComposeResult
-from textual.containers import VerticalScroll
+from textual import events
+from textual.binding import Binding, BindingType
 from textual.content import Content
-from textual.widgets import Static
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.visual import Visual
 
 from voltui.engine.durations import format_duration
 from voltui.engine.models import StepState
@@ -29,6 +50,37 @@ SYMBOL: dict[StepState, tuple[str, str]] = {
     state: (look(state).glyph, look(state).theme_style) for state in StepState
 }
 """Glyph and theme style of each step state, from the one table in `voltui.states`."""
+
+LEVEL_ORDER = (
+    StepState.RUNNING,
+    StepState.RETRYING,
+    StepState.FAILED,
+    StepState.SUCCEEDED,
+    StepState.CACHED,
+    StepState.CANCELLED,
+    StepState.SKIPPED,
+    StepState.WAITING,
+    StepState.PENDING,
+)
+"""Order of the counts on a level's summary line: what needs attention first."""
+
+ATTENTION_RANK = {StepState.FAILED: 0, StepState.RETRYING: 1, StepState.RUNNING: 2}
+"""States that put a step under its folded level's summary, failed ones first."""
+ACTIVE = frozenset({StepState.RUNNING, StepState.RETRYING})
+
+FOLD_AT = 12
+"""A level of more steps than this starts folded (its summary line and its steps in need of
+attention); smaller ones start open."""
+ATTENTION_ROWS = 5
+"""Most steps listed under a folded level; a `… N more` line stands for the rest."""
+AGENT_WIDTH = 14
+"""Most columns of the agent cell; longer agent ids lose their middle to `…`. The cell is as
+wide as the longest agent id seen in the run, up to this."""
+ID_WIDTH = 40
+"""Most columns of a step id in the level layout."""
+STEP_CURSOR_STYLE = ".dag--cursor"
+KEYS_HINT = "⏎ open  n failed  a running"
+"""The focused panel's subtitle: its keys that are not in the footer."""
 
 
 def step_symbol(step: StepView) -> tuple[str, str]:
@@ -48,26 +100,49 @@ def _duration(step: StepView, now: float | None = None) -> str:
     return format_duration(step.elapsed(time.time() if now is None else now))
 
 
-def _run_header(view: RunView) -> list[str | Content | tuple[str, str]]:
+def _middle(text: str, width: int) -> str:
+    """`text` in at most `width` columns, losing its middle: `transform_a` and `_b` differ."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
+
+
+def _run_header(view: RunView) -> list[Content]:
     run = view.run
-    parts: list[str | Content | tuple[str, str]] = [
-        (clean(run.workflow_name or run.workflow_id, max_len=60), "bold"),
-        f"  {clean(run.id[:12])}  {run.state}\n",
+    lines = [
+        Content.assemble(
+            (clean(run.workflow_name or run.workflow_id, max_len=60), "bold"),
+            f"  {clean(run.id[:12])}  {run.state}",
+        )
     ]
     if run.error:
-        parts += [("error: ", "$error"), clean(run.error, max_len=200), "\n"]
-    return parts
+        lines.append(Content.assemble(("error: ", "$error"), clean(run.error, max_len=200)))
+    return lines
 
 
-def _tally(view: RunView) -> list[tuple[str, str, str]]:
-    """`(symbol, style, "count state")` for each state some step is in, in `SYMBOL` order: the
-    run's progress at a glance, and the legend of the symbols it uses."""
-    counts: dict[StepState, int] = {}
-    for step in view.steps.values():
-        state = StepState(step.state)
-        counts[state] = counts.get(state, 0) + 1
+def _wrap(cells: Sequence[Content], width: int | None) -> list[Content]:
+    """Cells joined by two spaces, on as many lines as `width` needs (a cell is never cut)."""
+    lines: list[Content] = []
+    line: list[Content] = []
+    used = 0
+    for cell in cells:
+        n = cell.cell_length
+        if line and width is not None and used + 2 + n > width:
+            lines.append(Content("  ").join(line))
+            line, used = [], 0
+        used += n + (2 if line else 0)
+        line.append(cell)
+    if line:
+        lines.append(Content("  ").join(line))
+    return lines
+
+
+def _tally_cells(counts: Mapping[StepState, int]) -> list[Content]:
+    """`✓ 3 succeeded` for each state some step is in, in `SYMBOL` order: the run's progress at
+    a glance, and the legend of the symbols it uses."""
     return [
-        (mark, style, f"{counts[state]} {state}")
+        Content.assemble((mark, style), f" {counts[state]} {state}")
         for state, (mark, style) in SYMBOL.items()
         if counts.get(state)
     ]
@@ -93,8 +168,8 @@ def dag_edges(
     steps and on the step itself are ignored, and a cycle (which the engine would have
     rejected) cannot loop: edges to steps later in reading order count no ancestors.
 
-    Ancestor sets are Python ints used as bitsets over the reading order: about a
-    millisecond for 300 steps, a small part of rendering them.
+    Ancestor sets are Python ints used as bitsets over the reading order. Computed once per
+    run (not per repaint): tens of milliseconds for 5,000 steps.
     """
     order = [sid for level in levels for sid in level if sid in steps]
     pos = {sid: i for i, sid in enumerate(order)}
@@ -163,78 +238,7 @@ def _place_edges(
     return "", bare or forms[-1]
 
 
-def render_dag(
-    view: RunView | None, width: int | None = None, *, now: float | None = None
-) -> Content:
-    """The whole panel body as one `Content`; untrusted parts are added as plain strings
-    (never parsed as markup), styles only from theme variables.
-
-    Steps are listed level by level; edges follow a step's agent in a muted style: `← deps`
-    where the layout alone does not tell which steps feed it (anything but the single step of
-    the level above), and `→ N` on a step that fans out. An edge that does not fit in `width`
-    columns on the step's line goes on a line of its own below it, in the shortest form that
-    fits. `width` None means unlimited; `now` is the time running steps are measured to (the
-    wall clock by default; a replay passes its own).
-    """
-    if view is None:
-        return Content(NO_RUN)
-    parts = _run_header(view)
-    if not view.steps:
-        parts.append(("loading steps…", "$text-muted"))
-        return Content.assemble(*parts)
-    limit = width if width and width > 0 else None
-    used = 0
-    for n, (mark, style, label) in enumerate(_tally(view)):
-        cell = len(mark) + 1 + len(label)
-        if n and limit is not None and used + 2 + cell > limit:
-            parts.append("\n")
-            used = 0
-        elif n:
-            parts.append("  ")
-            used += 2
-        parts += [(mark, style), f" {label}"]
-        used += cell
-    parts.append("\n")
-    levels = [
-        [sid for sid in level if sid in view.steps] for level in view.levels or [list(view.steps)]
-    ]
-    parents, children = dag_edges(view.steps, levels)
-    id_width = max(len(clean(s)) for s in view.steps)
-    marks = {sid: step_symbol(step) for sid, step in view.steps.items()}
-    mark_width = max(len(mark) for mark, _style in marks.values())
-    indent = " " * (mark_width + 2)  # edges below a step start under its id
-    for depth, ids in enumerate(levels):
-        heading = f"level {depth}  {len(ids)} steps" if len(ids) > 1 else f"level {depth}"
-        parts.append((heading + "\n", "$text-muted"))
-        above = levels[depth - 1] if depth else []
-        for step_id in ids:
-            step = view.steps[step_id]
-            mark, style = marks[step_id]
-            head = f" {clean(step_id):<{id_width}} {_duration(step, now):>6} "
-            agent = clean(step.agent or "-", max_len=16)
-            parts += [" ", (f"{mark:<{mark_width}}", style), head, (agent, "$text-muted")]
-            ins = parents[step_id]
-            if len(ins) == 1 and len(above) == 1 and ins == above:
-                ins = []  # a chain link: the level above says it all
-            forms = _edge_forms(ins, children[step_id])
-            below = ""
-            if forms:
-                used = 1 + mark_width + len(head) + len(agent) + 2
-                inline, below = _place_edges(
-                    forms,
-                    None if limit is None else limit - used,
-                    None if limit is None else limit - len(indent),
-                )
-                if inline:
-                    parts += ["  ", (inline, "$text-muted")]
-            note = step.error if step.state == StepState.FAILED else step.last_line
-            if note:
-                parts += ["  ", (clean(note, max_len=80), "$text-muted")]
-            parts.append("\n")
-            if below:
-                parts += [indent, (below, "$text-muted"), "\n"]
-    return Content.assemble(*parts)
-
+# --------------------------------------------------------------------------- common prefix
 
 COMPACT_ID = 10
 """Characters of a step id shown in a compact cell (longer ids lose their middle to `…`)."""
@@ -257,52 +261,395 @@ def common_prefix(ids: list[str]) -> str:
     return prefix if all(len(i) > len(prefix) for i in ids) else ""
 
 
-def render_compact(view: RunView | None, width: int) -> Content:
-    """One cell per step (`symbol id`), level by level, wrapped to `width` columns.
+# --------------------------------------------------------------------------- the layout
 
-    A 300-step run fits in a few dozen lines: a prefix shared by every id is shown once and
-    left out of the cells, and a tally of states comes first so the run's progress reads at a
-    glance. Retries show as the plain retry symbol (no n/m) to keep the cells aligned.
+Row = tuple[str, Any]
+"""A row of the body: `("level", depth)`, `("step", step_id)`, `("edge", step_id)` (the edges
+of a step on a line of their own), `("more", depth)` (steps of a folded level not listed) or
+`("grid", line)` (a line of the compact grid)."""
+
+_SELECTABLE = frozenset({"level", "step", "more"})
+
+
+class DagLayout:
+    """What the DAG panel shows of one run, kept up to date at the cost of what changed.
+
+    Holds per-level counts by state, the steps in need of attention per level, the fold state of
+    each level and the list of body rows (row references, not text). Nothing here renders a
+    row: `row_content` builds the text of one row on demand, for the rows on screen.
     """
-    if view is None:
-        return Content(NO_RUN)
-    parts = _run_header(view)
-    if not view.steps:
-        parts.append(("loading steps…", "$text-muted"))
+
+    def __init__(self, view: RunView, width: int | None, compact: bool) -> None:
+        self.view = view
+        self.steps = view.steps
+        self.levels: list[list[str]] = [
+            [sid for sid in level if sid in view.steps]
+            for level in (view.levels or [list(view.steps)])
+        ]
+        self.width = width
+        self.compact = compact
+        view.changed_steps.clear()  # everything is looked at now
+        self.order: list[str] = [sid for level in self.levels for sid in level]
+        self.pos: dict[str, int] = {sid: i for i, sid in enumerate(self.order)}
+        self.level_of: dict[str, int] = {
+            sid: depth for depth, level in enumerate(self.levels) for sid in level
+        }
+        self.known: dict[str, StepState] = {}
+        self.counts: list[dict[StepState, int]] = [{} for _ in self.levels]
+        self.total: dict[StepState, int] = {}
+        self.attention: list[dict[str, None]] = [{} for _ in self.levels]
+        self.failed: set[str] = set()
+        self.active: set[str] = set()
+        for sid in self.order:
+            self._count(sid, StepState(self.steps[sid].state), +1)
+        self.folded: list[bool] = [len(level) > FOLD_AT for level in self.levels]
+        self.id_width = min(ID_WIDTH, max((len(clean(s)) for s in self.order), default=1))
+        self.agent_width = 1
+        for sid in self.order:
+            self._see_agent(self.steps[sid])
+        self._edges: tuple[dict[str, list[str]], dict[str, list[str]]] | None = None
+        self._placed: dict[str, tuple[str, str]] = {}
+        self._prefix: str | None = None
+        self._cell_id_width: int | None = None
+        self._grid: tuple[list[Row], dict[Row, int]] | None = None
+        self.blocks: list[list[Row]] = []
+        self.rows: list[Row] = []
+        self.index: dict[Row, int] = {}
+        """Where each selectable row is in `rows` (list layout only)."""
+        self.selectable: list[Row] = []
+        """Rows the cursor can be on, in order: levels, steps and `more` lines, or (compact)
+        every step."""
+        self.rank: dict[Row, int] = {}
+        """Where each row is in `selectable`."""
+        self._dirty_blocks: set[int] = set(range(len(self.levels)))
+        self.relayout(width)
+
+    # ------------------------------------------------------------------ counts
+
+    def _count(self, sid: str, state: StepState, sign: int) -> None:
+        depth = self.level_of[sid]
+        counts = self.counts[depth]
+        counts[state] = counts.get(state, 0) + sign
+        self.total[state] = self.total.get(state, 0) + sign
+        attention = self.attention[depth]
+        if sign > 0:
+            self.known[sid] = state
+            if state in ATTENTION_RANK:
+                attention[sid] = None
+            if state is StepState.FAILED:
+                self.failed.add(sid)
+            elif state in ACTIVE:
+                self.active.add(sid)
+        else:
+            attention.pop(sid, None)
+            self.failed.discard(sid)
+            self.active.discard(sid)
+
+    def _see_agent(self, step: StepView) -> bool:
+        """Widen the agent cell for this step's agent; whether it grew."""
+        if step.agent and len(step.agent) > self.agent_width < AGENT_WIDTH:
+            self.agent_width = min(AGENT_WIDTH, len(clean(step.agent, max_len=200)))
+            return True
+        return False
+
+    def sync(self) -> bool:
+        """Take the steps the fold saw change; whether the rows changed (not just their text)."""
+        changed = self.view.changed_steps
+        if not changed:
+            return False
+        ids = list(changed)
+        changed.clear()
+        restructure = False
+        wider = False
+        for sid in ids:
+            old = self.known.get(sid)
+            step = self.steps.get(sid)
+            if old is None or step is None:
+                continue
+            wider |= self._see_agent(step)
+            new = StepState(step.state)
+            if new is old:
+                continue
+            self._count(sid, old, -1)
+            self._count(sid, new, +1)
+            depth = self.level_of[sid]
+            if self.folded[depth] and (old in ATTENTION_RANK or new in ATTENTION_RANK):
+                self._dirty_blocks.add(depth)
+                restructure = True
+        if wider:  # edges that fitted after the agent may no longer
+            self._placed = {}
+            self.relayout(self.width)
+            return True
+        if restructure:
+            self._join()
+        return restructure
+
+    # ------------------------------------------------------------------ rows
+
+    def relayout(self, width: int | None) -> None:
+        """Every block again (a new width moves edges and re-wraps the grid)."""
+        if width != self.width:
+            self._placed = {}
+        self.width = width
+        self._dirty_blocks = set(range(len(self.levels)))
+        self._join()
+
+    def set_folded(self, depth: int, folded: bool) -> bool:
+        if not 0 <= depth < len(self.levels) or self.folded[depth] == folded:
+            return False
+        self.folded[depth] = folded
+        self._dirty_blocks.add(depth)
+        self._join()
+        return True
+
+    def _join(self) -> None:
+        if self.compact:  # the level blocks wait, still marked, for the way back
+            per_line = self.per_line
+            lines = (len(self.order) + per_line - 1) // per_line
+            self.rows = [("grid", n) for n in range(lines)]
+            self.index = {}
+            if self._grid is None:
+                grid: list[Row] = [("step", sid) for sid in self.order]
+                self._grid = (grid, {row: n for n, row in enumerate(grid)})
+            self.selectable, self.rank = self._grid
+            return
+        while len(self.blocks) < len(self.levels):
+            self.blocks.append([])
+        for depth in self._dirty_blocks:
+            self.blocks[depth] = self._block(depth)
+        self._dirty_blocks.clear()
+        rows: list[Row] = []
+        for block in self.blocks:
+            rows += block
+        self.rows = rows
+        self.index = {row: n for n, row in enumerate(rows) if row[0] in _SELECTABLE}
+        self.selectable = list(self.index)
+        self.rank = {row: n for n, row in enumerate(self.selectable)}
+
+    def _block(self, depth: int) -> list[Row]:
+        rows: list[Row] = [("level", depth)]
+        if self.folded[depth]:
+            listed = self.attention_listed(depth)
+            rows += [("step", sid) for sid in listed]
+            if len(self.attention[depth]) > len(listed):
+                rows.append(("more", depth))
+            return rows
+        for sid in self.levels[depth]:
+            rows.append(("step", sid))
+            if self.edges_of(sid)[1]:
+                rows.append(("edge", sid))
+        return rows
+
+    def attention_listed(self, depth: int) -> list[str]:
+        """The steps listed under folded level `depth`: failed, retrying, then running ones,
+        each in workflow order, at most `ATTENTION_ROWS`."""
+        steps = self.steps
+        pos = self.pos
+        ranked = sorted(
+            self.attention[depth],
+            key=lambda sid: (ATTENTION_RANK.get(StepState(steps[sid].state), 3), pos[sid]),
+        )
+        return ranked[:ATTENTION_ROWS]
+
+    def set_compact(self, compact: bool) -> None:
+        """Switch between the level layout and the grid; counts and folds are kept."""
+        if compact != self.compact:
+            self.compact = compact
+            self._join()
+
+    @property
+    def prefix(self) -> str:
+        """The id prefix every step shares, left out of the grid's cells (computed once)."""
+        if self._prefix is None:
+            self._prefix = common_prefix(self.order)
+        return self._prefix
+
+    @property
+    def cell_id_width(self) -> int:
+        """Columns of the id part of a grid cell (computed once)."""
+        if self._cell_id_width is None:
+            n = len(self.prefix)
+            longest = max((len(sid) for sid in self.order), default=n + 1) - n
+            self._cell_id_width = max(1, min(COMPACT_ID, longest))
+        return self._cell_id_width
+
+    @property
+    def per_line(self) -> int:
+        """Cells per line of the compact grid."""
+        return max(1, ((self.width or 80) + 1) // (self.cell_id_width + 3))
+
+    # ------------------------------------------------------------------ edges
+
+    def edges_of(self, sid: str) -> tuple[str, str]:
+        """`(inline, below)` edge text of a step, for the current width (computed once)."""
+        placed = self._placed.get(sid)
+        if placed is not None:
+            return placed
+        if self._edges is None:
+            self._edges = dag_edges(self.steps, self.levels)
+        parents, children = self._edges
+        depth = self.level_of[sid]
+        above = self.levels[depth - 1] if depth else []
+        ins = parents.get(sid, [])
+        if len(ins) == 1 and len(above) == 1 and ins == above:
+            ins = []  # a chain link: the level above says it all
+        forms = _edge_forms(ins, children.get(sid, []))
+        if not forms:
+            placed = ("", "")
+        else:
+            limit = self.width
+            used = 4 + self.id_width + 1 + 6 + 1 + self.agent_width + 2
+            placed = _place_edges(
+                forms,
+                None if limit is None else limit - used,
+                None if limit is None else limit - 3,
+            )
+        self._placed[sid] = placed
+        return placed
+
+    # ------------------------------------------------------------------ text
+
+    def header(self) -> list[Content]:
+        """The run's lines above the body: name, id and state, error, the tally."""
+        lines = _run_header(self.view)
+        cells = _tally_cells(self.total)
+        if self.compact and self.prefix:
+            cells.append(Content.styled(f"ids: {clean(self.prefix, max_len=40)}…", "$text-muted"))
+        return lines + _wrap(cells, self.width)
+
+    def row_content(self, row: Row, now: float | None, cursor: Row | None = None) -> Content:
+        kind, key = row
+        if kind == "step":
+            return self._step_line(key, now)
+        if kind == "level":
+            return self._level_line(key)
+        if kind == "edge":
+            return Content.assemble("   ", (self.edges_of(key)[1], "$text-muted"))
+        if kind == "more":
+            more = len(self.attention[key]) - ATTENTION_ROWS
+            return Content.styled(
+                f"   … {more} more failed or running: enter opens L{key}", "$text-muted"
+            )
+        if kind == "grid":
+            return self._grid_line(key, cursor)
+        return Content("")
+
+    def _level_line(self, depth: int) -> Content:
+        counts = self.counts[depth]
+        parts: list[str | tuple[str, str]] = [
+            ("▸ " if self.folded[depth] else "▾ ", "$text-muted"),
+            (f"L{depth}", "bold"),
+            " ",
+        ]
+        for state in LEVEL_ORDER:
+            n = counts.get(state)
+            if n:
+                mark, style = SYMBOL[state]
+                parts += [" ", (mark, style), f" {n}"]
+        parts.append((f" / {len(self.levels[depth])}", "$text-muted"))
         return Content.assemble(*parts)
-    for mark, style, label in _tally(view):
-        parts += [(mark, style), f" {label}  "]
-    ids = [sid for level in (view.levels or [list(view.steps)]) for sid in level]
-    prefix = common_prefix(ids)
-    if prefix:
-        parts.append((f"ids: {clean(prefix, max_len=40)}…", "$text-muted"))
-    parts.append("\n")
-    id_width = min(COMPACT_ID, max((len(sid) - len(prefix) for sid in ids), default=1))
-    cell = id_width + 3  # symbol, space, id, gap
-    per_line = max(1, (width + 1) // cell)
-    for n, step_id in enumerate(ids):
-        step = view.steps.get(step_id)
-        if step is None:
-            continue
-        mark, style = SYMBOL[StepState(step.state)]
-        short = clean(step_id[len(prefix) :])
-        if len(short) > id_width:  # keep both ends: `transform_a` and `_b` must differ
-            head = (id_width - 1) // 2
-            short = short[:head] + "…" + short[len(short) - (id_width - 1 - head) :]
-        end = "\n" if (n + 1) % per_line == 0 or n + 1 == len(ids) else " "
-        parts += [(mark, style), f" {short:<{id_width}}{end}"]
-    return Content.assemble(*parts)
+
+    def _step_line(self, sid: str, now: float | None) -> Content:
+        step = self.steps[sid]
+        state = StepState(step.state)
+        mark, style = SYMBOL[state]
+        ident = _middle(clean(sid), self.id_width)
+        head = f" {ident:<{self.id_width}} {_duration(step, now):>6} "
+        agent = _middle(clean(step.agent or "-", max_len=200), self.agent_width)
+        inline, _below = self.edges_of(sid)
+        if state is StepState.FAILED:
+            note = step.error
+        elif state is StepState.RETRYING:
+            note = f"retry {step.attempt}/{step.max_attempts}" + (
+                f": {step.error}" if step.error else ""
+            )
+        else:
+            note = step.last_line
+        parts: list[str | tuple[str, str]] = [" ", (mark, style), head]
+        if inline or note:
+            parts.append((f"{agent:<{self.agent_width}}", "$text-muted"))
+        else:
+            parts.append((agent, "$text-muted"))
+        if inline:
+            parts += ["  ", (inline, "$text-muted")]
+        if note:
+            parts += ["  ", (clean(note, max_len=80), "$text-muted")]
+        return Content.assemble(*parts)
+
+    def _grid_line(self, line: int, cursor: Row | None) -> Content:
+        per_line = self.per_line
+        width = self.cell_id_width
+        cut = len(self.prefix)
+        parts: list[str | tuple[str, str]] = []
+        for n, sid in enumerate(self.order[line * per_line : (line + 1) * per_line]):
+            step = self.steps[sid]
+            mark, style = SYMBOL[StepState(step.state)]
+            short = _middle(clean(sid[cut:]), width)
+            if n:
+                parts.append(" ")
+            cell = f" {short:<{width}}"
+            if cursor == ("step", sid):
+                parts += [(mark, f"{style} {STEP_CURSOR_STYLE}"), (cell, STEP_CURSOR_STYLE)]
+            else:
+                parts += [(mark, style), cell]
+        return Content.assemble(*parts)
+
+    def grid_row_of(self, sid: str) -> int:
+        return self.pos[sid] // self.per_line
 
 
-class DagView(VerticalScroll):
-    """Scrollable view of one run's steps; the app tells it which run to show.
+# --------------------------------------------------------------------------- the widget
 
-    `compact` switches between the level layout and the wrapped grid (`render_compact`). Both
-    are laid out again when the panel is resized: the grid re-wraps, and edges that no longer
-    fit on a step's line move to a line of their own.
+
+class DagView(ScrollView, can_focus=True, inherit_bindings=False):
+    """The selected run's DAG, level by level or (`compact`) one cell per step; the app tells
+    it which run to show with `refresh_from`.
+
+    Rows are rendered on demand (`render_line`), from the live step views: the cost of a
+    repaint is the rows on screen, whatever the size of the run.
     """
 
     ALLOW_MAXIMIZE = True
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"dag--cursor"}
+    DEFAULT_CSS = """
+    DagView {
+        overflow-x: hidden;
+        overflow-y: auto;
+        scrollbar-gutter: stable;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+        & > .dag--cursor { background: $block-cursor-blurred-background; }
+        &:focus > .dag--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: $block-cursor-text-style;
+        }
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # Not in the footer (it must fit 80 columns): the panel's subtitle names them.
+        Binding("enter", "select", "Open step", show=False, id="dag.open"),
+        Binding("n", "jump('failed', 1)", "Next failed", show=False, id="dag.next_failed"),
+        Binding("N", "jump('failed', -1)", "Previous failed", show=False, id="dag.prev_failed"),
+        Binding("a", "jump('active', 1)", "Next running", show=False, id="dag.next_active"),
+        Binding("A", "jump('active', -1)", "Previous running", show=False, id="dag.prev_active"),
+        Binding("j,down", "move(1)", "Down", show=False, id="dag.down"),
+        Binding("k,up", "move(-1)", "Up", show=False, id="dag.up"),
+        Binding("g,home", "edge(False)", "First row", show=False, id="dag.first"),
+        Binding("G,end", "edge(True)", "Last row", show=False, id="dag.last"),
+        Binding("pagedown", "page(1)", "Page down", show=False, id="dag.page_down"),
+        Binding("pageup", "page(-1)", "Page up", show=False, id="dag.page_up"),
+        Binding("l,right", "sideways(1)", "Open level", show=False, id="dag.unfold"),
+        Binding("h,left", "sideways(-1)", "Fold level", show=False, id="dag.fold"),
+    ]
+
+    class StepChosen(Message):
+        """`enter` on a step: the app opens the run on that step."""
+
+        def __init__(self, run_id: str, step_id: str) -> None:
+            super().__init__()
+            self.run_id = run_id
+            self.step_id = step_id
 
     def __init__(
         self, *, name: str | None = None, id: str | None = None, classes: str | None = None
@@ -310,50 +657,466 @@ class DagView(VerticalScroll):
         super().__init__(name=name, id=id, classes=classes)
         self.compact = False
         self._view: RunView | None = None
-        # Kept rather than queried: a late refresh (a detail fetch finishing while the app
-        # shuts down) must not fail on a body already removed.
-        self._content = render_dag(None)
-        self._body = Static(self._content, id="dag-body")
+        self._steps: object = None
+        self._levels: object = None
+        self._layout: DagLayout | None = None
+        self._header: list[Content] = [Content(NO_RUN)]
+        self._cursor: Row | None = None
+        self._painted: tuple[Any, list[tuple[str, Any]], int | None] | None = None
+        self._contents: dict[int, Content] = {}
+        self.fold_version = 0
+        """Counts folds and unfolds (for benchmarks to see a key's effect)."""
 
-    def compose(self) -> ComposeResult:
-        yield self._body
+    # ------------------------------------------------------------------ data in
 
     def refresh_from(self, view: RunView | None) -> None:
-        self._view = view
-        # Reserve the scrollbar's columns, so a body that grows one is not laid out again.
-        width = self.content_region.width - self.styles.scrollbar_size_vertical
-        if self.compact:
-            content = render_compact(view, max(1, width))
+        """Show `view` (the selected run, or None): counts follow what changed; rows on
+        screen are repainted only if what they show changed."""
+        width = self._width()
+        layout = self._layout
+        if view is not self._view:
+            self._watch(view)
+        if view is None or not view.steps:
+            self._view, self._layout, self._steps, self._levels = view, None, None, None
+            self._cursor = None
+            self._header = (
+                [Content(NO_RUN)]
+                if view is None
+                else [*_run_header(view), Content.styled("loading steps…", "$text-muted")]
+            )
+            self._resize()
+            self._repaint()
+            return
+        if (
+            layout is None
+            or view is not self._view
+            or view.steps is not self._steps
+            or view.levels is not self._levels
+        ):
+            new_run = self._view is None or view.run.id != self._view.run.id
+            old_folds = None if layout is None or new_run else layout.folded
+            self._view, self._steps, self._levels = view, view.steps, view.levels
+            layout = self._layout = DagLayout(view, width, self.compact)
+            if old_folds is not None and len(old_folds) == len(layout.folded):
+                for depth, folded in enumerate(old_folds):
+                    layout.set_folded(depth, folded)
+            if new_run:
+                self._cursor = None
+                self.scroll_to(y=0, animate=False, immediate=True)
         else:
-            content = render_dag(view, width if width > 0 else None, now=self._now())
-        if content.plain != self._content.plain or content.spans != self._content.spans:
-            # A layout pass redraws every panel; only a change of size needs one (a running
-            # step's ticking duration does not).
-            resize = _extent(content) != _extent(self._content)
-            self._content = content
-            self._body.update(content, layout=resize)
+            layout.sync()
+            if width != layout.width:
+                layout.relayout(width)
+        self._header = layout.header()
+        self._fix_cursor()
+        self._resize()
+        self._repaint()
+
+    def _watch(self, view: RunView | None) -> None:
+        """Tell the fold which run's step changes to record for this panel (and drop what it
+        recorded for the run shown before), so runs nobody shows keep no change sets."""
+        old = self._view
+        if old is not None:
+            old.watched = False
+            old.changed_steps.clear()
+        if view is not None:
+            view.watched = True
+
+    def _width(self) -> int | None:
+        width = self.scrollable_content_region.width
+        return width if width > 0 else None
 
     def _now(self) -> float | None:
         """The app's wall clock (`VoltApp.clock`) if it has one, so running steps are timed
-        against the same "now" as the rest of the dashboard (fixed in screenshot tests)."""
+        against the same "now" as the rest of the dashboard (fixed in screenshot tests, stopped
+        while the engine is out of reach)."""
         clock = getattr(self.app, "clock", None)
         return clock() if callable(clock) else None
 
+    # ------------------------------------------------------------------ rows
+
+    @property
+    def row_count(self) -> int:
+        layout = self._layout
+        return len(self._header) + (len(layout.rows) if layout is not None else 0)
+
+    def _row(self, y: int) -> Content | None:
+        """The text of row `y` of the whole body, header included."""
+        header = self._header
+        if y < len(header):
+            return header[y]
+        layout = self._layout
+        if layout is None:
+            return None
+        y -= len(header)
+        if y >= len(layout.rows):
+            return None
+        return layout.row_content(layout.rows[y], self._now(), self._cursor)
+
+    def _resize(self) -> None:
+        size = Size(self.scrollable_content_region.width, self.row_count)
+        if size != self.virtual_size:
+            self.virtual_size = size
+
+    def _repaint(self) -> None:
+        """Have Textual redraw the rows on screen whose text changed (or all of them after a
+        scroll, a resize or a change of focus); a quiet panel writes nothing to the terminal.
+
+        The rows' text is built here once and kept for `render_line`, so a row on screen is
+        built once per repaint, whatever the size of the run.
+        """
+        top = int(self.scroll_y)
+        height = self.scrollable_content_region.height
+        contents: dict[int, Content] = {}
+        shown: list[tuple[str, Any]] = []
+        for y in range(top, min(self.row_count, top + height)):
+            content = self._row(y)
+            if content is not None:
+                contents[y] = content
+            shown.append(("", ()) if content is None else (content.plain, tuple(content.spans)))
+        frame = (top, height, self.size, self.has_focus, self.compact)
+        cursor_y = self._cursor_y()
+        self._contents = contents
+        last = self._painted
+        self._painted = (frame, shown, cursor_y)
+        if last is None or last[0] != frame or len(last[1]) != len(shown):
+            self.refresh()
+            return
+        _frame, before, old_cursor = last
+        lines = {top + n for n, (a, b) in enumerate(zip(before, shown, strict=True)) if a != b}
+        if cursor_y != old_cursor:
+            lines |= {
+                y for y in (cursor_y, old_cursor) if y is not None and top <= y < top + height
+            }
+        for y in lines:
+            self.refresh_line(y)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        index = int(self.scroll_y) + y
+        content = self._contents.get(index)
+        if content is None:
+            content = self._row(index)
+        layout = self._layout
+        cursor_row = (
+            self._cursor is not None
+            and layout is not None
+            and not layout.compact
+            and index - len(self._header) == layout.index.get(self._cursor, -1)
+        )
+        style = self.get_visual_style("dag--cursor") if cursor_row else self.visual_style
+        if content is None or width <= 0:
+            return Strip.blank(width, self.visual_style.rich_style)
+        strips = Visual.to_strips(self, content, width, 1, style, pad=True)
+        return strips[0] if strips else Strip.blank(width, style.rich_style)
+
+    def lines(self) -> list[Content]:
+        """Every row (not only those on screen), as shown: for tests and copying."""
+        return [content or Content("") for content in map(self._row, range(self.row_count))]
+
+    def text(self) -> str:
+        """Plain text of every row (not only those on screen), for tests and copying."""
+        return "\n".join(content.plain.rstrip() for content in self.lines())
+
+    # ------------------------------------------------------------------ cursor
+
+    @property
+    def cursor(self) -> Row | None:
+        """The row under the cursor: `("step", id)`, `("level", depth)` or `("more", depth)`."""
+        return self._cursor
+
+    @property
+    def cursor_step(self) -> str | None:
+        cursor = self._cursor
+        return cursor[1] if cursor is not None and cursor[0] == "step" else None
+
+    def _fix_cursor(self) -> None:
+        """Keep the cursor on a row that exists: a step that left its folded level's list
+        hands the cursor to the level's summary."""
+        layout = self._layout
+        cursor = self._cursor
+        if layout is None:
+            self._cursor = None
+            return
+        if layout.compact:
+            if cursor is None or cursor[0] != "step":
+                depth = cursor[1] if cursor is not None else 0
+                level = layout.levels[depth] if depth < len(layout.levels) else []
+                first = level[0] if level else (layout.order[0] if layout.order else None)
+                self._cursor = None if first is None else ("step", first)
+            return
+        if cursor in layout.index:
+            return
+        if cursor is not None and cursor[0] == "step" and cursor[1] in layout.level_of:
+            self._cursor = ("level", layout.level_of[cursor[1]])
+        elif layout.index:
+            self._cursor = next(iter(layout.index))
+        else:
+            self._cursor = None
+
+    def _cursor_y(self) -> int | None:
+        layout = self._layout
+        cursor = self._cursor
+        if layout is None or cursor is None:
+            return None
+        if layout.compact:
+            if cursor[0] != "step" or cursor[1] not in layout.pos:
+                return None
+            return len(self._header) + layout.grid_row_of(cursor[1])
+        n = layout.index.get(cursor)
+        return None if n is None else len(self._header) + n
+
+    def move_cursor(self, row: Row) -> None:
+        """Put the cursor on `row` (opening its folded level if the row is a hidden step) and
+        scroll it into view."""
+        layout = self._layout
+        if layout is None:
+            return
+        if not layout.compact and row not in layout.index and row[0] == "step":
+            depth = layout.level_of.get(row[1])
+            if depth is None:
+                return
+            layout.set_folded(depth, False)
+            self.fold_version += 1
+            self._resize()
+        self._cursor = row
+        self._fix_cursor()
+        self._scroll_to_cursor()
+        self._repaint()
+
+    def _scroll_to_cursor(self) -> None:
+        y = self._cursor_y()
+        if y is None:
+            return
+        height = self.scrollable_content_region.height
+        top = int(self.scroll_y)
+        if y < top:
+            self.scroll_to(y=y, animate=False, immediate=True)
+        elif y >= top + height:
+            self.scroll_to(y=y - height + 1, animate=False, immediate=True)
+        elif y == len(self._header) and top:
+            self.scroll_to(y=0, animate=False, immediate=True)  # the first row: show the header
+
+    def _step_by(self, delta: int) -> None:
+        """Move the cursor `delta` rows (in the compact grid, `delta` lines of cells)."""
+        layout = self._layout
+        if layout is None or not layout.selectable:
+            return
+        rows = layout.selectable
+        if layout.compact:
+            delta *= layout.per_line
+        here = layout.rank.get(self._cursor, 0) if self._cursor is not None else 0
+        self.move_cursor(rows[max(0, min(len(rows) - 1, here + delta))])
+
+    def action_sideways(self, delta: int) -> None:
+        """In the compact grid, `h`/`l` and the arrows move one cell; in the level layout they
+        fold and open the cursor's level."""
+        layout = self._layout
+        if layout is None or not layout.compact:
+            if delta > 0:
+                self.action_unfold()
+            else:
+                self.action_fold()
+            return
+        rows = layout.selectable
+        here = layout.rank.get(self._cursor, 0) if self._cursor is not None else 0
+        if rows:
+            self.move_cursor(rows[max(0, min(len(rows) - 1, here + delta))])
+
+    # ------------------------------------------------------------------ actions
+
+    def action_move(self, delta: int) -> None:
+        self._step_by(delta)
+
+    def action_page(self, direction: int) -> None:
+        self._step_by(direction * max(1, self.scrollable_content_region.height - 1))
+
+    def action_edge(self, last: bool) -> None:
+        rows = self._layout.selectable if self._layout is not None else []
+        if rows:
+            self.move_cursor(rows[-1] if last else rows[0])
+            if not last:
+                self.scroll_to(y=0, animate=False, immediate=True)
+
+    def action_select(self) -> None:
+        """`enter`: open the step under the cursor, or open/fold the level."""
+        layout = self._layout
+        cursor = self._cursor
+        if layout is None or cursor is None or self._view is None:
+            return
+        kind, key = cursor
+        if kind == "step":
+            self.post_message(self.StepChosen(self._view.run.id, key))
+        elif kind == "level":
+            self._set_folded(key, not layout.folded[key])
+        elif kind == "more":
+            self._set_folded(key, False)
+
+    def action_unfold(self) -> None:
+        depth = self._cursor_level()
+        if depth is not None:
+            self._set_folded(depth, False)
+
+    def action_fold(self) -> None:
+        depth = self._cursor_level()
+        if depth is not None:
+            self._set_folded(depth, True)
+
+    def action_jump(self, which: str, direction: int) -> None:
+        """`n`/`N` (failed) and `a`/`A` (running or retrying): the next such step after the
+        cursor in reading order, round to the start at the end."""
+        layout = self._layout
+        if layout is None:
+            return
+        found = layout.failed if which == "failed" else layout.active
+        if not found:
+            what = "failed" if which == "failed" else "running"
+            self.app.bell()
+            self.notify(f"no {what} step in this run", timeout=2, markup=False)
+            return
+        pos = layout.pos
+        ranked = sorted(found, key=pos.__getitem__)
+        keys = [pos[sid] for sid in ranked]
+        here = self._cursor_pos()
+        if direction > 0:
+            n = bisect.bisect_right(keys, here)
+            target = ranked[n % len(ranked)]
+        else:
+            n = bisect.bisect_left(keys, here) - 1
+            target = ranked[n % len(ranked)]
+        self.move_cursor(("step", target))
+
+    def _cursor_pos(self) -> float:
+        """Where the cursor is in reading order (a level's summary sits before its steps)."""
+        layout = self._layout
+        cursor = self._cursor
+        if layout is None or cursor is None:
+            return -1
+        kind, key = cursor
+        if kind == "step":
+            return layout.pos.get(key, -1)
+        level = layout.levels[key] if 0 <= key < len(layout.levels) else []
+        if not level:
+            return -1
+        first = layout.pos[level[0]] - 0.5
+        return first if kind == "level" else layout.pos[level[-1]]
+
+    def _cursor_level(self) -> int | None:
+        layout = self._layout
+        cursor = self._cursor
+        if layout is None or cursor is None or layout.compact:
+            return None
+        kind, key = cursor
+        return layout.level_of.get(key) if kind == "step" else key
+
+    def _set_folded(self, depth: int, folded: bool) -> None:
+        layout = self._layout
+        if layout is None or layout.compact:
+            return
+        if layout.set_folded(depth, folded):
+            self.fold_version += 1
+            if folded:
+                self._cursor = ("level", depth)
+            self._fix_cursor()
+            self._resize()
+            self._scroll_to_cursor()
+            self._repaint()
+
+    def fold_all(self, folded: bool) -> None:
+        """Fold or open every level (tests, and the largest runs)."""
+        layout = self._layout
+        if layout is None:
+            return
+        for depth in range(len(layout.levels)):
+            layout.set_folded(depth, folded)
+        self.fold_version += 1
+        self._fix_cursor()
+        self._resize()
+        self._scroll_to_cursor()
+        self._repaint()
+
+    # ------------------------------------------------------------------ compact
+
     def set_compact(self, compact: bool) -> None:
         self.compact = compact
-        self.set_class(compact, "-compact")
-        self.scroll_home(animate=False)
-        self.refresh_from(self._view)
+        layout = self._layout
+        if layout is not None:
+            layout.set_compact(compact)
+            self._header = layout.header()
+        self._fix_cursor()
+        self._resize()
+        self.scroll_to(y=0, animate=False, immediate=True)
+        self._scroll_to_cursor()
+        self._repaint()
+
+    # ------------------------------------------------------------------ events
 
     def on_resize(self) -> None:
         self.refresh_from(self._view)  # the grid re-wraps; edges move onto or off step lines
 
-    def text(self) -> str:
-        """Plain text shown, for tests and copy."""
-        return self._content.plain
+    def on_focus(self) -> None:
+        self.border_subtitle = KEYS_HINT
+        self._repaint()
+
+    def on_blur(self) -> None:
+        self.border_subtitle = ""
+        self._repaint()
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self._painted = None
+        self._contents = {}
+
+    def on_click(self, event: events.Click) -> None:
+        """A click puts the cursor on the row (or the compact cell) clicked."""
+        offset = event.get_content_offset(self)
+        layout = self._layout
+        if offset is None or layout is None:
+            return
+        y = int(self.scroll_y) + offset.y - len(self._header)
+        if not 0 <= y < len(layout.rows):
+            return
+        row = layout.rows[y]
+        if layout.compact:
+            n = y * layout.per_line + offset.x // (layout.cell_id_width + 3)
+            if n < len(layout.order):
+                self.move_cursor(("step", layout.order[n]))
+        elif row in layout.index:
+            self.move_cursor(row)
 
 
-def _extent(content: Content) -> tuple[int, int]:
-    """Lines and widest line: what decides the body's size."""
-    lines = content.plain.split("\n")
-    return len(lines), max((len(line) for line in lines), default=0)
+def render_dag(
+    view: RunView | None, width: int | None = None, *, now: float | None = None
+) -> Content:
+    """The whole level layout as one `Content` (every level open), for tests and for callers
+    without a widget. The panel itself never builds this: it renders only the rows on screen.
+    """
+    if view is None:
+        return Content(NO_RUN)
+    if not view.steps:
+        return Content("\n").join(
+            [*_run_header(view), Content.styled("loading steps…", "$text-muted")]
+        )
+    changed = set(view.changed_steps)
+    layout = DagLayout(view, width, compact=False)
+    view.changed_steps |= changed  # a test's look must not steal the panel's news
+    for depth in range(len(layout.levels)):
+        layout.set_folded(depth, False)
+    lines: Iterable[Content] = [
+        *layout.header(),
+        *(layout.row_content(row, now) for row in layout.rows),
+    ]
+    return Content("\n").join(lines)
+
+
+def render_compact(view: RunView | None, width: int) -> Content:
+    """The whole compact grid (one cell per step, wrapped to `width` columns) as one `Content`,
+    for tests and for callers without a widget; the panel renders only the rows on screen."""
+    if view is None or not view.steps:
+        return render_dag(view, width)
+    changed = set(view.changed_steps)
+    layout = DagLayout(view, width, compact=True)
+    view.changed_steps |= changed
+    return Content("\n").join(
+        [*layout.header(), *(layout.row_content(r, None) for r in layout.rows)]
+    )

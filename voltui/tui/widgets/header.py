@@ -1,5 +1,9 @@
 """The top line: aggregate health, how the dashboard reaches the engine (embedded or attached),
-uptime, active runs, event rate and engine resources."""
+uptime, active runs, event rate and engine resources.
+
+While the engine is out of reach (`DashboardState.stale`) the health is shown as the last one
+known (`? was healthy`), followed by how long ago the figures were last current; uptime and
+durations stand still (the app's clock is stopped at that moment)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from voltui.engine.durations import format_duration
 from voltui.engine.models import HealthStatus
 from voltui.engine.usage import format_usage
 from voltui.tui.state import DashboardState
-from voltui.tui.widgets._util import megabytes, wall_now
+from voltui.tui.widgets._util import megabytes, mono_now, wall_now
 
 HEALTH_STYLE = {
     HealthStatus.HEALTHY: "bold $success",
@@ -41,6 +45,12 @@ def _link(embedded: bool, connection: str | None) -> tuple[str, str]:
     return LINK_TEXT.get(connection, ("  attached", "$text-muted"))
 
 
+def _ago(seconds: float) -> str:
+    """Whole seconds (the header changes once a second), then minutes and hours."""
+    seconds = max(0.0, seconds)
+    return f"{int(seconds)}s" if seconds < 60 else format_duration(seconds)
+
+
 class HeaderBar(Static):
     """One line of aggregate figures; the health word carries the meaning, colour only adds."""
 
@@ -63,10 +73,20 @@ class HeaderBar(Static):
         """Build the line; kept separate from `refresh_from` so tests can read it."""
         health = HealthStatus(state.health)
         uptime = format_duration(max(0.0, wall_now(self) - state.started_at))
-        parts: list[str | Content | tuple[str, str]] = [
-            ("voltui ", "bold"),
-            (f"{HEALTH_MARK[health]} {health.value}", HEALTH_STYLE[health]),
-            _link(embedded, connection),
+        parts: list[str | Content | tuple[str, str]] = [("voltui ", "bold")]
+        if state.stale_since is not None:
+            ago = _ago(mono_now(self) - state.stale_since)
+            parts += [
+                (f"? was {health.value}", "$text-muted"),
+                _link(embedded, connection),
+                (f"  last update {ago} ago", "bold $warning"),
+            ]
+        else:
+            parts += [
+                (f"{HEALTH_MARK[health]} {health.value}", HEALTH_STYLE[health]),
+                _link(embedded, connection),
+            ]
+        parts += [
             f"  up {uptime}",
             f"  runs {state.active_runs()} active",
             f"  {state.events_per_second:.1f} ev/s",
