@@ -55,8 +55,12 @@ STATE_ORDER = {
 }
 """Sort by state: trouble first."""
 
-# (run id, workflow, replay of, state, progress, took, started, style epoch, llm cost)
-RunSig = tuple[str, str, str | None, str, Progress, str, str, int, str]
+# (run id, workflow, replay of, state, progress, took, started, style epoch, llm cost,
+#  why it waits, why it started)
+RunSig = tuple[str, str, str | None, str, Progress, str, str, int, str, str, str]
+TRIGGER_MARK = {"schedule": "⏲ schedule", "trigger": "⇣ file"}
+"""How a run that started on its own says so after its workflow name (manual runs say
+nothing; a replay shows `↺ parent`)."""
 
 GIVE_WAY = ("bar", "started", "cost", "time", "progress")
 """The order optional columns give way in as the panel narrows (the bar is the progress
@@ -181,13 +185,15 @@ class RunsTable(KeyedTable):
     # ------------------------------------------------------------------ rendering
 
     def _render_row(self, sig: RunSig) -> list[Text]:
-        short_id, workflow, parent, state, progress, took, started, _epoch, cost = sig
+        short_id, workflow, parent, state, progress, took, started, _epoch, cost, why, how = sig
         styles = self._style_map()
         look = states.look(state)
         state_style = styles.get(state)
         name = Text(workflow, no_wrap=True, overflow="ellipsis")
         if parent:
             name.append(f" ↺ {parent}", style=styles.get("pending"))
+        if how:
+            name.append(f" {how}", style=styles.get("pending"))
         bar = Text(progress_text(progress))
         if self._with_bar:
             bar.append(" ")
@@ -197,7 +203,7 @@ class RunsTable(KeyedTable):
         return [
             Text(short_id, style=state_style if state == "failed" else ""),
             name,
-            Text(f"{look.glyph} {state}", style=state_style),
+            Text(f"{look.glyph} {state}" + (f" ({why})" if why else ""), style=state_style),
             bar,
             Text(took),
             Text(cost),
@@ -228,6 +234,8 @@ class RunsTable(KeyedTable):
             ago(run.started_at or run.created_at, now),
             self._epoch,
             format_usage(run.usage, short=True),
+            clean(view.queued_reason or "", max_len=20),
+            TRIGGER_MARK.get(run.trigger, ""),
         )
 
     def visible_views(self, state: DashboardState) -> list[RunView]:
@@ -265,14 +273,22 @@ class RunsTable(KeyedTable):
             return
         widths = {
             "run": ID_WIDTH,
-            "state": max([len("state"), *(len(s[3]) + 2 for s in sigs)]),
+            "state": max(
+                [len("state"), *(len(s[3]) + 2 + (len(s[9]) + 3 if s[9] else 0) for s in sigs)]
+            ),
             "progress": max([len("progress"), *(len(progress_text(s[4])) for s in sigs)]),
             "time": max([len("time"), *(len(s[5]) for s in sigs)]),
             "started": max([len("started"), *(len(s[6]) for s in sigs)]),
             "cost": max([len("cost"), *(len(s[8]) for s in sigs)]),
         }
         longest = max(
-            [len("workflow"), *(len(s[1]) + (len(s[2]) + 3 if s[2] else 0) for s in sigs)]
+            [
+                len("workflow"),
+                *(
+                    len(s[1]) + (len(s[2]) + 3 if s[2] else 0) + (len(s[10]) + 1 if s[10] else 0)
+                    for s in sigs
+                ),
+            ]
         )
         columns, sizes, with_bar = layout(width, widths, longest, cost=any(s[8] for s in sigs))
         if with_bar != self._with_bar:
