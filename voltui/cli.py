@@ -279,6 +279,23 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         default="cancel",
         help="on SIGTERM/SIGINT: cancel active runs, or let them finish first",
     )
+    p.add_argument(
+        "--metrics", type=t.text, metavar="HOST:PORT", help="serve Prometheus /metrics there"
+    )
+
+
+def _schedules_args(p: argparse.ArgumentParser) -> None:
+    _json_flag(p, "print the schedules as JSON")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")  # none given: list
+    listing = actions.add_parser("list", help="every schedule, its next and last fire, its state")
+    _json_flag(listing, "print the schedules as JSON")
+    for name, verb in (("pause", "stop firing"), ("resume", "fire again")):
+        act = actions.add_parser(name, help=f"{verb}: durable, seen by a running server")
+        act.add_argument(
+            "schedule_id", type=t.text, metavar="ID", help="workflow:name, or a workflow id"
+        )
+    for sub in actions.choices.values():
+        _state_flags(sub)  # `voltui schedules pause ID --workflows DIR` reads naturally
 
 
 def _completion_args(p: argparse.ArgumentParser) -> None:
@@ -340,6 +357,13 @@ COMMANDS: list[Command] = [
         _serve_args,
         ("state",),
         console=False,
+    ),
+    Command(
+        "schedules",
+        "list schedules with their next fire; pause or resume one",
+        "schedules:cmd_schedules",
+        _schedules_args,
+        ("state",),
     ),
     Command(
         "attach",

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,7 @@ from voltui.engine.cache import CacheConfig
 from voltui.engine.errors import UserError
 from voltui.engine.limits import WorkflowLimits
 from voltui.engine.models import AgentSpec, Duration, RateLimitSpec, RetryPolicy
+from voltui.engine.notify import NotifyRule
 from voltui.engine.ratelimit import DEFAULT_PROVIDER, RateLimits
 from voltui.engine.watcher import HealthCheckSpec, Thresholds
 from voltui.locations import CONFIG_ENV, data_dir, default_config_path, default_db_path
@@ -70,6 +71,33 @@ class DaskConfig(BaseModel):
 class ExecutorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dask: DaskConfig = Field(default_factory=DaskConfig)
+
+
+class MetricsConfig(BaseModel):
+    """Prometheus `/metrics` of a long-lived engine (`voltui serve --metrics HOST:PORT`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    address: str | None = Field(None, description="HOST:PORT to serve /metrics on")
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            from voltui.engine.metrics import parse_address
+
+            parse_address(value)
+        return value
+
+
+class OtelConfig(BaseModel):
+    """OpenTelemetry traces (needs `pip install 'voltui[otel]'`); OTLP settings come from the
+    standard OTEL_* variables."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool | None = Field(
+        None, description="None: on when OTEL_EXPORTER_OTLP_ENDPOINT is set"
+    )
+    service_name: str = "voltui"
 
 
 class Price(BaseModel):
@@ -149,6 +177,9 @@ class OrchestratorConfig(BaseSettings):
     event_history: int = Field(10_000, ge=100, description="events kept in memory")
     max_stored_events: int = Field(1_000_000, ge=1000, description="events kept in SQLite")
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    tune_gc: bool = Field(
+        True, description="raise the garbage collector's thresholds for big runs (process-wide)"
+    )
     max_log_lines: int = Field(
         10_000, ge=10, description="log lines per step attempt kept in the store; the rest spill"
     )
@@ -172,6 +203,16 @@ class OrchestratorConfig(BaseSettings):
         default_factory=WorkflowLimits,
         description="bounds on workflow files: size, steps, text length, nesting",
     )
+    # Automation (schedules, triggers, notifications, metrics, traces): see engine/automation.py.
+    schedules_enabled: bool = Field(
+        True, description="run workflow schedules in `voltui serve` and the dashboard"
+    )
+    triggers_enabled: bool = Field(
+        True, description="watch workflow file triggers in `voltui serve` and the dashboard"
+    )
+    notify: list[NotifyRule] = Field(default_factory=list)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    otel: OtelConfig = Field(default_factory=OtelConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -237,6 +278,9 @@ def load_config(path: Path | None = None, **overrides: Any) -> OrchestratorConfi
     dask_address = overrides.pop("dask_address", None) or os.environ.get("VOLTUI_DASK_ADDRESS")
     if dask_address:  # the issue's short spelling of VOLTUI_EXECUTOR__DASK__ADDRESS
         overrides["executor"] = {"dask": {"address": dask_address}}
+    metrics_address = overrides.pop("metrics_address", None)
+    if metrics_address:  # `voltui serve --metrics HOST:PORT`
+        overrides["metrics"] = {"address": metrics_address}
     try:
         return OrchestratorConfig(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:

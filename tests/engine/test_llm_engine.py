@@ -141,10 +141,17 @@ async def test_token_and_cost_totals_add_up(tmp_path: Path, fake_openai: FakeOpe
     engine = await make_engine(tmp_path, fake_openai, agents)
     schema = {"type": "object", "required": ["ok"]}
     # The first answer of `judge` misses the schema: that attempt was paid for and counts too.
-    fake_openai.answer = lambda body: Reply(
-        text='{"ok": true}' if "judge" in str(body["messages"]) else "one two three"
-    )
-    fake_openai.then(Reply(text='{"nope": 1}'))
+    # Decided by what is asked, not by arrival order: `judge` and `plan` run in parallel, so a
+    # queued "next reply" could go to either (a race this test once lost 1 time in 15).
+    judged = [0]
+
+    def answer(body: dict) -> Reply:
+        if "judge" not in str(body["messages"]):
+            return Reply(text="one two three")
+        judged[0] += 1
+        return Reply(text='{"nope": 1}' if judged[0] == 1 else '{"ok": true}')
+
+    fake_openai.answer = answer
     wf = workflow(
         [
             llm_step(

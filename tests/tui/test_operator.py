@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 from textual.command import CommandPalette
@@ -265,7 +266,7 @@ async def test_table_keys_move_the_cursor_and_new_rows_are_announced(
         assert agents.cursor_row == agents.row_count - 1
         await pilot.press("g", "j")
         assert agents.cursor_row == 1
-        assert "since engine start" in str(agents.border_subtitle)
+        assert "kept runs" in str(agents.border_subtitle)
 
 
 # ---------------------------------------------------------------------- 10: visual noise
@@ -521,3 +522,46 @@ async def test_start_list_moves_with_j_and_k(engine: Orchestrator) -> None:
         assert options.highlighted == options.option_count - 1
         await pilot.press("g")
         assert options.highlighted == 0
+
+
+async def test_runs_table_says_why_a_run_waits_and_why_it_started() -> None:
+    from textual.app import App, ComposeResult
+
+    from voltui.engine.models import Event
+    from voltui.tui.state import DashboardState
+
+    class Host(App[None]):
+        CSS = "RunsTable { height: 8; border: round $accent; }"  # as in its panel
+
+        def compose(self) -> ComposeResult:
+            yield RunsTable(id="runs")
+
+    state = DashboardState()
+    queued = {
+        "workflow_id": "nightly",
+        "name": "Nightly",
+        "dag": [["a", []]],
+        "trigger": "schedule",
+        "trigger_ref": "nightly:0",
+        "reason": "key busy",
+    }
+    state.apply(
+        [Event(seq=1, ts=time.time(), type="workflow:queued", source="w",
+               correlation_id="aaaabbbbcccc", data=queued)]
+    )  # fmt: skip
+    app = Host()
+    async with app.run_test(size=(160, 20)) as pilot:
+        await pilot.pause()  # laid out: the table sizes its columns to the panel
+        table = app.query_one(RunsTable)
+        table.refresh_from(state)
+        await pilot.pause()
+        line = next(x for x in table_text(table) if "aaaabbbb" in x)
+        assert "queued (key busy)" in line and "⏲ schedule" in line, line
+        state.apply(
+            [Event(seq=2, ts=time.time(), type="workflow:started", source="w",
+                   correlation_id="aaaabbbbcccc", data={})]
+        )  # fmt: skip
+        table.refresh_from(state)
+        await pilot.pause()
+        line = next(x for x in table_text(table) if "aaaabbbb" in x)
+        assert "running" in line and "key busy" not in line, line

@@ -830,3 +830,25 @@ def test_llm_usage_adds_up_in_the_header_figures() -> None:
     assert state.usage.cost_usd == pytest.approx(0.25) and not state.usage.priced
     assert state.runs["r1"].run.usage is not None
     assert state.runs["r1"].run.usage.prompt_tokens == 100
+
+
+def test_usage_has_one_rendering_and_the_runs_table_gives_cost_a_column() -> None:
+    from voltui.engine.models import Usage
+    from voltui.engine.usage import format_usage
+    from voltui.tui.widgets.runs import layout
+
+    priced = Usage(prompt_tokens=1000, completion_tokens=234, calls=2, cost_usd=0.0123)
+    unpriced = Usage(prompt_tokens=50, completion_tokens=5, calls=1, priced=False)
+    assert format_usage(priced) == "1,234 tok $0.0123"
+    assert format_usage(priced, short=True) == "$0.0123"
+    assert format_usage(unpriced, short=True) == "55 tok"
+    assert format_usage(None) == "" and format_usage(Usage()) == ""
+    widths = {"run": 8, "state": 11, "progress": 5, "time": 6, "started": 8, "cost": 7}
+    wide, _, bar = layout(200, widths, 20, cost=True)
+    assert wide == ["run", "workflow", "state", "progress", "time", "cost", "started"] and bar
+    # Narrower: the bar goes first, then the start time, then the cost; identity stays.
+    order = [layout(w, widths, 20, cost=True)[0] for w in range(110, 30, -1)]
+    assert ["run", "workflow", "state", "progress", "time", "cost"] in order
+    assert ["run", "workflow", "state", "progress", "time"] in order
+    assert order[-1] == ["run", "workflow", "state"]
+    assert "cost" not in layout(200, widths, 20, cost=False)[0]

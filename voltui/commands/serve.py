@@ -78,7 +78,11 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     from voltui.remote.paths import default_socket_path, default_token_path, load_or_create_token
     from voltui.remote.server import EngineServer
 
-    config = load_cli_config(args, dask_address=getattr(args, "dask", None))
+    config = load_cli_config(
+        args,
+        dask_address=getattr(args, "dask", None),
+        metrics_address=getattr(args, "metrics", None),
+    )
     setup_logging(config.log_level)
     tcp = getattr(args, "tcp", None)
     token = None
@@ -119,6 +123,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
                 token_file,
             )
         log.info("state file %s; run folders in %s", engine.store.path, config.runs_dir())
+        if engine.automation.metrics_address:
+            log.info("metrics on http://%s/metrics", engine.automation.metrics_address)
         agents = config.agent_specs()
         log.info("%d agents: %s", len(agents), ", ".join(f"{a.id} ({a.kind})" for a in agents))
         folder = config.workflows_dir

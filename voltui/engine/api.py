@@ -26,9 +26,22 @@ from voltui.engine.models import (
     Run,
     RunDetail,
     RunState,
+    RunTrigger,
     SystemMetrics,
 )
 from voltui.engine.usage import UsageTotals
+
+
+class ScheduleInfo(BaseModel):
+    """One schedule of a workflow as the engine sees it now (for lists and the dashboard)."""
+
+    id: str = Field(description="workflow:name, as `voltui schedules pause` takes it")
+    spec: str = Field(description="`cron */15 * * * * (Europe/Berlin)` or `every 10m`")
+    next_fire_at: float | None = Field(None, description="None while paused")
+    paused: bool = False
+    last_fired_at: float | None = None
+    overlap: str = "skip"
+    catchup: str = "latest"
 
 
 class WorkflowInfo(BaseModel):
@@ -40,6 +53,7 @@ class WorkflowInfo(BaseModel):
     path: str | None = None
     steps: int
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    schedules: list[ScheduleInfo] = Field(default_factory=list)
 
 
 class StartRequest(BaseModel):
@@ -47,6 +61,8 @@ class StartRequest(BaseModel):
 
     workflow: str = Field(description="workflow id, or a path to a workflow file")
     inputs: dict[str, Any] = Field(default_factory=dict)
+    trigger: RunTrigger = Field("manual", description="why the run starts (recorded on the run)")
+    trigger_ref: str | None = Field(None, description="the schedule or file that started it")
 
 
 class ReplayRequest(BaseModel):

@@ -866,8 +866,25 @@ def _suggest_field(loc: Loc) -> str | None:
     model = _model_at(loc[:-1])
     if model is None:
         return None
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
-    return close[0] if close else None
+    word = str(loc[-1])
+    close = difflib.get_close_matches(word, list(model.model_fields), n=3, cutoff=0.6)
+    if not close:
+        return None
+    # Equal scores are common (`retries` is as close to `retry` as to `triggers`); difflib then
+    # prefers the name that sorts last, so let the longer shared beginning decide instead.
+    best = difflib.SequenceMatcher(None, word, close[0]).ratio()
+    tied = [c for c in close if difflib.SequenceMatcher(None, word, c).ratio() == best]
+    return max(tied, key=lambda c: _shared_start(word, c))
+
+
+def _shared_start(a: str, b: str) -> int:
+    """How many leading characters two names share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _located(

@@ -324,6 +324,158 @@ class Step(_FileModel):
         return self.name or self.id
 
 
+# --------------------------------------------------------------------------- automation (files)
+# Schedules, file triggers, concurrency keys and secrets: what a server engine does on its own.
+# The engine parts that act on them live in schedules.py, triggers.py, concurrency.py and
+# secrets.py; here are only the file models and their checks, so `voltui validate` reports a bad
+# cron expression or time zone at its line like any other mistake.
+
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_TEMPLATE_RE = re.compile(r"\$\{([^}]*)\}")
+_INPUT_REF_RE = re.compile(r"^inputs\.([A-Za-z0-9_][A-Za-z0-9_.\-]*)$")
+
+
+class ScheduleSpec(_FileModel):
+    """Start the workflow on a cron expression or every fixed interval.
+
+    `overlap` says what happens when a run from this schedule is still active at the next fire;
+    `catchup` what happens to fire times missed while no engine was running.
+    """
+
+    id: Ident | None = Field(None, description="name for `voltui schedules`; default: its number")
+    cron: str | None = Field(None, description="five fields: minute hour day month weekday")
+    every: Duration | None = Field(None, description="fixed interval, aligned to the epoch")
+    timezone: str = Field("UTC", description="IANA zone the cron fields are read in")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    overlap: Literal["skip", "queue", "cancel_previous"] = "skip"
+    catchup: Literal["none", "latest", "all"] = "latest"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from datetime import UTC, datetime
+
+        from cronsim import CronSim, CronSimError
+
+        expr = " ".join(value.split())
+        try:
+            CronSim(expr, datetime.now(UTC))
+        except CronSimError as exc:
+            msg = (
+                f"{value!r} is not a cron expression ({exc}); write five fields, "
+                "minute hour day-of-month month day-of-week, like '*/15 * * * *'"
+            )
+            raise ValueError(msg) from None
+        return expr
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            import difflib
+
+            close = difflib.get_close_matches(value, zoneinfo.available_timezones(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else " like Europe/Berlin or UTC"
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name{hint}") from None
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every_positive(cls, value: float | None) -> float | None:
+        if value is not None and value < 1:
+            raise ValueError(f"every is {value!r} seconds; schedules fire at most once a second")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleSpec:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError(
+                "a schedule needs exactly one of cron (like '*/15 * * * *') or every (like 10m)"
+            )
+        return self
+
+    def name(self, index: int) -> str:
+        """The schedule's name within its workflow: its `id`, else its 1-based position."""
+        return self.id or str(index + 1)
+
+    @property
+    def spec_text(self) -> str:
+        """How the schedule reads in lists: `cron */15 * * * * (Europe/Berlin)`, `every 10m`."""
+        if self.cron is not None:
+            return f"cron {self.cron}" + (f" ({self.timezone})" if self.timezone != "UTC" else "")
+        every = self.every or 0.0
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if every >= size and every % size == 0:
+                return f"every {int(every // size)}{unit}"
+        return f"every {every:g}s"
+
+
+class TriggerSpec(_FileModel):
+    """Start a run for each file that appears or changes under a glob pattern."""
+
+    id: Ident | None = None
+    files: str = Field(description="glob relative to the workflow file's folder, e.g. inbox/*.csv")
+    debounce: Duration = Field(2.0, description="quiet time after a file's last change")
+    input: str = Field("path", description="workflow input that receives the file's path")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="other inputs to pass")
+
+    @field_validator("files")
+    @classmethod
+    def _pattern_usable(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("files is empty; give a glob like inbox/*.csv")
+        return value
+
+    def name(self, index: int) -> str:
+        return self.id or str(index + 1)
+
+
+class ConcurrencySpec(_FileModel):
+    """At most `limit` active runs per value of `key` across the engine (any workflow)."""
+
+    key: str = Field(description="text with ${inputs.NAME} placeholders, e.g. deploy-${inputs.env}")
+    limit: int = Field(1, ge=1, le=10_000)
+    policy: Literal["queue", "skip"] = Field(
+        "queue", description="queue: wait for a free place; skip: end the run as cancelled"
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _placeholders_known(cls, value: str) -> str:
+        for ref in _TEMPLATE_RE.findall(value):
+            if not _INPUT_REF_RE.match(ref.strip()):
+                raise ValueError(
+                    f"placeholder ${{{ref}}} is not supported; write ${{inputs.NAME}} "
+                    "for a workflow input"
+                )
+        return value
+
+    def input_names(self) -> list[str]:
+        """Inputs the key refers to, in order."""
+        names = []
+        for ref in _TEMPLATE_RE.findall(self.key):
+            match = _INPUT_REF_RE.match(ref.strip())
+            if match:
+                names.append(match.group(1))
+        return names
+
+    def render(self, inputs: dict[str, Any]) -> str:
+        """The key for one run's inputs (a missing input renders as empty text)."""
+
+        def value(match: re.Match[str]) -> str:
+            ref = _INPUT_REF_RE.match(match.group(1).strip())
+            got = inputs.get(ref.group(1)) if ref else None
+            return "" if got is None else str(got)
+
+        return _TEMPLATE_RE.sub(value, self.key)
+
+
 class BudgetSpec(_FileModel):
     """The most a run may spend on LLM calls; a call that could exceed it is refused."""
 
@@ -345,8 +497,68 @@ class Workflow(_FileModel):
     retry: RetryPolicy | None = None
     budget: BudgetSpec | None = Field(None, description="LLM spending limit of each run")
     steps: list[Step] = Field(min_length=1)
+    schedules: list[ScheduleSpec] = Field(default_factory=list)
+    triggers: list[TriggerSpec] = Field(default_factory=list)
+    concurrency: ConcurrencySpec | None = None
+    secrets: list[Annotated[str, Field(pattern=ENV_NAME_PATTERN)]] = Field(
+        default_factory=list,
+        description="environment variables whose values are masked as *** in logs and events",
+    )
 
     _source: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _automation_refs(self) -> Workflow:
+        """Names that must agree across fields: trigger inputs, key placeholders, unique ids.
+
+        Raised as a ValidationError with exact `loc`s so the loader points at the line.
+        """
+        from pydantic_core import InitErrorDetails, PydanticCustomError
+
+        problems: list[InitErrorDetails] = []
+
+        def problem(loc: tuple[str | int, ...], value: Any, text: str) -> None:
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError("value_error", text), loc=loc, input=value
+                )
+            )
+
+        declared = ", ".join(self.inputs) or "none"
+        for i, trig in enumerate(self.triggers):
+            if trig.input not in self.inputs:
+                problem(
+                    ("triggers", i, "input"),
+                    trig.input,
+                    f"the trigger passes the file path as input `{trig.input}`, but the "
+                    f"workflow declares no such input (declared: {declared}); add it under "
+                    "`inputs:` or set `input:` to one of them",
+                )
+        if self.concurrency is not None:
+            for name in self.concurrency.input_names():
+                if name not in self.inputs:
+                    problem(
+                        ("concurrency", "key"),
+                        self.concurrency.key,
+                        f"the key refers to ${{inputs.{name}}}, but the workflow declares no "
+                        f"input `{name}` (declared: {declared})",
+                    )
+        for field_name, items in (("schedules", self.schedules), ("triggers", self.triggers)):
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                name = item.name(i)
+                if name in seen:
+                    problem(
+                        (field_name, i, "id"),
+                        name,
+                        f"{field_name[:-1]} id {name!r} is used twice; give each its own id",
+                    )
+                seen.add(name)
+        if problems:
+            from pydantic import ValidationError
+
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        return self
 
     @property
     def title(self) -> str:
@@ -666,6 +878,10 @@ class StepState(enum.StrEnum):
         return self in (StepState.SUCCEEDED, StepState.CACHED)
 
 
+RunTrigger = Literal["manual", "schedule", "trigger", "replay"]
+"""Why a run started: a person or script, a schedule, a file trigger, or a replay."""
+
+
 class Run(BaseModel):
     """One execution of a workflow."""
 
@@ -689,6 +905,10 @@ class Run(BaseModel):
     workflow_path: str | None = None
     run_dir: str | None = Field(None, description="scratch folder for the run's artefacts")
     owner_pid: int | None = None
+    trigger: RunTrigger = Field("manual", description="why the run started")
+    trigger_ref: str | None = Field(
+        None, description="which schedule (workflow:name) or trigger file started it"
+    )
     usage: Usage | None = Field(None, description="LLM tokens and cost of all its steps")
 
     @property

@@ -26,6 +26,19 @@ def price_for(model: str | None, prices: Prices, *also: str | None) -> Mapping[s
     return None
 
 
+def format_usage(usage: Usage | None, *, short: bool = False) -> str:
+    """The one rendering of LLM usage for every view: `12,345 tok $0.0123` (`short`: the cost
+    alone, or the tokens when nothing is priced); a `+` marks a cost that leaves out calls to
+    models without a price. Empty when no call was made."""
+    if usage is None or not usage.calls:
+        return ""
+    more = "" if usage.priced else "+"
+    cost = f"${usage.cost_usd:.4f}{more}" if usage.cost_usd or usage.priced else ""
+    if short:
+        return cost or f"{usage.total_tokens:,} tok"
+    return f"{usage.total_tokens:,} tok {cost}".rstrip()
+
+
 def cost_usd(prompt_tokens: int, completion_tokens: int, price: Mapping[str, float]) -> float:
     """Dollars for that many input and output tokens at `price`."""
     return (

@@ -33,6 +33,7 @@ from voltui.engine.agents.base import StepContext
 from voltui.engine.approvals import ApprovalGate
 from voltui.engine.budget import RunBudget
 from voltui.engine.cache import CacheManager, stable_key
+from voltui.engine.concurrency import ConcurrencyGate
 from voltui.engine.conditions import ConditionError, evaluate, referenced_steps, value
 from voltui.engine.coordination import CoordinationEngine
 from voltui.engine.durations import format_duration
@@ -44,6 +45,7 @@ from voltui.engine.models import (
     RetryPolicy,
     Run,
     RunState,
+    RunTrigger,
     Step,
     StepRun,
     StepState,
@@ -55,6 +57,7 @@ from voltui.engine.private import ensure_private_dir
 from voltui.engine.ratelimit import RateLimits
 from voltui.engine.reaper import process_start_time
 from voltui.engine.retry import backoff_delay, should_retry
+from voltui.engine.secrets import Masker, MaskingEmitter
 from voltui.engine.store import RunStore, run_row, step_row
 from voltui.engine.usage import UsageLedger
 
@@ -249,12 +252,17 @@ class WorkflowManager:
         timer: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         new_id: Callable[[], str] = new_run_id,
+        gate: ConcurrencyGate | None = None,
         limits: RateLimits | None = None,
         usage: UsageLedger | None = None,
         approvals: ApprovalGate | None = None,
         max_map_children: int = 1000,
     ) -> None:
-        self._events = dispatcher
+        # Secret values are masked where step text enters (output sink, errors, outputs) and,
+        # as a net for everything else, in event data.
+        self.secrets = Masker()
+        self._events: EventDispatcher = MaskingEmitter(dispatcher, self.secrets)  # type: ignore[assignment]
+        self.gate = gate or ConcurrencyGate(dispatcher)
         self._coord = coordination
         self._cache = cache
         self._store = store
@@ -311,6 +319,8 @@ class WorkflowManager:
         replay_mode: Literal["failed", "all"] | None = None,
         reuse: dict[str, StepRun] | None = None,
         run_dir: Path | None = None,
+        trigger: RunTrigger = "manual",
+        trigger_ref: str | None = None,
     ) -> Run:
         """Record a new run and schedule it; returns at once with the run queued."""
         problems = validate_dag(workflow)
@@ -329,6 +339,8 @@ class WorkflowManager:
             workflow_path=workflow.source,
             run_dir=str(run_dir or self._runs_dir / run_id),
             owner_pid=os.getpid(),
+            trigger=trigger,
+            trigger_ref=trigger_ref,
         )
         nodes: dict[str, _Node] = {}
         order: list[_Node] = []
@@ -344,6 +356,7 @@ class WorkflowManager:
                 nodes[dep].children.append(node)
         base_dir = await asyncio.to_thread(_workflow_folder, workflow.source)
         ex = _RunExec(run, workflow, nodes, order, Path(run.run_dir or ""), base_dir, reuse or {})
+        self.secrets.add_names(workflow.secrets)
         if workflow.budget is not None:
             ex.budget = RunBudget(workflow.budget, self._settings.get("llm_prices") or {})
         await self._store.save_run(run, workflow)
@@ -359,6 +372,8 @@ class WorkflowManager:
                 "dag": [[s.id, list(s.depends_on)] for s in workflow.steps],
                 "replay_of": replay_of,
                 "replay_mode": replay_mode,
+                "trigger": trigger,
+                "trigger_ref": trigger_ref,
             },
             correlation_id=run_id,
         )
@@ -421,6 +436,9 @@ class WorkflowManager:
         run = ex.run
         try:
             try:
+                if not await self.gate.enter(run, ex.workflow):  # concurrency key busy, skip
+                    await self._finish(ex, cancelled=True)
+                    return
                 await self._slots.acquire()
             except asyncio.CancelledError:
                 await self._finish(ex, cancelled=True)
@@ -431,6 +449,7 @@ class WorkflowManager:
                 # Released only after the final event: the next queued run starts after it.
                 self._slots.release()
         finally:
+            self.gate.release(run.id)
             ex.done.set()
             self._active.pop(run.id, None)
 
@@ -855,6 +874,8 @@ class WorkflowManager:
                 log.exception("agent %s raised", agent.id)
                 error = f"{type(exc).__name__}: {exc}"
             latency = self._timer() - started
+            if error is not None:
+                error = self.secrets.mask(error)
             will_retry = error is not None and should_retry(
                 policy, attempt, error, retryable=retryable
             )
@@ -866,7 +887,7 @@ class WorkflowManager:
 
             if error is None:
                 sr.state = StepState.SUCCEEDED
-                sr.output = output
+                sr.output = output = self.secrets.mask_value(output)
                 if cache_key is not None and step.cache is not None:
                     ttl = step.cache.ttl
                     self._cache.set(cache_key, output, step.cache.namespace, ttl=ttl)
@@ -1247,6 +1268,7 @@ class _OutputSink:
 
     def __call__(self, stream: Literal["stdout", "stderr", "engine"], line: str) -> None:
         m = self._manager
+        line = m.secrets.mask(line)
         now = m._clock()
         self.lines += 1
         if self.lines <= self._max_lines:

@@ -183,6 +183,8 @@ class RunView:
     run: Run
     steps: dict[str, StepView] = field(default_factory=dict)
     levels: list[list[str]] = field(default_factory=list)
+    queued_reason: str | None = None
+    """Why a queued run waits, when the engine said (`key busy`: its concurrency key is taken)."""
     detail_loaded: bool = False
     """True once the DAG is known (from `workflow:queued` or `add_run_detail`). Runs first seen
     in a snapshot have empty `steps` and `levels` until the app calls `add_run_detail`."""
@@ -532,7 +534,13 @@ class DashboardState:
                 replay_of=d.get("replay_of"),
                 replay_mode=d.get("replay_mode"),
             )
+            trigger = d.get("trigger")
+            if trigger in ("manual", "schedule", "trigger", "replay"):
+                run.trigger = trigger
+                run.trigger_ref = _text(d.get("trigger_ref")) or None
             rv = self.runs[cid] = RunView(run=run)
+        reason = d.get("reason")
+        rv.queued_reason = _text(reason) if reason and rv.run.state is RunState.QUEUED else None
         if not rv.detail_loaded:
             old = rv.early_steps
             rv.early_steps = {}
@@ -553,6 +561,7 @@ class DashboardState:
         if not run.state.finished:
             run.state = RunState.RUNNING
         run.started_at = ev.ts
+        rv.queued_reason = None
         return _RUN_CHANGE
 
     def _on_run_progress(self, ev: Event) -> frozenset[str]:

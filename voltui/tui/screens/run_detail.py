@@ -35,6 +35,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from voltui.engine.api import EngineAPI
 from voltui.engine.durations import format_duration
 from voltui.engine.models import LogLine, RunDetail, StepRun, StepState
+from voltui.engine.usage import format_usage
 from voltui.safetext import clean, clean_multiline
 from voltui.states import label as state_label
 from voltui.states import look
@@ -339,6 +340,8 @@ class RunDetailScreen(Screen[None]):
         ]
         if run.replay_of:
             parts.append(f"  replay of {clean(run.replay_of)} ({run.replay_mode or 'failed'})")
+        if run.usage is not None and run.usage.calls:
+            parts.append(f"  llm {format_usage(run.usage)} in {run.usage.calls} call(s)")
         if run.error:
             parts += ["\n", ("error: ", "$error"), clean(run.error, max_len=300)]
         self.query_one("#detail-header", Static).update(Content.assemble(*parts))

@@ -63,7 +63,7 @@ class AgentsTable(KeyedTable):
 
     def on_mount(self) -> None:
         # The engine keeps these counts in memory: they start again with each engine start.
-        self.set_note("done/failed over the stored history")
+        self.set_note("done/failed over kept runs")
 
     def refresh_from(self, state: DashboardState) -> None:
         """Rows sorted by agent id, so they never jump around as agents report load; the

@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from voltui.engine.durations import format_duration
 from voltui.engine.models import HealthStatus
+from voltui.engine.usage import format_usage
 from voltui.tui.state import DashboardState
 from voltui.tui.widgets._util import megabytes, mono_now, wall_now
 
@@ -92,8 +93,7 @@ class HeaderBar(Static):
         ]
         usage = state.usage
         if usage.calls:  # only once the engine has made an LLM call
-            cost = f"${usage.cost_usd:.4f}" + ("" if usage.priced else "+")
-            parts.append(f"  llm {usage.total_tokens:,} tok {cost}")
+            parts.append(f"  llm {format_usage(usage)}")
         if state.metrics is not None:
             m = state.metrics
             parts.append(

@@ -26,6 +26,7 @@ from textual.binding import Binding, BindingType
 from voltui import states
 from voltui.engine.durations import format_duration
 from voltui.engine.models import RunState
+from voltui.engine.usage import format_usage
 from voltui.safetext import clean
 from voltui.tui.state import DashboardState, Progress, RunView, compile_filter
 from voltui.tui.widgets._table import NAV_BINDINGS, KeyedTable
@@ -54,8 +55,16 @@ STATE_ORDER = {
 }
 """Sort by state: trouble first."""
 
-# (run id, workflow, replay of, state, progress, took, started, style epoch)
-RunSig = tuple[str, str, str | None, str, Progress, str, str, int]
+# (run id, workflow, replay of, state, progress, took, started, style epoch, llm cost,
+#  why it waits, why it started)
+RunSig = tuple[str, str, str | None, str, Progress, str, str, int, str, str, str]
+TRIGGER_MARK = {"schedule": "⏲ schedule", "trigger": "⇣ file"}
+"""How a run that started on its own says so after its workflow name (manual runs say
+nothing; a replay shows `↺ parent`)."""
+
+GIVE_WAY = ("bar", "started", "cost", "time", "progress")
+"""The order optional columns give way in as the panel narrows (the bar is the progress
+column's bar); `cost` shows only while some listed run made LLM calls."""
 
 
 def run_duration(view: RunView, now: float) -> float | None:
@@ -109,22 +118,23 @@ def progress_text(p: Progress) -> str:
 
 
 def layout(
-    width: int, widths: dict[str, int], longest_workflow: int
+    width: int, widths: dict[str, int], longest_workflow: int, *, cost: bool = False
 ) -> tuple[list[str], dict[str, int], bool]:
     """Which columns fit in `width` cells, the workflow column's width, and whether the bar
-    fits: identity columns always, then the bar, start time, duration and count go, in that
-    order, until the workflow column has `WANT_WORKFLOW` cells (or its longest name).
+    fits: identity columns always, then the optional ones go in `GIVE_WAY` order until the
+    workflow column has `WANT_WORKFLOW` cells (or its longest name).
 
     `widths` are the content widths of the other columns (`progress` without the bar). Every
     column also takes two cells of padding."""
     want = min(WANT_WORKFLOW, max(1, longest_workflow))
-    steps: list[tuple[list[str], bool]] = [
-        (["run", "workflow", "state", "progress", "time", "started"], True),
-        (["run", "workflow", "state", "progress", "time", "started"], False),
-        (["run", "workflow", "state", "progress", "time"], False),
-        (["run", "workflow", "state", "progress"], False),
-        (["run", "workflow", "state"], False),
-    ]
+    full = ["run", "workflow", "state", "progress", "time", *(["cost"] if cost else []), "started"]
+    steps: list[tuple[list[str], bool]] = [(full, True), (full, False)]
+    columns = list(full)
+    for gone in GIVE_WAY[1:]:
+        if gone in columns:
+            columns = [c for c in columns if c != gone]
+        if steps[-1] != (columns, False):
+            steps.append((list(columns), False))
     for columns, with_bar in steps:
         used = 0
         for c in columns:
@@ -132,7 +142,7 @@ def layout(
                 continue
             used += widths[c] + 2 + (BAR + 1 if c == "progress" and with_bar else 0)
         room = width - used - 2
-        if room >= want or columns == steps[-1][0]:
+        if room >= want or (columns, with_bar) == steps[-1]:
             sizes = {c: widths[c] for c in columns if c != "workflow"}
             if "progress" in sizes and with_bar:
                 sizes["progress"] += BAR + 1
@@ -144,7 +154,7 @@ def layout(
 class RunsTable(KeyedTable):
     """Recent and active runs. Row keys are full run ids."""
 
-    COLUMNS = ("run", "workflow", "state", "progress", "time", "started")
+    COLUMNS = ("run", "workflow", "state", "progress", "time", "cost", "started")
     BINDINGS: ClassVar[list[BindingType]] = [
         *NAV_BINDINGS,
         # Off the footer (it must fit 80 columns); `?` and the README list them.
@@ -175,13 +185,15 @@ class RunsTable(KeyedTable):
     # ------------------------------------------------------------------ rendering
 
     def _render_row(self, sig: RunSig) -> list[Text]:
-        short_id, workflow, parent, state, progress, took, started, _epoch = sig
+        short_id, workflow, parent, state, progress, took, started, _epoch, cost, why, how = sig
         styles = self._style_map()
         look = states.look(state)
         state_style = styles.get(state)
         name = Text(workflow, no_wrap=True, overflow="ellipsis")
         if parent:
             name.append(f" ↺ {parent}", style=styles.get("pending"))
+        if how:
+            name.append(f" {how}", style=styles.get("pending"))
         bar = Text(progress_text(progress))
         if self._with_bar:
             bar.append(" ")
@@ -191,9 +203,10 @@ class RunsTable(KeyedTable):
         return [
             Text(short_id, style=state_style if state == "failed" else ""),
             name,
-            Text(f"{look.glyph} {state}", style=state_style),
+            Text(f"{look.glyph} {state}" + (f" ({why})" if why else ""), style=state_style),
             bar,
             Text(took),
+            Text(cost),
             Text(started),
         ]
 
@@ -220,6 +233,9 @@ class RunsTable(KeyedTable):
             format_duration(run_duration(view, now)),
             ago(run.started_at or run.created_at, now),
             self._epoch,
+            format_usage(run.usage, short=True),
+            clean(view.queued_reason or "", max_len=20),
+            TRIGGER_MARK.get(run.trigger, ""),
         )
 
     def visible_views(self, state: DashboardState) -> list[RunView]:
@@ -257,15 +273,24 @@ class RunsTable(KeyedTable):
             return
         widths = {
             "run": ID_WIDTH,
-            "state": max([len("state"), *(len(s[3]) + 2 for s in sigs)]),
+            "state": max(
+                [len("state"), *(len(s[3]) + 2 + (len(s[9]) + 3 if s[9] else 0) for s in sigs)]
+            ),
             "progress": max([len("progress"), *(len(progress_text(s[4])) for s in sigs)]),
             "time": max([len("time"), *(len(s[5]) for s in sigs)]),
             "started": max([len("started"), *(len(s[6]) for s in sigs)]),
+            "cost": max([len("cost"), *(len(s[8]) for s in sigs)]),
         }
         longest = max(
-            [len("workflow"), *(len(s[1]) + (len(s[2]) + 3 if s[2] else 0) for s in sigs)]
+            [
+                len("workflow"),
+                *(
+                    len(s[1]) + (len(s[2]) + 3 if s[2] else 0) + (len(s[10]) + 1 if s[10] else 0)
+                    for s in sigs
+                ),
+            ]
         )
-        columns, sizes, with_bar = layout(width, widths, longest)
+        columns, sizes, with_bar = layout(width, widths, longest, cost=any(s[8] for s in sigs))
         if with_bar != self._with_bar:
             self._with_bar = with_bar
             self._epoch += 1  # the progress cells change
