@@ -263,6 +263,34 @@ def _glob_for(pattern: str) -> str | None:
     return pattern
 
 
+def event_filters(query: EventQuery) -> tuple[list[str], list[Any]]:
+    """The WHERE terms (and their arguments) of an events query, without its limit; the one
+    definition the store and the server's paged answers share."""
+    where: list[str] = []
+    args: list[Any] = []
+    if query.type is not None:
+        glob = _glob_for(query.type)
+        if glob is None:
+            where.append("voltui_fnmatch(type, ?)")
+            args.append(query.type)
+        elif not any(c in glob for c in "*?"):
+            where.append("type = ?")
+            args.append(glob)
+        else:
+            where.append("type GLOB ?")
+            args.append(glob)
+    if query.since is not None:
+        where.append("ts >= ?")
+        args.append(query.since)
+    if query.since_seq is not None:
+        where.append("seq > ?")
+        args.append(query.since_seq)
+    if query.correlation_id is not None:
+        where.append("correlation_id = ?")
+        args.append(query.correlation_id)
+    return where, args
+
+
 def _glob_escape(text: str) -> str:
     """`text` as a literal inside a GLOB pattern."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
@@ -1098,28 +1126,7 @@ class RunStore:
 
     async def events(self, query: EventQuery) -> list[Event]:
         """Stored events matching `query`, ordered by seq; `limit` keeps the newest N."""
-        where: list[str] = []
-        args: list[Any] = []
-        if query.type is not None:
-            glob = _glob_for(query.type)
-            if glob is None:
-                where.append("voltui_fnmatch(type, ?)")
-                args.append(query.type)
-            elif not any(c in glob for c in "*?"):
-                where.append("type = ?")
-                args.append(glob)
-            else:
-                where.append("type GLOB ?")
-                args.append(glob)
-        if query.since is not None:
-            where.append("ts >= ?")
-            args.append(query.since)
-        if query.since_seq is not None:
-            where.append("seq > ?")
-            args.append(query.since_seq)
-        if query.correlation_id is not None:
-            where.append("correlation_id = ?")
-            args.append(query.correlation_id)
+        where, args = event_filters(query)
         sql = "SELECT data, seq FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -23,38 +23,11 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from voltui.engine.models import Event, EventQuery, LogLine
-from voltui.engine.store import _glob_for
+from voltui.engine.store import event_filters as _event_filters
 from voltui.remote.protocol import MAX_EVENTS, MAX_LOG_LINES, EventsPage, LogPage, PageCursor
 
 if TYPE_CHECKING:
     from voltui.engine.orchestrator import Orchestrator
-
-
-def _event_filters(query: EventQuery) -> tuple[list[str], list[Any]]:
-    """The WHERE terms of `RunStore.events` for `query`, without its limit."""
-    where: list[str] = []
-    args: list[Any] = []
-    if query.type is not None:
-        glob = _glob_for(query.type)
-        if glob is None:
-            where.append("voltui_fnmatch(type, ?)")
-            args.append(query.type)
-        elif not any(c in glob for c in "*?"):
-            where.append("type = ?")
-            args.append(glob)
-        else:
-            where.append("type GLOB ?")
-            args.append(glob)
-    if query.since is not None:
-        where.append("ts >= ?")
-        args.append(query.since)
-    if query.since_seq is not None:
-        where.append("seq > ?")
-        args.append(query.since_seq)
-    if query.correlation_id is not None:
-        where.append("correlation_id = ?")
-        args.append(query.correlation_id)
-    return where, args
 
 
 async def events_page(
