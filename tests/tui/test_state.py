@@ -852,3 +852,16 @@ def test_usage_has_one_rendering_and_the_runs_table_gives_cost_a_column() -> Non
     assert ["run", "workflow", "state", "progress", "time"] in order
     assert order[-1] == ["run", "workflow", "state"]
     assert "cost" not in layout(200, widths, 20, cost=False)[0]
+
+
+def test_a_resumed_run_is_live_again_and_its_old_ending_is_gone() -> None:
+    state = DashboardState.from_snapshot(empty_snapshot(seq=0))
+    state.apply([queued(1, "r1", [["gate", []]])])
+    state.apply([ev(2, "workflow:interrupted", {"state": "interrupted", "error": "stopped"}, "r1")])
+    assert state.runs["r1"].run.state is RunState.INTERRUPTED
+    again = queued(3, "r1", [["gate", []]])
+    again.data["resumed"] = True
+    state.apply([again, ev(4, "workflow:started", {}, "r1")])
+    run = state.runs["r1"].run
+    assert run.state is RunState.RUNNING
+    assert run.error is None and run.finished_at is None

@@ -46,6 +46,8 @@ from voltui.engine.models import (
     Run,
     RunDetail,
     RunState,
+    StepRun,
+    StepState,
     Workflow,
 )
 from voltui.engine.reaper import reap_orphan
@@ -166,6 +168,8 @@ class Orchestrator:
         self._follower: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.interrupted_on_start: list[str] = []
+        self.resumed_on_start: list[str] = []
+        """Runs that waited for an approval when their engine stopped, continued by this one."""
         # Schedules, triggers, notifications, metrics, traces (issue 12): engine/automation.py.
         self.automation = Automation(self)
 
@@ -242,12 +246,78 @@ class Orchestrator:
             self.dispatcher.emit(
                 "engine:started", SOURCE, {"db": str(self.store.path)}, priority=Priority.HIGH
             )
+            # Only a long-lived engine adopts runs: a one-shot command would end them again.
+            self.resumed_on_start = await self._resume_waiting()
         # ---- automation: consumers always, schedules/triggers/metrics only when watching
         try:
             await self.automation.start(watch=watch)
         except BaseException:
             await self.stop()
             raise
+
+    async def _resume_waiting(self) -> list[str]:
+        """Continue, under their own ids, the runs that were waiting for a person when their
+        engine stopped (killed, or quit): an approval is durable, so its run waits on here.
+
+        Only runs whose unfinished work was approvals are taken: a step that was at work when
+        the engine stopped may have done half its side effects, and whether to run it again is
+        the operator's call (`replay --failed`)."""
+        resumed: list[str] = []
+        for run_id in await self.store.interrupted_with_approvals():
+            try:
+                plan = await self._resume_plan(run_id)
+                if plan is None or not await self.store.claim_interrupted(plan[0]):
+                    continue
+                run, workflow, reuse = plan
+                await self.workflows.submit(workflow, run.inputs, resume=run, reuse=reuse)
+            except Exception as exc:  # one damaged run must not keep the engine from starting
+                log.warning("run %s: not resumed: %s", run_id, exc)
+                continue
+            log.info("run %s: resumed; it waits for an approval again", run_id)
+            resumed.append(run_id)
+        return resumed
+
+    async def _resume_plan(self, run_id: str) -> tuple[Run, Workflow, dict[str, StepRun]] | None:
+        """The run row to continue and the steps it keeps, or None when it must stay ended."""
+        run = await self.store.get_run(run_id)
+        workflow = await self.store.get_workflow(run_id)
+        if run is None or workflow is None or run.state is not RunState.INTERRUPTED:
+            return None
+        workflow._source = run.workflow_path
+        if missing_secrets(workflow):
+            return None
+        stored = {s.step_id: s for s in await self.store.get_steps(run_id)}
+        reuse: dict[str, StepRun] = {}
+        for step in workflow.steps:
+            sr = stored.get(step.id)
+            if sr is None:
+                continue
+            if sr.state.ok or sr.state is StepState.FAILED:
+                reuse[step.id] = sr
+            elif sr.state is StepState.SKIPPED and sr.error == "condition false":
+                reuse[step.id] = sr
+            elif sr.started_at is None or step.run.approval is not None:
+                continue  # never started, or asking a person: scheduled as usual
+            else:
+                return None
+        # The store's candidates asked for an approval; one of those must still be open.
+        asked = {a.step_id for a in await self.store.approvals(run_id)}
+        if not any(sid not in reuse for sid in asked):
+            return None
+        run = run.model_copy(
+            update={
+                "state": RunState.QUEUED,
+                "finished_at": None,
+                "error": None,
+                "owner_pid": os.getpid(),
+                "steps_done": 0,
+                "steps_succeeded": 0,
+                "steps_failed": 0,
+                "steps_skipped": 0,
+                "steps_cancelled": 0,
+            }
+        )
+        return run, workflow, reuse
 
     async def _reap_orphans(self, run_ids: list[str]) -> None:
         """End command processes that interrupted runs left running, and say so in the log."""

@@ -132,6 +132,8 @@ class _RunExec:
     """Counters changed since the run row was last queued for the store."""
     budget: RunBudget | None = None
     """The run's LLM spending against `workflow.budget`, if it has one."""
+    resumed: bool = False
+    """Continued in place after an engine stopped: `reuse` holds every step that ended."""
 
 
 class _Journal:
@@ -321,27 +323,35 @@ class WorkflowManager:
         run_dir: Path | None = None,
         trigger: RunTrigger = "manual",
         trigger_ref: str | None = None,
+        resume: Run | None = None,
     ) -> Run:
-        """Record a new run and schedule it; returns at once with the run queued."""
+        """Record a new run and schedule it; returns at once with the run queued.
+
+        `resume` is an interrupted run this engine has claimed (`RunStore.claim_interrupted`):
+        it continues under its own id, its finished steps (`reuse`) kept as they ended."""
         problems = validate_dag(workflow)
         if problems:
             raise ValueError("; ".join(p.message for p in problems))
-        run_id = self._new_id()
-        run = Run(
-            id=run_id,
-            workflow_id=workflow.id,
-            workflow_name=workflow.title,
-            inputs=inputs,
-            created_at=self._clock(),
-            steps_total=len(workflow.steps),
-            replay_of=replay_of,
-            replay_mode=replay_mode,
-            workflow_path=workflow.source,
-            run_dir=str(run_dir or self._runs_dir / run_id),
-            owner_pid=os.getpid(),
-            trigger=trigger,
-            trigger_ref=trigger_ref,
-        )
+        if resume is not None:
+            run = resume
+            run_id = run.id
+        else:
+            run_id = self._new_id()
+            run = Run(
+                id=run_id,
+                workflow_id=workflow.id,
+                workflow_name=workflow.title,
+                inputs=inputs,
+                created_at=self._clock(),
+                steps_total=len(workflow.steps),
+                replay_of=replay_of,
+                replay_mode=replay_mode,
+                workflow_path=workflow.source,
+                run_dir=str(run_dir or self._runs_dir / run_id),
+                owner_pid=os.getpid(),
+                trigger=trigger,
+                trigger_ref=trigger_ref,
+            )
         nodes: dict[str, _Node] = {}
         order: list[_Node] = []
         for s in workflow.steps:
@@ -356,10 +366,20 @@ class WorkflowManager:
                 nodes[dep].children.append(node)
         base_dir = await asyncio.to_thread(_workflow_folder, workflow.source)
         ex = _RunExec(run, workflow, nodes, order, Path(run.run_dir or ""), base_dir, reuse or {})
+        ex.resumed = resume is not None
         self.secrets.add_names(workflow.secrets)
         if workflow.budget is not None:
             ex.budget = RunBudget(workflow.budget, self._settings.get("llm_prices") or {})
-        await self._store.save_run(run, workflow)
+            if run.usage is not None:  # what a resumed run spent before still counts
+                ex.budget.spent_tokens = run.usage.total_tokens
+                ex.budget.spent_usd = run.usage.cost_usd
+        if resume is not None:
+            # Steps to run again start over as pending, so no reader sees them as interrupted.
+            again = [n.sr for n in order if n.step.id not in ex.reuse]
+            self._store.append_steps([step_row(sr) for sr in again])
+            await self._store.save_run(run)
+        else:
+            await self._store.save_run(run, workflow)
         self._active[run_id] = ex
         self._events.emit(
             "workflow:queued",
@@ -370,10 +390,11 @@ class WorkflowManager:
                 "inputs": inputs,
                 "steps_total": len(workflow.steps),
                 "dag": [[s.id, list(s.depends_on)] for s in workflow.steps],
-                "replay_of": replay_of,
-                "replay_mode": replay_mode,
-                "trigger": trigger,
-                "trigger_ref": trigger_ref,
+                "replay_of": run.replay_of,
+                "replay_mode": run.replay_mode,
+                "trigger": run.trigger,
+                "trigger_ref": run.trigger_ref,
+                "resumed": ex.resumed,
             },
             correlation_id=run_id,
         )
@@ -457,7 +478,8 @@ class WorkflowManager:
         run = ex.run
         try:
             run.state = RunState.RUNNING
-            run.started_at = self._clock()
+            if run.started_at is None:  # a resumed run keeps its first start
+                run.started_at = self._clock()
             ensure_private_dir(ex.run_dir)  # 0700: step artefacts are the owner's alone
             self._store.append_runs([run_row(run)])
             self._events.emit(
@@ -752,6 +774,17 @@ class WorkflowManager:
         upstream = {d: nodes[d].sr.output for d in step.depends_on}
 
         previous = ex.reuse.get(step.id)
+        if previous is not None and ex.resumed:
+            # The same run continuing: a step that ended keeps its ending, failures included
+            # (running it again would repeat its side effects).
+            node.sr = sr = previous.model_copy()
+            if sr.state.ok:
+                self._settle(ex, node, "step:succeeded", {"resumed": True})
+            elif sr.state is StepState.SKIPPED:
+                self._settle(ex, node, "step:skipped", {"reason": sr.error, "resumed": True})
+            else:
+                self._fail(ex, node, sr.error or "failed", sr.duration)
+            return
         if previous is not None and previous.state.ok:
             sr.state = StepState.SUCCEEDED
             sr.output = previous.output

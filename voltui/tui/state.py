@@ -539,6 +539,11 @@ class DashboardState:
                 run.trigger = trigger
                 run.trigger_ref = _text(d.get("trigger_ref")) or None
             rv = self.runs[cid] = RunView(run=run)
+        elif d.get("resumed"):
+            # An interrupted run continued by an engine: live again, its end no longer known.
+            rv.run.state = RunState.QUEUED
+            rv.run.finished_at = None
+            rv.run.error = None
         reason = d.get("reason")
         rv.queued_reason = _text(reason) if reason and rv.run.state is RunState.QUEUED else None
         if not rv.detail_loaded:
