@@ -38,6 +38,7 @@ from voltui.engine.loader import load_workflow
 from voltui.engine.models import (
     AgentSpec,
     Approval,
+    BudgetSpec,
     Event,
     EventQuery,
     HealthStatus,
@@ -106,6 +107,19 @@ def _workflow_info(wf: Workflow) -> WorkflowInfo:
         steps=len(wf.steps),
         inputs=wf.inputs,
     )
+
+
+def with_budget(workflow: Workflow, override: BudgetSpec | None) -> Workflow:
+    """The workflow with a run's own budget: the fields the request set replace the file's
+    (`--budget-usd 5` keeps the file's token limit). Stored with the run, so its replays
+    keep it."""
+    if override is None or not override.model_fields_set:
+        return workflow
+    base = workflow.budget or BudgetSpec()
+    budget = base.model_copy(
+        update={name: getattr(override, name) for name in override.model_fields_set}
+    )
+    return workflow.model_copy(update={"budget": budget})
 
 
 class Orchestrator:
@@ -287,6 +301,10 @@ class Orchestrator:
         if missing_secrets(workflow):
             return None
         stored = {s.step_id: s for s in await self.store.get_steps(run_id)}
+        approvals = await self.store.approvals(run_id)
+        # A step with an open request waited for a person (an LLM call over its budget asks
+        # before it goes out), so nothing of it was under way.
+        open_requests = {a.step_id for a in approvals if a.pending}
         reuse: dict[str, StepRun] = {}
         for step in workflow.steps:
             sr = stored.get(step.id)
@@ -298,11 +316,10 @@ class Orchestrator:
                 reuse[step.id] = sr
             elif sr.started_at is None or step.run.approval is not None:
                 continue  # never started, or asking a person: scheduled as usual
-            else:
+            elif step.id not in open_requests:
                 return None
         # The store's candidates asked for an approval; one of those must still be open.
-        asked = {a.step_id for a in await self.store.approvals(run_id)}
-        if not any(sid not in reuse for sid in asked):
+        if not any(a.step_id not in reuse for a in approvals):
             return None
         run = run.model_copy(
             update={
@@ -618,7 +635,7 @@ class Orchestrator:
 
     async def start_workflow(self, request: StartRequest) -> Run:
         self._refuse_when_full()
-        workflow = await self._resolve_workflow(request.workflow)
+        workflow = with_budget(await self._resolve_workflow(request.workflow), request.budget)
         inputs = resolve_inputs(workflow, request.inputs)
         self._check_secrets(workflow)
         return await self.workflows.submit(
@@ -673,6 +690,7 @@ class Orchestrator:
         if workflow is None:
             raise NotFoundError(f"run {run.id} has no stored workflow definition to replay")
         workflow._source = run.workflow_path
+        workflow = with_budget(workflow, request.budget)
         self._check_secrets(workflow)
         steps = await self.store.get_steps(run.id)
         if request.mode == "failed":
@@ -706,6 +724,18 @@ class Orchestrator:
         workflow = live[1] if live is not None else await self.store.get_workflow(run.id)
         if workflow is None:
             raise NotFoundError(f"run {run.id} has no stored workflow definition")
+        asked = await self.store.get_approval(run.id, request.step_id)
+        if asked is not None and (not run.state.finished or run.state is RunState.INTERRUPTED):
+            # Any step that asked (an approval step, or an LLM call over its budget with
+            # `on_exceed: approve`, map children included).
+            return await self.workflows.approvals.decide(
+                run.id,
+                request.step_id,
+                approve=request.approve,
+                comment=request.comment,
+                by=request.by,
+                via=request.via,
+            )
         waiting = [s.id for s in workflow.steps if s.run.approval is not None]
         try:
             step = workflow.step(request.step_id)

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from voltui.engine.agents.base import StepContext
 from voltui.engine.approvals import ApprovalGate
-from voltui.engine.budget import RunBudget
+from voltui.engine.budget import BudgetExceededError, RunBudget
 from voltui.engine.cache import CacheManager, stable_key
 from voltui.engine.concurrency import ConcurrencyGate
 from voltui.engine.conditions import ConditionError, evaluate, referenced_steps, value
@@ -40,6 +40,7 @@ from voltui.engine.durations import format_duration
 from voltui.engine.errors import NotFoundError, StepError
 from voltui.engine.events import EventDispatcher
 from voltui.engine.models import (
+    ApprovalCall,
     LogLine,
     Priority,
     RetryPolicy,
@@ -884,6 +885,7 @@ class WorkflowManager:
             started = self._timer()
             error: str | None = None
             retryable = True
+            over_budget = False
             try:
                 try:
                     if step.timeout is None:
@@ -899,6 +901,7 @@ class WorkflowManager:
                 error = str(exc)
                 retryable = exc.retryable
                 sr.exit_code = exc.exit_code
+                over_budget = isinstance(exc, BudgetExceededError)
             except asyncio.CancelledError:
                 coord.release(agent, latency=self._timer() - started, success=None)
                 sr.finished_at = self._clock()
@@ -909,6 +912,18 @@ class WorkflowManager:
             latency = self._timer() - started
             if error is not None:
                 error = self.secrets.mask(error)
+            if over_budget and ex.budget is not None and ex.budget.spec.on_exceed == "approve":
+                # Refused before the call went out: nothing of the agent's failed, and the
+                # person decides without the step holding the agent.
+                coord.release(agent, latency=latency, success=None)
+                sr.pid = sr.pid_started = None
+                assert error is not None
+                refused = await self._budget_approval(ex, step, sr, error)
+                if refused is None:
+                    attempt -= 1  # the same attempt, now allowed past the budget
+                    continue
+                sr.finished_at = self._clock()
+                return _Outcome("step:failed", error=refused, duration=sr.duration)
             will_retry = error is not None and should_retry(
                 policy, attempt, error, retryable=retryable
             )
@@ -1027,6 +1042,56 @@ class WorkflowManager:
             return
         reason = f"rejected by {decision.by} via {decision.via}"
         self._fail(ex, node, reason + (f": {decision.comment}" if decision.comment else ""), None)
+
+    async def _budget_approval(
+        self, ex: _RunExec, step: Step, sr: StepRun, error: str
+    ) -> str | None:
+        """`budget: {on_exceed: approve}`: ask a person whether this step may spend past the
+        run's budget. None when approved (its calls are then allowed); else why it failed."""
+        assert ex.budget is not None
+        spec = ex.budget.spec
+        call = ApprovalCall(
+            prompt=f"{error}. Approve to let step {step.id!r} spend past the run's budget.",
+            timeout=spec.approve_timeout,
+            on_timeout="reject",
+        )
+        sr.state = StepState.WAITING
+        sr.finished_at = None
+        request = await self.approvals.ask(ex.run.id, step.id, call)
+        self._store.append_steps([step_row(sr)])
+        reason = "awaiting approval: over budget"
+        self._emit_step(ex, "step:waiting", sr, {"reason": reason}, Priority.LOW)
+        self._emit_step(
+            ex,
+            "step:approval_requested",
+            sr,
+            {
+                "prompt": request.prompt,
+                "timeout_at": request.timeout_at,
+                "on_timeout": request.on_timeout,
+                "budget": True,
+            },
+            Priority.HIGH,
+        )
+        decision = await self.approvals.wait(request)
+        self._emit_step(
+            ex,
+            "step:approval_decided",
+            sr,
+            {
+                "decision": decision.decision,
+                "by": decision.by,
+                "via": decision.via,
+                "comment": decision.comment,
+                "budget": True,
+            },
+            Priority.HIGH,
+        )
+        if decision.decision == "approved":
+            ex.budget.allow(step.id)
+            return None
+        why = f"{error}; spending past the budget was rejected by {decision.by} via {decision.via}"
+        return why + (f": {decision.comment}" if decision.comment else "")
 
     def _step_view(self, ex: _RunExec, step_ids: set[str]) -> dict[str, dict[str, Any]]:
         """What expressions may read of these steps: output, state, error."""
