@@ -81,6 +81,7 @@ _PROGRESS_CHANGE = frozenset({"runs", "dag"})
 _STEP_CHANGE = frozenset({"dag"})
 _APPROVAL_CHANGE = frozenset({"dag", "header"})
 _HEADER = frozenset({"header"})
+_HEADER_AND_AGENTS = frozenset({"header", "agents"})
 """An approval asked or decided: the step in the DAG, and the banner (drawn with the header)."""
 _AGENTS_CHANGE = frozenset({"agents"})
 _COMPONENT_CHANGE = frozenset({"health"})
@@ -343,6 +344,8 @@ class DashboardState:
         """Run ids changed by the last `apply`, so the DAG panel can skip an untouched run."""
         self.usage = Usage()
         """LLM tokens and cost of every call the engine made since it started (the header)."""
+        self.usage_by_agent: dict[str, Usage] = {}
+        """The same per agent (the agents table's `llm` column)."""
         self.approvals: dict[tuple[str, str], PendingApproval] = {}
         """Approval steps waiting for a decision, oldest first (the banner and `a`/`x`)."""
         self.fold_errors = 0
@@ -407,6 +410,7 @@ class DashboardState:
             st.runs[run.id] = RunView(run=run)
         st._set_cache(snapshot.cache)
         st.usage = snapshot.usage.total.model_copy()
+        st.usage_by_agent = {a: u.model_copy() for a, u in snapshot.usage.by_agent.items()}
         for approval in snapshot.approvals:
             st.approvals[(approval.run_id, approval.step_id)] = PendingApproval(
                 approval.run_id,
@@ -656,7 +660,12 @@ class DashboardState:
         rv = self.runs.get(ev.correlation_id or "")
         if rv is not None and isinstance(d.get("run_usage"), dict):
             rv.run.usage = Usage.model_validate(d["run_usage"])
-        return _HEADER
+        agent = d.get("agent")
+        if not isinstance(agent, str):
+            return _HEADER
+        before = self.usage_by_agent.get(agent)
+        self.usage_by_agent[agent] = call if before is None else before.plus(call)
+        return _HEADER_AND_AGENTS
 
     def _on_map_progress(self, ev: Event) -> frozenset[str]:
         """A map step's note counts its children: `▶ 3 ✓ 41 ✗ 1 / 50`."""
