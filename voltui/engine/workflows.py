@@ -133,6 +133,10 @@ class _RunExec:
     """Counters changed since the run row was last queued for the store."""
     budget: RunBudget | None = None
     """The run's LLM spending against `workflow.budget`, if it has one."""
+    draining: bool = False
+    """The scheduler is stopping (cancel, timeout, end): no step starts any more."""
+    begun: bool = False
+    """`_run` has started: from then on a stop cancels its task."""
     resumed: bool = False
     """Continued in place after an engine stopped: `reuse` holds every step that ended."""
 
@@ -447,7 +451,9 @@ class WorkflowManager:
                     priority=Priority.HIGH,
                     correlation_id=ex.run.id,
                 )
-        if ex.task is not None and not ex.task.done():
+        # A task cancelled before its first step never runs `_run` at all (not even its
+        # `finally`), so `done` would never be set: one not begun sees `stop_reason` instead.
+        if ex.begun and ex.task is not None and not ex.task.done():
             ex.task.cancel()
         await ex.done.wait()
 
@@ -456,7 +462,11 @@ class WorkflowManager:
 
     async def _run(self, ex: _RunExec) -> None:
         run = ex.run
+        ex.begun = True
         try:
+            if ex.stop_reason is not None:  # stopped before this task first ran
+                await self._finish(ex, cancelled=True)
+                return
             try:
                 if not await self.gate.enter(run, ex.workflow):  # concurrency key busy, skip
                     await self._finish(ex, cancelled=True)
@@ -518,6 +528,9 @@ class WorkflowManager:
             if ex.finished < len(ex.order):
                 await ex.all_done
         finally:
+            # No new step may start from here: a commit settling while the running ones are
+            # stopped would otherwise launch a dependent that outlives the run.
+            ex.draining = True
             if ex.running:
                 tasks = list(ex.running)
                 for task in tasks:
@@ -526,7 +539,7 @@ class WorkflowManager:
 
     def _launch(self, ex: _RunExec) -> None:
         limit = ex.workflow.max_parallel
-        while ex.ready and ex.inflight < limit and not ex.closed:
+        while ex.ready and ex.inflight < limit and not ex.draining:
             node = ex.ready.popleft()
             ex.inflight += 1
             self.touches += 1
@@ -638,7 +651,7 @@ class WorkflowManager:
         except Exception as exc:
             log.error("run %s: final step states were not all committed: %s", run.id, exc)
             run.error = run.error or f"engine error: {exc}"
-        ex.closed = True
+        ex.closed = ex.draining = True
         now = self._clock()
         stopped: list[StepRun] = []
         for node in ex.order:
