@@ -462,3 +462,20 @@ async def test_no_step_starts_while_a_cancelled_run_stops_its_steps(
     assert steps["b"].state is StepState.CANCELLED
     started = [e for e in engine.dispatcher.correlated(run.id) if e.type == "step:started"]
     assert "b" not in [e.data["step"] for e in started]
+
+
+async def test_a_report_that_raises_ends_its_run_instead_of_stranding_it(
+    engine: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine.workflows._node_finished
+
+    def broken(ex: Any, node: Any) -> None:
+        if node.step.id == "a":
+            raise RuntimeError("bug in a report")
+        real(ex, node)
+
+    monkeypatch.setattr(engine.workflows, "_node_finished", broken)
+    run = await engine.run_workflow(workflow([sim("a", "1ms"), sim("b", "1ms", deps=["a"])]))
+    final = await asyncio.wait_for(engine.wait_run(run.id), 10)
+    assert final is not None and final.state is RunState.FAILED
+    assert "engine error: RuntimeError: bug in a report" in (final.error or "")

@@ -221,8 +221,12 @@ class _Journal:
         if error is None:
             for ex in dirty.values():
                 self._on_progress(ex)
-            for _ex, report in reports:
-                report()
+            for ex, report in reports:
+                try:
+                    report()
+                except Exception as exc:  # an engine bug: end that run, never strand waiters
+                    log.exception("run %s: reporting a committed change failed", ex.run.id)
+                    self._on_error(ex, exc)
         else:
             failed = {id(ex): ex for ex, _ in reports} | {id(ex): ex for ex in dirty.values()}
             for ex in failed.values():
