@@ -244,12 +244,14 @@ async def _orchestrator_dispatch_rate(n: int, folder: Path) -> float:
     config = engine_config(folder)
     async with Orchestrator(config) as engine:
         received = 0
+        progress = asyncio.Event()
         sub = engine.subscribe("bench:*")
 
         async def consume() -> None:
             nonlocal received
             async for batch in sub:
                 received += len(batch)
+                progress.set()
                 if received >= n:
                     return
 
@@ -264,7 +266,8 @@ async def _orchestrator_dispatch_rate(n: int, folder: Path) -> float:
                 # Sustained rate, not a burst: a subscriber more than a buffer behind is told
                 # to resync (SubscriptionLagged), as a slow dashboard would be.
                 while i - received > 4000:
-                    await asyncio.sleep(0.001)
+                    progress.clear()
+                    await progress.wait()
         await task
         await engine.store.flush()
         return n / (time.perf_counter() - t0)
