@@ -143,8 +143,19 @@ async def test_enter_opens_a_map_into_its_children_and_a_child_into_its_log(
         assert list(rows) == [f"each[{i}]" for i in range(30)]
         lines = text.splitlines()
         assert lines.index(rows["each[0]"]) == lines.index(group_line(text)) + 1
+        # The panel is narrow beside the runs and agents: the error before attempt and agent.
+        assert dag.size.width < 40
         failed = rows[f"each[{FAILING}]"].split()
-        assert failed[0] == "✗" and "RuntimeError: item 7 is broken" in rows["each[7]"]
+        assert (
+            failed[:2] == ["✗", "each[7]"]
+            and failed[3:] == "RuntimeError: item 7 is broken".split()
+        )
+        await pilot.press("m")  # maximised: every column
+        await until(pilot, lambda: dag.size.width > 100 and "1/1" in dag.text())
+        rows = child_rows(dag.text())
+        failed = rows[f"each[{FAILING}]"].split()
+        assert failed[0] == "✗" and failed[3:5] == ["1/1", "py"]
+        assert " ".join(failed[5:]) == "RuntimeError: item 7 is broken"
         ok = [r for cid, r in rows.items() if cid != "each[7]"]
         # state, id, duration, attempt, agent (a loaded run's steps carry no output line)
         assert all(r.split()[0] == "✓" and r.split()[3:] == ["1/1", "py"] for r in ok), ok

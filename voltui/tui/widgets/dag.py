@@ -298,6 +298,9 @@ of the compact grid)."""
 
 _SELECTABLE = frozenset({"level", "step", "more", "child"})
 
+CHILD_NOTE_ROOM = 16
+"""Columns a child's row keeps for its error or last line: a narrower panel drops the child's
+attempt and agent cells (the run detail has them) rather than its error."""
 GROUP_OPEN = "▾"
 GROUP_SHUT = "▸"
 """Marks a map step's counts: `enter` opens (▸) or folds (▾) the list of its children."""
@@ -629,11 +632,18 @@ class DagLayout:
         agent = _middle(clean(step.agent or "-", max_len=200), self.agent_width)
         inline, _below = self.edges_of(sid)
         note = _note(step, state)
+        parts: list[str | tuple[str, str]] = [" ", (mark, style), head]
         if step.map_total is not None and not self.compact:
+            # A map holds no agent: its cell says what enter does (▸ opens, ▾ folds) and
+            # counts the children, where a narrow panel still shows them.
             marker = GROUP_OPEN if sid in self.expanded else GROUP_SHUT
             counts = step.last_line or f"{step.map_total} children"
-            note = f"{marker} {counts}" + (f"  {note}" if note and note != counts else "")
-        parts: list[str | tuple[str, str]] = [" ", (mark, style), head]
+            parts += [f"{marker} ", (clean(counts, max_len=80), "$text-muted")]
+            if inline:
+                parts += ["  ", (inline, "$text-muted")]
+            if note and note != counts:
+                parts += ["  ", (clean(note, max_len=80), "$text-muted")]
+            return Content.assemble(*parts)
         if inline or note:
             parts.append((f"{agent:<{self.agent_width}}", "$text-muted"))
         else:
@@ -658,14 +668,16 @@ class DagLayout:
         state = StepState(step.state)
         mark, style = step_symbol(step)
         attempt = f"{step.attempt}/{step.max_attempts}" if step.attempt else "-"
+        agent = _middle(clean(step.agent or "-", max_len=200), self.agent_width)
         parts: list[str | tuple[str, str]] = [
             "   ",
             (mark, style),
-            f" {ident:<{width}} {_duration(step, now):>6} ",
-            (f"{attempt:>5}", "$text-muted"),
-            " ",
-            (clean(step.agent or "-", max_len=AGENT_WIDTH), "$text-muted"),
+            f" {ident:<{width}} {_duration(step, now):>6}",
         ]
+        used = 3 + len(mark) + 2 + width + 6
+        if self.width is None or self.width >= used + 7 + len(agent) + CHILD_NOTE_ROOM:
+            parts += [" ", (f"{attempt:>5}", "$text-muted"), " ", (agent, "$text-muted")]
+        # else a narrow panel: the error or last line before the attempt and the agent
         note = _note(step, state)
         if note:
             parts += ["  ", (clean(note, max_len=120), "$text-muted")]
