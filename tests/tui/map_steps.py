@@ -35,7 +35,7 @@ async def work(ctx: Any) -> dict[str, Any]:
     ctx.log(f"working on {n}")
     if item["slow"]:
         await asyncio.sleep(item["slow"])
-    if item["fail_if"] and os.path.exists(item["fail_if"]):  # noqa: ASYNC240 (a test's flag)
+    if item["fail_if"] and await asyncio.to_thread(os.path.exists, item["fail_if"]):
         raise RuntimeError(f"item {n} is broken")
     ctx.log(f"done with {n}")
     return {"n": n}
