@@ -304,7 +304,8 @@ class _Host(App[None]):
 
 def _events(run_id: str, children: int) -> tuple[list[Event], list[Event]]:
     """A run whose map step `each` has `children` children: the events that set it up (all
-    children running), and 200 events that finish 100 of them with one line of output."""
+    children running), and two events per child that finish the last 100 (or all) of them,
+    each with one line of output."""
     seq = iter(range(1, 10**9))
 
     def ev(type_: str, **data: Any) -> Event:
@@ -322,7 +323,7 @@ def _events(run_id: str, children: int) -> tuple[list[Event], list[Event]]:
         for i in range(children)
     ]
     work: list[Event] = []
-    for i in range(children - 100, children):
+    for i in range(max(0, children - 100), children):
         work.append(ev("step:output", step=f"each[{i}]", line=f"line of {i}"))
         work.append(
             ev(
@@ -382,3 +383,30 @@ async def test_the_cost_of_an_event_does_not_grow_with_the_children() -> None:
     small, large = await cost(100), await cost(1000)
     assert large[0] < small[0] * 1.05, ("fold", small, large)
     assert large[1] < small[1] * 1.05, ("repaint", small, large)
+
+
+async def test_the_compact_grid_and_back_keep_the_open_map() -> None:
+    state = DashboardState()
+    setup, work = _events("r1", 40)
+    state.apply(setup + work[:20])
+    view = state.runs["r1"]
+    app = _Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        dag = app.query_one(DagView)
+        dag.refresh_from(view)
+        dag.move_cursor(("child", "each[35]"))  # opens the map to get there
+        assert dag.cursor == ("child", "each[35]") and len(child_rows(dag.text())) == 40
+        dag.set_compact(True)  # one cell per step: the cursor goes to the map step's cell
+        await pilot.pause()
+        assert dag.cursor == ("step", "each") and child_rows(dag.text()) == {}
+        dag.set_compact(False)
+        await pilot.pause()
+        assert dag.cursor == ("step", "each") and len(child_rows(dag.text())) == 40
+        dag.focus()
+        # a/A: the running map step and its running children (0 to 9 finished), in order
+        await pilot.press("a")
+        assert dag.cursor == ("child", "each[10]")
+        await pilot.press("A")
+        assert dag.cursor == ("step", "each")
+        await pilot.press("A")
+        assert dag.cursor == ("child", "each[39]")  # round to the end

@@ -239,10 +239,6 @@ class RunView:
     (or the loaded detail) names them: an event costs one dict lookup, whatever the number of
     children. A child not here has not started."""
 
-    def child(self, map_id: str, index: int) -> StepView | None:
-        """Child `index` of map step `map_id`, if it has done anything yet."""
-        return self.children.get(f"{map_id}[{index}]")
-
     def progress(self) -> Progress:
         """Succeeded / failed / cancelled of total, from the run's own counters (the engine
         keeps them per step, `Run.steps_succeeded` ...; the fold copies them from every

@@ -950,6 +950,8 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
             self._cursor = None
             return
         if layout.compact:
+            if cursor is not None and cursor[0] == "child":  # the grid has its map step
+                cursor = self._cursor = ("step", _group_of(cursor[1]))
             if cursor is None or cursor[0] != "step":
                 depth = cursor[1] if cursor is not None else 0
                 level = layout.levels[depth] if depth < len(layout.levels) else []
