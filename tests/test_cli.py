@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -582,15 +583,18 @@ def test_help_lists_every_command(db: Path) -> None:
 
 
 def test_watch_follows_a_run_started_by_another_process(tmp_path: Path, db: Path) -> None:
+    """The first step waits for a file the test writes once `watch` is following, so the run
+    can neither end before `watch` starts nor depend on how loaded the machine is."""
+    go = tmp_path / "go"
     workflow = tmp_path / "slow.yaml"
     steps = ["id: slow", "steps:"]
+    wait = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
     for i in (1, 2, 3):
         steps.append(f"  - id: s{i}")
         if i > 1:
             steps.append(f"    depends_on: [s{i - 1}]")
-        steps.append(
-            f"""    run: {{command: [python, -c, "import time; time.sleep(1); print('s{i}')"]}}"""
-        )
+        code = (wait if i == 1 else "") + f"print('s{i}')"
+        steps.append(f"    run: {{command: [python, -c, {json.dumps(code)}]}}")
     workflow.write_text("\n".join(steps) + "\n", encoding="utf-8")
     run_json("list", db=db)
     proc = subprocess.Popen(
@@ -600,21 +604,44 @@ def test_watch_follows_a_run_started_by_another_process(tmp_path: Path, db: Path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    watch: subprocess.Popen[str] | None = None
     try:
         runs = wait_for(lambda: run_json("list", db=db)["runs"], "the run to be recorded")
         run_id, state = runs[0]["id"], runs[0]["state"]
-        assert state in ("queued", "running"), "the run ended before watch could follow it"
-
-        result = voltui("watch", run_id, db=db)
-
-        assert result.returncode == 0, result.stdout + result.stderr
-        out = result.stdout
+        assert state in ("queued", "running")
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "voltui", "watch", run_id],
+            cwd=REPO,
+            env=cli_env(db),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert watch.stdout is not None
+        # Should watch's output ever be held back, the run still goes on: no deadlock.
+        fallback = threading.Timer(30, lambda: go.write_text("go"))
+        fallback.start()
+        seen = []
+        for line in watch.stdout:  # follows live: s1 started, and waits for the file
+            seen.append(line)
+            if re.search(r"step:started\s+s1 started", line):
+                break
+        else:
+            pytest.fail("watch ended before s1 started:\n" + "".join(seen))
+        go.write_text("go")
+        fallback.cancel()
+        rest, err = watch.communicate(timeout=TIMEOUT)
+        out = "".join(seen) + rest
+        assert watch.returncode == 0, out + err
+        assert "Traceback" not in out + err
         assert re.search(r"step:started\s+s3 started", out), out
         assert re.search(r"step:output\s+s3 stdout: s3", out), out
         assert re.search(r"workflow:succeeded\s+slow succeeded", out), out
         assert f"run {run_id} succeeded" in out
         assert proc.wait(timeout=TIMEOUT) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=TIMEOUT)
+        go.write_text("go")
+        for child in (proc, watch):
+            if child is not None and child.poll() is None:
+                child.kill()
+                child.wait(timeout=TIMEOUT)

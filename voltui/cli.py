@@ -142,7 +142,28 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="workflow input (repeatable)",
     )
+    _budget_flags(p)
     _json_flag(p, "print the final run as JSON")
+
+
+def _budget_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--budget-tokens",
+        type=t.positive_int,
+        metavar="N",
+        help="this run's LLM token budget (replaces the workflow's)",
+    )
+    p.add_argument(
+        "--budget-usd",
+        type=t.usd,
+        metavar="USD",
+        help="this run's LLM cost budget in US dollars (replaces the workflow's)",
+    )
+    p.add_argument(
+        "--over-budget",
+        choices=["fail", "approve"],
+        help="a call that could exceed the budget fails its step, or waits for approval",
+    )
 
 
 def _run_id(p: argparse.ArgumentParser) -> None:
@@ -233,6 +254,7 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
 def _replay_args(p: argparse.ArgumentParser) -> None:
     _run_id(p)
     p.add_argument("--failed", action="store_true", help="re-run only steps that did not succeed")
+    _budget_flags(p)
     _json_flag(p, "print the final run as JSON")
 
 

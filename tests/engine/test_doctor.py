@@ -139,3 +139,38 @@ def test_every_earlier_schema_version_migrates_with_its_rows(tmp_path: Path, ver
     assert run is not None and run.id == "old"
     assert [e.seq for e in events] == [1, 2]
     assert check(db).healthy
+
+
+def test_repair_keeps_schedule_cursors_and_trigger_claims(tmp_path: Path) -> None:
+    """Losing a schedule's cursor would fire it again (or miss it) after a repair."""
+    from voltui.engine.automation_state import AutomationState
+
+    db = tmp_path / "s.db"
+    _fill(db)
+
+    async def remember() -> None:
+        state = AutomationState(db)
+        try:
+            await state.ensure("nightly:0", 1000.0)
+            await state.set_paused("nightly:0", True)
+            assert await state.claim_file("inbox", "/in/a.csv", 1, 10)
+        finally:
+            state.close()
+
+    asyncio.run(remember())
+    _sql(db, "DROP TABLE steps")
+    fixed = repair(db)
+    assert fixed.kept["schedule_state"] == 1 and fixed.kept["trigger_claims"] == 1
+
+    async def after() -> tuple[object, bool]:
+        state = AutomationState(db)
+        try:
+            kept = await state.get("nightly:0")
+            again = await state.claim_file("inbox", "/in/a.csv", 1, 10)
+        finally:
+            state.close()
+        return kept, again
+
+    kept, claimed_again = asyncio.run(after())
+    assert kept is not None and kept.cursor == 1000.0 and kept.paused  # type: ignore[attr-defined]
+    assert not claimed_again  # the file already ran: the repair did not forget it

@@ -414,3 +414,68 @@ async def test_a_chatty_step_is_capped_in_the_store_spilled_to_a_file_and_thrott
         # At most 100 lines a second went out live, plus one "not shown live" note a second.
         assert 100 <= len(live) < 1000
         assert any("not shown live" in e.data["line"] for e in live)
+
+
+async def test_a_cancel_before_the_run_s_task_first_ran_returns(engine: Orchestrator) -> None:
+    """Start then cancel with no await in between that yields to the loop: the run's task is
+    cancelled before its first step. That once left `cancel_run` waiting forever (the
+    dashboard's start/cancel cycles hung now and then)."""
+    loop = asyncio.get_running_loop()
+    for _ in range(3):
+        run = await engine.run_workflow(workflow([sim("a", "5s")]))
+        me = asyncio.current_task()
+        assert me is not None
+        watchdog = loop.call_later(10, me.cancel)  # a hang fails the test instead of CI
+        try:
+            cancelled = await engine.cancel_run(run.id)
+        finally:
+            watchdog.cancel()
+        assert cancelled.state is RunState.CANCELLED
+        assert not engine.workflows.is_active(run.id)
+        stored = await engine.store.get_run(run.id)
+        assert stored is not None and stored.state is RunState.CANCELLED
+
+
+async def test_no_step_starts_while_a_cancelled_run_stops_its_steps(
+    engine: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`a` ends just before the cancel, but its commit settles while the run waits for a step
+    that is slow to stop: its dependent `b` must not start then (it used to, and outlived the
+    run, overwriting its cancelled row with its own ending)."""
+    slow_commit = engine.store.flush
+
+    async def flush() -> None:
+        await asyncio.sleep(0.3)
+        await slow_commit()
+
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); time.sleep(1.2)"
+    )
+    flow = workflow([sim("a", "1ms"), sim("b", "1ms", deps=["a"]), cmd("c", stubborn)])
+    monkeypatch.setattr(engine.store, "flush", flush)
+    run = await engine.run_workflow(flow)
+    await asyncio.sleep(0.15)  # a has ended; its commit (and so b's start) is held back
+    cancelled = await engine.cancel_run(run.id)
+    await asyncio.sleep(0.5)  # time for an orphaned b to finish, if it was started
+    assert cancelled.state is RunState.CANCELLED
+    steps = {s.step_id: s for s in (await engine.get_run(run.id)).steps}
+    assert steps["b"].state is StepState.CANCELLED
+    started = [e for e in engine.dispatcher.correlated(run.id) if e.type == "step:started"]
+    assert "b" not in [e.data["step"] for e in started]
+
+
+async def test_a_report_that_raises_ends_its_run_instead_of_stranding_it(
+    engine: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine.workflows._node_finished
+
+    def broken(ex: Any, node: Any) -> None:
+        if node.step.id == "a":
+            raise RuntimeError("bug in a report")
+        real(ex, node)
+
+    monkeypatch.setattr(engine.workflows, "_node_finished", broken)
+    run = await engine.run_workflow(workflow([sim("a", "1ms"), sim("b", "1ms", deps=["a"])]))
+    final = await asyncio.wait_for(engine.wait_run(run.id), 10)
+    assert final is not None and final.state is RunState.FAILED
+    assert "engine error: RuntimeError: bug in a report" in (final.error or "")

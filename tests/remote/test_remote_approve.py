@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.remote.conftest import until
-from voltui.engine.api import ApprovalRequest
+from voltui.engine.api import ApprovalRequest, StartRequest
 from voltui.engine.errors import UserError
-from voltui.engine.models import RunState, Workflow
+from voltui.engine.models import BudgetSpec, RunState, Workflow
 from voltui.engine.orchestrator import Orchestrator
 from voltui.remote import protocol as proto
 from voltui.remote.client import RemoteEngine
@@ -85,3 +85,21 @@ async def test_cli_approve_over_the_socket(
     assert final.state is RunState.FAILED
     error = (await engine.get_run(run.id)).steps[0].error or ""
     assert error.endswith(f"via cli over socket (unix:{sock}): no")
+
+
+async def test_a_run_s_own_budget_over_the_socket_replaces_only_what_it_names(
+    engine: Orchestrator, server: EngineServer, sock: Path, tmp_path: Path
+) -> None:
+    flow = tmp_path / "budgeted.yaml"
+    flow.write_text(
+        "id: budgeted\nbudget: {tokens: 5000, usd: 0.5}\n"
+        "steps:\n  - id: a\n    run: {simulated: {duration: 1ms}}\n"
+    )
+    async with RemoteEngine(socket_path=sock) as operator:
+        run = await operator.start_workflow(
+            StartRequest(workflow=str(flow), budget=BudgetSpec(usd=2))
+        )
+        await operator.wait_run(run.id)
+    stored = await engine.store.get_workflow(run.id)
+    assert stored is not None and stored.budget is not None
+    assert (stored.budget.tokens, stored.budget.usd) == (5000, 2)

@@ -852,3 +852,36 @@ def test_usage_has_one_rendering_and_the_runs_table_gives_cost_a_column() -> Non
     assert ["run", "workflow", "state", "progress", "time"] in order
     assert order[-1] == ["run", "workflow", "state"]
     assert "cost" not in layout(200, widths, 20, cost=False)[0]
+
+
+def test_a_resumed_run_is_live_again_and_its_old_ending_is_gone() -> None:
+    state = DashboardState.from_snapshot(empty_snapshot(seq=0))
+    state.apply([queued(1, "r1", [["gate", []]])])
+    state.apply([ev(2, "workflow:interrupted", {"state": "interrupted", "error": "stopped"}, "r1")])
+    assert state.runs["r1"].run.state is RunState.INTERRUPTED
+    again = queued(3, "r1", [["gate", []]])
+    again.data["resumed"] = True
+    state.apply([again, ev(4, "workflow:started", {}, "r1")])
+    run = state.runs["r1"].run
+    assert run.state is RunState.RUNNING
+    assert run.error is None and run.finished_at is None
+
+
+def test_llm_usage_is_kept_per_agent_for_the_agents_table() -> None:
+    from voltui.engine.models import Usage
+    from voltui.engine.usage import UsageTotals
+    from voltui.tui.widgets.agents import _sig
+
+    before = Usage(prompt_tokens=10, completion_tokens=5, calls=1, cost_usd=0.5)
+    snap = empty_snapshot(usage=UsageTotals(total=before, by_agent={"llm-a": before}))
+    state = DashboardState.from_snapshot(snap)
+    state.apply([queued(1, "r1", [["ask", []]])])
+    call = {"step": "ask", "agent": "llm-b", "model": "m", "prompt_tokens": 7}
+    call |= {"completion_tokens": 3, "cost_usd": 0.25, "run_usage": {}}
+    assert state.apply([ev(2, "step:usage", call, "r1")]) >= {"agents", "header"}
+    assert state.usage_by_agent["llm-b"].total_tokens == 10
+    assert state.usage_by_agent["llm-a"].cost_usd == 0.5
+    assert state.usage.cost_usd == 0.75
+    load = AgentLoad(id="llm-b", kind="llm", capabilities=["llm"], capacity=1)
+    assert _sig(load, state.usage_by_agent["llm-b"])[6] == "$0.2500"
+    assert _sig(load, None)[6] == ""  # no call yet: an empty cell, not $0

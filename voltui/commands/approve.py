@@ -31,7 +31,8 @@ async def cmd_approve(args: argparse.Namespace, console: Console) -> int:
         console.print(
             Text(
                 f"run {run.id} was interrupted (its engine stopped); the decision is kept: "
-                f"`voltui replay {run.id} --failed` goes on from there"
+                "the next `voltui serve` or dashboard started on this state file continues "
+                f"the run from it (or `voltui replay {run.id} --failed` goes on in a new run)"
             )
         )
     return EXIT_OK

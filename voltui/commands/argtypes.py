@@ -173,3 +173,23 @@ def tcp_address(value: str) -> tuple[str, int]:
         return parse_tcp(value)
     except UserError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--tcp {value!r}: ")) from None
+
+
+MAX_USD = 1_000_000.0
+
+
+@_refuses("", "abc", "0", "-1", "nan", "inf", "1e9")
+def usd(value: str) -> float:
+    """An amount of US dollars above zero, like 2.50 or $2.50 (`--budget-usd`)."""
+    text = value.strip().removeprefix("$")
+    try:
+        amount = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an amount in US dollars like 2.50, got {value!r}"
+        ) from None
+    if not math.isfinite(amount) or not 0 < amount <= MAX_USD:
+        raise argparse.ArgumentTypeError(
+            f"expected an amount above 0 and at most {MAX_USD:,.0f} US dollars, got {value!r}"
+        )
+    return amount

@@ -31,7 +31,7 @@ from voltui.engine.api import EngineAPI, ReplayRequest, StartRequest
 from voltui.engine.durations import format_duration
 from voltui.engine.errors import UserError
 from voltui.engine.inputs import parse_input_pairs
-from voltui.engine.models import Event, Run, RunDetail, RunState, StepState
+from voltui.engine.models import BudgetSpec, Event, Run, RunDetail, RunState, StepState
 from voltui.safetext import clean
 from voltui.states import CLI_STYLE as STATE_STYLE
 
@@ -56,18 +56,34 @@ def _check_id_lookup(engine: EngineAPI, ref: str) -> None:
         )
 
 
+def budget_override(args: argparse.Namespace) -> BudgetSpec | None:
+    """Only the limits given on the command line: the others stay the workflow's."""
+    given: dict[str, Any] = {}
+    if args.budget_tokens is not None:
+        given["tokens"] = args.budget_tokens
+    if args.budget_usd is not None:
+        given["usd"] = args.budget_usd
+    if args.over_budget is not None:
+        given["on_exceed"] = args.over_budget
+    return BudgetSpec(**given) if given else None
+
+
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     inputs = parse_input_pairs(args.input)
     workflow = _absolute_if_file(args.workflow)
     async with open_engine(args) as engine:
         if not is_remote(args):
             _check_id_lookup(engine, workflow)
-        request = StartRequest(workflow=workflow, inputs=inputs)
+        request = StartRequest(workflow=workflow, inputs=inputs, budget=budget_override(args))
         return await drive_run(engine, lambda: engine.start_workflow(request), args.json, console)
 
 
 async def cmd_replay(args: argparse.Namespace, console: Console) -> int:
-    request = ReplayRequest(run_id=args.run_id, mode="failed" if args.failed else "all")
+    request = ReplayRequest(
+        run_id=args.run_id,
+        mode="failed" if args.failed else "all",
+        budget=budget_override(args),
+    )
     async with open_engine(args) as engine:
         return await drive_run(engine, lambda: engine.replay_run(request), args.json, console)
 

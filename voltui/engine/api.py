@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from voltui.engine.models import (
     AgentLoad,
     Approval,
+    BudgetSpec,
     CacheStats,
     ComponentStatus,
     Event,
@@ -63,11 +64,18 @@ class StartRequest(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     trigger: RunTrigger = Field("manual", description="why the run starts (recorded on the run)")
     trigger_ref: str | None = Field(None, description="the schedule or file that started it")
+    budget: BudgetSpec | None = Field(
+        None,
+        description="this run's LLM budget: the fields given replace the workflow's own",
+    )
 
 
 class ReplayRequest(BaseModel):
     run_id: str
     mode: Literal["failed", "all"] = "failed"
+    budget: BudgetSpec | None = Field(
+        None, description="the replay's LLM budget: the fields given replace the run's"
+    )
 
 
 class ApprovalRequest(BaseModel):

@@ -1,8 +1,9 @@
 """Approval steps: ask a person durably, wait for the decision from any process, time out.
 
 The request is a row in the store before the step is reported waiting, so it survives the
-engine: after a crash the run is interrupted as usual and `replay --failed` asks again (an
-approval already given is reused like any succeeded step). The decision is an update of that row
+engine: after a crash (or a quit) the next long-lived engine continues the run in place and the
+same row is waited on again (`Orchestrator._resume_waiting`); `replay --failed` of a run that
+stays interrupted reuses an approval already given. The decision is an update of that row
 made by whichever process the person used (`voltui approve`, a dashboard, a server over its
 socket); the first decision wins, atomically. The run's owner reads the row every `poll`
 seconds, and at once when the decision was made in its own process.

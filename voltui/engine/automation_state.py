@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
 
-_SCHEMA = (
+SCHEMA = (
     """CREATE TABLE IF NOT EXISTS schedule_state (
         key TEXT PRIMARY KEY,
         cursor REAL NOT NULL,
@@ -51,6 +51,23 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS trigger_claims_age ON trigger_claims (claimed_at)",
 )
+"""Created on first use by whichever engine runs schedules or triggers; `voltui doctor`
+rebuilds these too (`TABLES`)."""
+
+TABLES: dict[str, tuple[str, ...]] = {
+    "schedule_state": (
+        "key",
+        "cursor",
+        "paused",
+        "pending",
+        "pending_pid",
+        "pending_since",
+        "last_fired_at",
+        "last_run_id",
+        "updated_at",
+    ),
+    "trigger_claims": ("trigger", "path", "mtime_ns", "size", "claimed_at", "run_id"),
+}
 
 
 @dataclass
@@ -90,7 +107,7 @@ class AutomationState:
             self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
         )
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        for statement in _SCHEMA:
+        for statement in SCHEMA:
             conn.execute(statement)
         return conn
 

@@ -9,6 +9,9 @@ the real usage. Keeping `spent` and `reserved` as running sums makes a check O(1
 A server that uses more tokens than the estimate (the prompt estimate is about 3 characters per
 token) can take a run slightly past its budget on the last call; that is reported in the event
 log (`budget:exceeded`) and every later call is refused, so it is never silent.
+
+With `on_exceed: approve` the engine turns a refusal into a question to a person (see
+`WorkflowManager._budget_approval`); an approved step is `allow`ed past the limit.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ class RunBudget:
         self.spent_usd = 0.0
         self._reserved_tokens = 0
         self._reserved_usd = 0.0
+        self._allowed: set[str] = set()
+
+    def allow(self, step_id: str) -> None:
+        """A person approved spending past the budget for this step's calls (`on_exceed:
+        approve`); they are still reserved and counted, so later steps see the spending."""
+        self._allowed.add(step_id)
 
     def reserve(
         self, *, model: str, prompt_tokens: int, max_tokens: int, step_id: str
@@ -59,6 +68,10 @@ class RunBudget:
                     f'[llm.prices."{model}"] input_per_1m = ..., output_per_1m = ... to the config'
                 )
             usd = cost_usd(prompt_tokens, max_tokens, price)
+        if step_id in self._allowed:
+            self._reserved_tokens += tokens
+            self._reserved_usd += usd
+            return Reservation(tokens, usd)
         if self.spec.tokens is not None:
             would = self.spent_tokens + self._reserved_tokens + tokens
             if would > self.spec.tokens:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voltui.engine import automation_state
 from voltui.engine.models import Approval, Event, Run, StepRun, Workflow
 from voltui.engine.store import EXPECTED_SCHEMA, SCHEMA_VERSION, RunStore, schema_problems
 
@@ -138,6 +139,13 @@ def repair(path: Path) -> DoctorReport:
         for table, columns in EXPECTED_SCHEMA.items():
             kept, dropped = _copy_table(source, target, table, columns)
             report.kept[table], report.dropped[table] = kept, dropped
+        # Schedule cursors and trigger claims: losing them would re-fire or drop a schedule.
+        for statement in automation_state.SCHEMA:
+            target.execute(statement)
+        for table, columns in automation_state.TABLES.items():
+            kept, dropped = _copy_table(source, target, table, columns)
+            if kept or dropped:
+                report.kept[table], report.dropped[table] = kept, dropped
         target.execute("COMMIT")
     finally:
         target.close()

@@ -481,6 +481,14 @@ class BudgetSpec(_FileModel):
 
     tokens: int | None = Field(None, ge=1, description="prompt + completion tokens")
     usd: float | None = Field(None, gt=0, description="cost from the config's price table")
+    on_exceed: Literal["fail", "approve"] = Field(
+        "fail",
+        description="a call that could exceed it fails its step, or waits for a person to "
+        "approve spending past the budget (that step's calls only)",
+    )
+    approve_timeout: Duration | None = Field(
+        None, description="with on_exceed: approve, reject when nobody decides in time"
+    )
 
 
 class Workflow(_FileModel):

@@ -38,6 +38,7 @@ from voltui.engine.loader import load_workflow
 from voltui.engine.models import (
     AgentSpec,
     Approval,
+    BudgetSpec,
     Event,
     EventQuery,
     HealthStatus,
@@ -47,6 +48,7 @@ from voltui.engine.models import (
     RunDetail,
     RunState,
     StepRun,
+    StepState,
     Workflow,
 )
 from voltui.engine.reaper import reap_orphan
@@ -105,6 +107,19 @@ def _workflow_info(wf: Workflow) -> WorkflowInfo:
         steps=len(wf.steps),
         inputs=wf.inputs,
     )
+
+
+def with_budget(workflow: Workflow, override: BudgetSpec | None) -> Workflow:
+    """The workflow with a run's own budget: the fields the request set replace the file's
+    (`--budget-usd 5` keeps the file's token limit). Stored with the run, so its replays
+    keep it."""
+    if override is None or not override.model_fields_set:
+        return workflow
+    base = workflow.budget or BudgetSpec()
+    budget = base.model_copy(
+        update={name: getattr(override, name) for name in override.model_fields_set}
+    )
+    return workflow.model_copy(update={"budget": budget})
 
 
 class Orchestrator:
@@ -167,6 +182,8 @@ class Orchestrator:
         self._follower: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.interrupted_on_start: list[str] = []
+        self.resumed_on_start: list[str] = []
+        """Runs that waited for an approval when their engine stopped, continued by this one."""
         # Schedules, triggers, notifications, metrics, traces (issue 12): engine/automation.py.
         self.automation = Automation(self)
 
@@ -243,12 +260,81 @@ class Orchestrator:
             self.dispatcher.emit(
                 "engine:started", SOURCE, {"db": str(self.store.path)}, priority=Priority.HIGH
             )
+            # Only a long-lived engine adopts runs: a one-shot command would end them again.
+            self.resumed_on_start = await self._resume_waiting()
         # ---- automation: consumers always, schedules/triggers/metrics only when watching
         try:
             await self.automation.start(watch=watch)
         except BaseException:
             await self.stop()
             raise
+
+    async def _resume_waiting(self) -> list[str]:
+        """Continue, under their own ids, the runs that were waiting for a person when their
+        engine stopped (killed, or quit): an approval is durable, so its run waits on here.
+
+        Only runs whose unfinished work was approvals are taken: a step that was at work when
+        the engine stopped may have done half its side effects, and whether to run it again is
+        the operator's call (`replay --failed`)."""
+        resumed: list[str] = []
+        for run_id in await self.store.interrupted_with_approvals():
+            try:
+                plan = await self._resume_plan(run_id)
+                if plan is None or not await self.store.claim_interrupted(plan[0]):
+                    continue
+                run, workflow, reuse = plan
+                await self.workflows.submit(workflow, run.inputs, resume=run, reuse=reuse)
+            except Exception as exc:  # one damaged run must not keep the engine from starting
+                log.warning("run %s: not resumed: %s", run_id, exc)
+                continue
+            log.info("run %s: resumed; it waits for an approval again", run_id)
+            resumed.append(run_id)
+        return resumed
+
+    async def _resume_plan(self, run_id: str) -> tuple[Run, Workflow, dict[str, StepRun]] | None:
+        """The run row to continue and the steps it keeps, or None when it must stay ended."""
+        run = await self.store.get_run(run_id)
+        workflow = await self.store.get_workflow(run_id)
+        if run is None or workflow is None or run.state is not RunState.INTERRUPTED:
+            return None
+        workflow._source = run.workflow_path
+        if missing_secrets(workflow):
+            return None
+        stored = {s.step_id: s for s in await self.store.get_steps(run_id)}
+        approvals = await self.store.approvals(run_id)
+        # A step with an open request waited for a person (an LLM call over its budget asks
+        # before it goes out), so nothing of it was under way.
+        open_requests = {a.step_id for a in approvals if a.pending}
+        reuse: dict[str, StepRun] = {}
+        for step in workflow.steps:
+            sr = stored.get(step.id)
+            if sr is None:
+                continue
+            if sr.state.ok or sr.state is StepState.FAILED:
+                reuse[step.id] = sr
+            elif sr.state is StepState.SKIPPED and sr.error == "condition false":
+                reuse[step.id] = sr
+            elif sr.started_at is None or step.run.approval is not None:
+                continue  # never started, or asking a person: scheduled as usual
+            elif step.id not in open_requests:
+                return None
+        # The store's candidates asked for an approval; one of those must still be open.
+        if not any(a.step_id not in reuse for a in approvals):
+            return None
+        run = run.model_copy(
+            update={
+                "state": RunState.QUEUED,
+                "finished_at": None,
+                "error": None,
+                "owner_pid": os.getpid(),
+                "steps_done": 0,
+                "steps_succeeded": 0,
+                "steps_failed": 0,
+                "steps_skipped": 0,
+                "steps_cancelled": 0,
+            }
+        )
+        return run, workflow, reuse
 
     async def _reap_orphans(self, run_ids: list[str]) -> None:
         """End command processes that interrupted runs left running, and say so in the log."""
@@ -549,7 +635,7 @@ class Orchestrator:
 
     async def start_workflow(self, request: StartRequest) -> Run:
         self._refuse_when_full()
-        workflow = await self._resolve_workflow(request.workflow)
+        workflow = with_budget(await self._resolve_workflow(request.workflow), request.budget)
         inputs = resolve_inputs(workflow, request.inputs)
         self._check_secrets(workflow)
         return await self.workflows.submit(
@@ -604,6 +690,7 @@ class Orchestrator:
         if workflow is None:
             raise NotFoundError(f"run {run.id} has no stored workflow definition to replay")
         workflow._source = run.workflow_path
+        workflow = with_budget(workflow, request.budget)
         self._check_secrets(workflow)
         steps = await self.store.get_steps(run.id)
         if request.mode == "failed":
@@ -637,6 +724,18 @@ class Orchestrator:
         workflow = live[1] if live is not None else await self.store.get_workflow(run.id)
         if workflow is None:
             raise NotFoundError(f"run {run.id} has no stored workflow definition")
+        asked = await self.store.get_approval(run.id, request.step_id)
+        if asked is not None and (not run.state.finished or run.state is RunState.INTERRUPTED):
+            # Any step that asked (an approval step, or an LLM call over its budget with
+            # `on_exceed: approve`, map children included).
+            return await self.workflows.approvals.decide(
+                run.id,
+                request.step_id,
+                approve=request.approve,
+                comment=request.comment,
+                by=request.by,
+                via=request.via,
+            )
         waiting = [s.id for s in workflow.steps if s.run.approval is not None]
         try:
             step = workflow.step(request.step_id)

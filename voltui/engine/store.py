@@ -704,6 +704,34 @@ class RunStore:
         )
         return Approval.model_validate_json(row[0]) if row else None
 
+    async def interrupted_with_approvals(self) -> list[str]:
+        """Interrupted runs that asked for an approval and were not replayed since: the
+        candidates an engine may resume in place (the caller checks the rest)."""
+        rows = await self._read(
+            lambda c: c.execute(
+                "SELECT DISTINCT a.run_id FROM approvals a JOIN runs r ON r.id = a.run_id "
+                "WHERE r.state = ? AND NOT EXISTS (SELECT 1 FROM runs p "
+                "WHERE json_extract(p.data, '$.replay_of') = a.run_id) ORDER BY r.created_at",
+                (RunState.INTERRUPTED.value,),
+            ).fetchall()
+        )
+        return [str(row[0]) for row in rows]
+
+    async def claim_interrupted(self, run: Run) -> bool:
+        """Take over an interrupted run for this process (`run` is its new row, queued).
+        Atomic across processes: of two engines starting at once, one wins."""
+        row = run_row(run)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE runs SET state = ?, owner_pid = ?, data = ? WHERE id = ? AND state = ?",
+                (run.state.value, run.owner_pid, row[-1], run.id, RunState.INTERRUPTED.value),
+            )
+            return cur.rowcount == 1
+
+        claimed: bool = await self._submit(write)
+        return claimed
+
     async def approvals(self, run_id: str) -> list[Approval]:
         """Every approval of one run (pending or decided)."""
         rows = await self._read(

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from voltui.engine.agents.base import StepContext
 from voltui.engine.approvals import ApprovalGate
-from voltui.engine.budget import RunBudget
+from voltui.engine.budget import BudgetExceededError, RunBudget
 from voltui.engine.cache import CacheManager, stable_key
 from voltui.engine.concurrency import ConcurrencyGate
 from voltui.engine.conditions import ConditionError, evaluate, referenced_steps, value
@@ -40,6 +40,7 @@ from voltui.engine.durations import format_duration
 from voltui.engine.errors import NotFoundError, StepError
 from voltui.engine.events import EventDispatcher
 from voltui.engine.models import (
+    ApprovalCall,
     LogLine,
     Priority,
     RetryPolicy,
@@ -132,6 +133,12 @@ class _RunExec:
     """Counters changed since the run row was last queued for the store."""
     budget: RunBudget | None = None
     """The run's LLM spending against `workflow.budget`, if it has one."""
+    draining: bool = False
+    """The scheduler is stopping (cancel, timeout, end): no step starts any more."""
+    begun: bool = False
+    """`_run` has started: from then on a stop cancels its task."""
+    resumed: bool = False
+    """Continued in place after an engine stopped: `reuse` holds every step that ended."""
 
 
 class _Journal:
@@ -214,8 +221,12 @@ class _Journal:
         if error is None:
             for ex in dirty.values():
                 self._on_progress(ex)
-            for _ex, report in reports:
-                report()
+            for ex, report in reports:
+                try:
+                    report()
+                except Exception as exc:  # an engine bug: end that run, never strand waiters
+                    log.exception("run %s: reporting a committed change failed", ex.run.id)
+                    self._on_error(ex, exc)
         else:
             failed = {id(ex): ex for ex, _ in reports} | {id(ex): ex for ex in dirty.values()}
             for ex in failed.values():
@@ -321,27 +332,35 @@ class WorkflowManager:
         run_dir: Path | None = None,
         trigger: RunTrigger = "manual",
         trigger_ref: str | None = None,
+        resume: Run | None = None,
     ) -> Run:
-        """Record a new run and schedule it; returns at once with the run queued."""
+        """Record a new run and schedule it; returns at once with the run queued.
+
+        `resume` is an interrupted run this engine has claimed (`RunStore.claim_interrupted`):
+        it continues under its own id, its finished steps (`reuse`) kept as they ended."""
         problems = validate_dag(workflow)
         if problems:
             raise ValueError("; ".join(p.message for p in problems))
-        run_id = self._new_id()
-        run = Run(
-            id=run_id,
-            workflow_id=workflow.id,
-            workflow_name=workflow.title,
-            inputs=inputs,
-            created_at=self._clock(),
-            steps_total=len(workflow.steps),
-            replay_of=replay_of,
-            replay_mode=replay_mode,
-            workflow_path=workflow.source,
-            run_dir=str(run_dir or self._runs_dir / run_id),
-            owner_pid=os.getpid(),
-            trigger=trigger,
-            trigger_ref=trigger_ref,
-        )
+        if resume is not None:
+            run = resume
+            run_id = run.id
+        else:
+            run_id = self._new_id()
+            run = Run(
+                id=run_id,
+                workflow_id=workflow.id,
+                workflow_name=workflow.title,
+                inputs=inputs,
+                created_at=self._clock(),
+                steps_total=len(workflow.steps),
+                replay_of=replay_of,
+                replay_mode=replay_mode,
+                workflow_path=workflow.source,
+                run_dir=str(run_dir or self._runs_dir / run_id),
+                owner_pid=os.getpid(),
+                trigger=trigger,
+                trigger_ref=trigger_ref,
+            )
         nodes: dict[str, _Node] = {}
         order: list[_Node] = []
         for s in workflow.steps:
@@ -356,10 +375,20 @@ class WorkflowManager:
                 nodes[dep].children.append(node)
         base_dir = await asyncio.to_thread(_workflow_folder, workflow.source)
         ex = _RunExec(run, workflow, nodes, order, Path(run.run_dir or ""), base_dir, reuse or {})
+        ex.resumed = resume is not None
         self.secrets.add_names(workflow.secrets)
         if workflow.budget is not None:
             ex.budget = RunBudget(workflow.budget, self._settings.get("llm_prices") or {})
-        await self._store.save_run(run, workflow)
+            if run.usage is not None:  # what a resumed run spent before still counts
+                ex.budget.spent_tokens = run.usage.total_tokens
+                ex.budget.spent_usd = run.usage.cost_usd
+        if resume is not None:
+            # Steps to run again start over as pending, so no reader sees them as interrupted.
+            again = [n.sr for n in order if n.step.id not in ex.reuse]
+            self._store.append_steps([step_row(sr) for sr in again])
+            await self._store.save_run(run)
+        else:
+            await self._store.save_run(run, workflow)
         self._active[run_id] = ex
         self._events.emit(
             "workflow:queued",
@@ -370,10 +399,11 @@ class WorkflowManager:
                 "inputs": inputs,
                 "steps_total": len(workflow.steps),
                 "dag": [[s.id, list(s.depends_on)] for s in workflow.steps],
-                "replay_of": replay_of,
-                "replay_mode": replay_mode,
-                "trigger": trigger,
-                "trigger_ref": trigger_ref,
+                "replay_of": run.replay_of,
+                "replay_mode": run.replay_mode,
+                "trigger": run.trigger,
+                "trigger_ref": run.trigger_ref,
+                "resumed": ex.resumed,
             },
             correlation_id=run_id,
         )
@@ -425,7 +455,9 @@ class WorkflowManager:
                     priority=Priority.HIGH,
                     correlation_id=ex.run.id,
                 )
-        if ex.task is not None and not ex.task.done():
+        # A task cancelled before its first step never runs `_run` at all (not even its
+        # `finally`), so `done` would never be set: one not begun sees `stop_reason` instead.
+        if ex.begun and ex.task is not None and not ex.task.done():
             ex.task.cancel()
         await ex.done.wait()
 
@@ -434,7 +466,11 @@ class WorkflowManager:
 
     async def _run(self, ex: _RunExec) -> None:
         run = ex.run
+        ex.begun = True
         try:
+            if ex.stop_reason is not None:  # stopped before this task first ran
+                await self._finish(ex, cancelled=True)
+                return
             try:
                 if not await self.gate.enter(run, ex.workflow):  # concurrency key busy, skip
                     await self._finish(ex, cancelled=True)
@@ -457,7 +493,8 @@ class WorkflowManager:
         run = ex.run
         try:
             run.state = RunState.RUNNING
-            run.started_at = self._clock()
+            if run.started_at is None:  # a resumed run keeps its first start
+                run.started_at = self._clock()
             ensure_private_dir(ex.run_dir)  # 0700: step artefacts are the owner's alone
             self._store.append_runs([run_row(run)])
             self._events.emit(
@@ -495,6 +532,9 @@ class WorkflowManager:
             if ex.finished < len(ex.order):
                 await ex.all_done
         finally:
+            # No new step may start from here: a commit settling while the running ones are
+            # stopped would otherwise launch a dependent that outlives the run.
+            ex.draining = True
             if ex.running:
                 tasks = list(ex.running)
                 for task in tasks:
@@ -503,7 +543,7 @@ class WorkflowManager:
 
     def _launch(self, ex: _RunExec) -> None:
         limit = ex.workflow.max_parallel
-        while ex.ready and ex.inflight < limit and not ex.closed:
+        while ex.ready and ex.inflight < limit and not ex.draining:
             node = ex.ready.popleft()
             ex.inflight += 1
             self.touches += 1
@@ -615,7 +655,7 @@ class WorkflowManager:
         except Exception as exc:
             log.error("run %s: final step states were not all committed: %s", run.id, exc)
             run.error = run.error or f"engine error: {exc}"
-        ex.closed = True
+        ex.closed = ex.draining = True
         now = self._clock()
         stopped: list[StepRun] = []
         for node in ex.order:
@@ -752,6 +792,17 @@ class WorkflowManager:
         upstream = {d: nodes[d].sr.output for d in step.depends_on}
 
         previous = ex.reuse.get(step.id)
+        if previous is not None and ex.resumed:
+            # The same run continuing: a step that ended keeps its ending, failures included
+            # (running it again would repeat its side effects).
+            node.sr = sr = previous.model_copy()
+            if sr.state.ok:
+                self._settle(ex, node, "step:succeeded", {"resumed": True})
+            elif sr.state is StepState.SKIPPED:
+                self._settle(ex, node, "step:skipped", {"reason": sr.error, "resumed": True})
+            else:
+                self._fail(ex, node, sr.error or "failed", sr.duration)
+            return
         if previous is not None and previous.state.ok:
             sr.state = StepState.SUCCEEDED
             sr.output = previous.output
@@ -851,6 +902,7 @@ class WorkflowManager:
             started = self._timer()
             error: str | None = None
             retryable = True
+            over_budget = False
             try:
                 try:
                     if step.timeout is None:
@@ -866,6 +918,7 @@ class WorkflowManager:
                 error = str(exc)
                 retryable = exc.retryable
                 sr.exit_code = exc.exit_code
+                over_budget = isinstance(exc, BudgetExceededError)
             except asyncio.CancelledError:
                 coord.release(agent, latency=self._timer() - started, success=None)
                 sr.finished_at = self._clock()
@@ -876,6 +929,18 @@ class WorkflowManager:
             latency = self._timer() - started
             if error is not None:
                 error = self.secrets.mask(error)
+            if over_budget and ex.budget is not None and ex.budget.spec.on_exceed == "approve":
+                # Refused before the call went out: nothing of the agent's failed, and the
+                # person decides without the step holding the agent.
+                coord.release(agent, latency=latency, success=None)
+                sr.pid = sr.pid_started = None
+                assert error is not None
+                refused = await self._budget_approval(ex, step, sr, error)
+                if refused is None:
+                    attempt -= 1  # the same attempt, now allowed past the budget
+                    continue
+                sr.finished_at = self._clock()
+                return _Outcome("step:failed", error=refused, duration=sr.duration)
             will_retry = error is not None and should_retry(
                 policy, attempt, error, retryable=retryable
             )
@@ -994,6 +1059,56 @@ class WorkflowManager:
             return
         reason = f"rejected by {decision.by} via {decision.via}"
         self._fail(ex, node, reason + (f": {decision.comment}" if decision.comment else ""), None)
+
+    async def _budget_approval(
+        self, ex: _RunExec, step: Step, sr: StepRun, error: str
+    ) -> str | None:
+        """`budget: {on_exceed: approve}`: ask a person whether this step may spend past the
+        run's budget. None when approved (its calls are then allowed); else why it failed."""
+        assert ex.budget is not None
+        spec = ex.budget.spec
+        call = ApprovalCall(
+            prompt=f"{error}. Approve to let step {step.id!r} spend past the run's budget.",
+            timeout=spec.approve_timeout,
+            on_timeout="reject",
+        )
+        sr.state = StepState.WAITING
+        sr.finished_at = None
+        request = await self.approvals.ask(ex.run.id, step.id, call)
+        self._store.append_steps([step_row(sr)])
+        reason = "awaiting approval: over budget"
+        self._emit_step(ex, "step:waiting", sr, {"reason": reason}, Priority.LOW)
+        self._emit_step(
+            ex,
+            "step:approval_requested",
+            sr,
+            {
+                "prompt": request.prompt,
+                "timeout_at": request.timeout_at,
+                "on_timeout": request.on_timeout,
+                "budget": True,
+            },
+            Priority.HIGH,
+        )
+        decision = await self.approvals.wait(request)
+        self._emit_step(
+            ex,
+            "step:approval_decided",
+            sr,
+            {
+                "decision": decision.decision,
+                "by": decision.by,
+                "via": decision.via,
+                "comment": decision.comment,
+                "budget": True,
+            },
+            Priority.HIGH,
+        )
+        if decision.decision == "approved":
+            ex.budget.allow(step.id)
+            return None
+        why = f"{error}; spending past the budget was rejected by {decision.by} via {decision.via}"
+        return why + (f": {decision.comment}" if decision.comment else "")
 
     def _step_view(self, ex: _RunExec, step_ids: set[str]) -> dict[str, dict[str, Any]]:
         """What expressions may read of these steps: output, state, error."""

@@ -644,13 +644,16 @@ class RemoteEngine:
         return await self._call("list_workflows", {})
 
     async def start_workflow(self, request: StartRequest) -> Run:
-        return await self._call("start_workflow", {"request": request.model_dump(mode="json")})
+        # Only the fields set: a budget override replaces just the limits it names.
+        params = {"request": request.model_dump(mode="json", exclude_unset=True)}
+        return await self._call("start_workflow", params)
 
     async def cancel_run(self, run_id: str) -> Run:
         return await self._call("cancel_run", {"run_id": run_id})
 
     async def replay_run(self, request: ReplayRequest) -> Run:
-        return await self._call("replay_run", {"request": request.model_dump(mode="json")})
+        params = {"request": request.model_dump(mode="json", exclude_unset=True)}
+        return await self._call("replay_run", params)
 
     async def get_run(self, run_id: str) -> RunDetail:
         detail: RunDetail = await self._call("get_run", {"run_id": run_id})

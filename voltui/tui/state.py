@@ -81,6 +81,7 @@ _PROGRESS_CHANGE = frozenset({"runs", "dag"})
 _STEP_CHANGE = frozenset({"dag"})
 _APPROVAL_CHANGE = frozenset({"dag", "header"})
 _HEADER = frozenset({"header"})
+_HEADER_AND_AGENTS = frozenset({"header", "agents"})
 """An approval asked or decided: the step in the DAG, and the banner (drawn with the header)."""
 _AGENTS_CHANGE = frozenset({"agents"})
 _COMPONENT_CHANGE = frozenset({"health"})
@@ -383,6 +384,8 @@ class DashboardState:
         """Run ids changed by the last `apply`, so the DAG panel can skip an untouched run."""
         self.usage = Usage()
         """LLM tokens and cost of every call the engine made since it started (the header)."""
+        self.usage_by_agent: dict[str, Usage] = {}
+        """The same per agent (the agents table's `llm` column)."""
         self.approvals: dict[tuple[str, str], PendingApproval] = {}
         """Approval steps waiting for a decision, oldest first (the banner and `a`/`x`)."""
         self.fold_errors = 0
@@ -447,6 +450,7 @@ class DashboardState:
             st.runs[run.id] = RunView(run=run)
         st._set_cache(snapshot.cache)
         st.usage = snapshot.usage.total.model_copy()
+        st.usage_by_agent = {a: u.model_copy() for a, u in snapshot.usage.by_agent.items()}
         for approval in snapshot.approvals:
             st.approvals[(approval.run_id, approval.step_id)] = PendingApproval(
                 approval.run_id,
@@ -579,6 +583,11 @@ class DashboardState:
                 run.trigger = trigger
                 run.trigger_ref = _text(d.get("trigger_ref")) or None
             rv = self.runs[cid] = RunView(run=run)
+        elif d.get("resumed"):
+            # An interrupted run continued by an engine: live again, its end no longer known.
+            rv.run.state = RunState.QUEUED
+            rv.run.finished_at = None
+            rv.run.error = None
         reason = d.get("reason")
         rv.queued_reason = _text(reason) if reason and rv.run.state is RunState.QUEUED else None
         if not rv.detail_loaded:
@@ -699,7 +708,12 @@ class DashboardState:
         rv = self.runs.get(ev.correlation_id or "")
         if rv is not None and isinstance(d.get("run_usage"), dict):
             rv.run.usage = Usage.model_validate(d["run_usage"])
-        return _HEADER
+        agent = d.get("agent")
+        if not isinstance(agent, str):
+            return _HEADER
+        before = self.usage_by_agent.get(agent)
+        self.usage_by_agent[agent] = call if before is None else before.plus(call)
+        return _HEADER_AND_AGENTS
 
     def _on_map_progress(self, ev: Event) -> frozenset[str]:
         """A map step's note counts its children: `▶ 3 ✓ 41 ✗ 1 / 50`."""

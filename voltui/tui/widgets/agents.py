@@ -5,15 +5,16 @@ from __future__ import annotations
 from rich.text import Text
 
 from voltui.engine.durations import format_duration
-from voltui.engine.models import AgentLoad
+from voltui.engine.models import AgentLoad, Usage
+from voltui.engine.usage import format_usage
 from voltui.tui.state import DashboardState
 from voltui.tui.widgets._table import KeyedTable
 from voltui.tui.widgets._util import bar, safe
 
-AgentSig = tuple[str, int, int, int, int, str, bool, float, str, str]
+AgentSig = tuple[str, int, int, int, int, str, str, bool, float, str, str]
 
 
-def _sig(a: AgentLoad) -> AgentSig:
+def _sig(a: AgentLoad, usage: Usage | None) -> AgentSig:
     """What the row shows, as plain values (see `KeyedTable.sync`)."""
     return (
         a.id,
@@ -22,6 +23,7 @@ def _sig(a: AgentLoad) -> AgentSig:
         a.completed,
         a.failed,
         format_duration(a.mean_latency),
+        format_usage(usage, short=True),
         a.healthy,
         a.weight,
         a.kind,
@@ -30,13 +32,14 @@ def _sig(a: AgentLoad) -> AgentSig:
 
 
 def _cells(sig: AgentSig) -> list[Text]:
-    aid, active, capacity, completed, failed, mean, healthy, weight, kind, caps = sig
+    aid, active, capacity, completed, failed, mean, llm, healthy, weight, kind, caps = sig
     return [
         safe(aid, max_len=30),
         Text(f"{active}/{capacity} {bar(active, capacity, 6)}"),
         Text(str(completed)),
         Text(str(failed)),
         Text(mean),
+        Text(llm),
         Text("ok" if healthy else "SICK"),
         Text(f"{weight:g}"),
         safe(kind, max_len=12),
@@ -55,6 +58,7 @@ class AgentsTable(KeyedTable):
         "done",
         "failed",
         "mean",
+        "llm",
         "health",
         "weight",
         "kind",
@@ -68,5 +72,9 @@ class AgentsTable(KeyedTable):
     def refresh_from(self, state: DashboardState) -> None:
         """Rows sorted by agent id, so they never jump around as agents report load; the
         cursor stays on its agent when one comes or goes (`KeyedTable.sync`)."""
-        agents = state.agents
-        self.sync({aid: _sig(agents[aid]) for aid in sorted(agents)}, _cells, ordered=True)
+        agents, usage = state.agents, state.usage_by_agent
+        self.sync(
+            {aid: _sig(agents[aid], usage.get(aid)) for aid in sorted(agents)},
+            _cells,
+            ordered=True,
+        )
