@@ -782,7 +782,9 @@ class DashboardState:
             if state.ok:
                 sv.error = None
                 reused = d.get("reused_from")
-                sv.reused_from = _text(reused, 64) if reused else None
+                # (a run resumed in place after a restart keeps its own results: not a reuse)
+                own = reused == ev.correlation_id
+                sv.reused_from = _text(reused, 64) if reused and not own else None
             else:
                 sv.error = _text(d.get("error") or d.get("reason")) or sv.error
         return _STEP_CHANGE
@@ -1189,5 +1191,5 @@ def _step_from_run(step_id: str, depends_on: Sequence[str], sr: StepRun | None) 
         started_at=sr.started_at,
         finished_at=sr.finished_at,
         error=_text(sr.error),
-        reused_from=_text(sr.reused_from, 64),
+        reused_from=_text(sr.reused_from, 64) if sr.reused_from != sr.run_id else None,
     )
