@@ -410,3 +410,23 @@ async def test_the_compact_grid_and_back_keep_the_open_map() -> None:
         assert dag.cursor == ("step", "each")
         await pilot.press("A")
         assert dag.cursor == ("child", "each[39]")  # round to the end
+
+
+def test_a_step_kept_across_a_restart_is_not_reused_from_its_own_run() -> None:
+    """A run resumed in place keeps its finished steps with `reused_from` = its own id: that
+    is not a replay's reuse, and the DAG must not say so; another run's id is."""
+    state = DashboardState()
+    dag = [["a", []], ["b", []]]
+
+    def ev(seq: int, type_: str, **data: Any) -> Event:
+        return Event(seq=seq, ts=1.0, type=type_, source="t", correlation_id="r1", data=data)
+
+    state.apply(
+        [
+            ev(1, "workflow:queued", workflow_id="w", dag=dag),
+            ev(2, "step:succeeded", step="a", state="succeeded", reused_from="r1"),
+            ev(3, "step:succeeded", step="b", state="succeeded", reused_from="r0"),
+        ]
+    )
+    steps = state.runs["r1"].steps
+    assert steps["a"].reused_from is None and steps["b"].reused_from == "r0"
