@@ -261,6 +261,10 @@ async def _orchestrator_dispatch_rate(n: int, folder: Path) -> float:
             engine.dispatcher.emit("bench:event", "bench", data, correlation_id="run")
             if i % 1000 == 999:
                 await asyncio.sleep(0)
+                # Sustained rate, not a burst: a subscriber more than a buffer behind is told
+                # to resync (SubscriptionLagged), as a slow dashboard would be.
+                while i - received > 4000:
+                    await asyncio.sleep(0.001)
         await task
         await engine.store.flush()
         return n / (time.perf_counter() - t0)

@@ -71,3 +71,12 @@ def test_agent_operation_summaries() -> None:
     assert summarize(slot) == "ask rate limited for a free slot (max_concurrent 2 of agent a)"
     fan = ev("step:map_progress", step="m", running=3, succeeded=41, failed=1, total=50)
     assert summarize(fan) == "m children: 3 running, 41 ok, 1 failed of 50"
+
+
+def test_a_resumed_run_says_so() -> None:
+    from voltui.engine.models import Event
+    from voltui.summaries import summarize
+
+    data = {"name": "Review", "steps_total": 5, "resumed": True}
+    event = Event(seq=1, ts=0.0, type="workflow:queued", source="t", data=data)
+    assert summarize(event) == "Review resumed after its engine stopped (waits for an approval)"

@@ -75,6 +75,8 @@ def summarize(event: Event) -> str:
     if t in ("step:skipped", "step:cancelled"):
         return f"{step} {t.split(':')[1]}: {_d(d, 'reason')}"
     if t == "workflow:queued":
+        if d.get("resumed"):
+            return f"{_d(d, 'name')} resumed after its engine stopped (waits for an approval)"
         return f"{_d(d, 'name')} queued ({d.get('steps_total', '?')} steps)"
     if t == "workflow:started":
         return f"{_d(d, 'name')} started"

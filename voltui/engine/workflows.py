@@ -797,7 +797,7 @@ class WorkflowManager:
             # (running it again would repeat its side effects).
             node.sr = sr = previous.model_copy()
             if sr.state.ok:
-                self._settle(ex, node, "step:succeeded", {"resumed": True})
+                self._settle(ex, node, "step:succeeded", {"resumed": True, "duration": sr.duration})
             elif sr.state is StepState.SKIPPED:
                 self._settle(ex, node, "step:skipped", {"reason": sr.error, "resumed": True})
             else:
@@ -1020,6 +1020,8 @@ class WorkflowManager:
             # Approved after the engine that ran the original died: that decision stands.
             carried = await self._store.get_approval(ex.run.replay_of, step.id)
         request = await self.approvals.ask(ex.run.id, step.id, call, carried=carried)
+        if ex.resumed:  # the same question since it was first asked, across the restart
+            sr.queued_at = sr.started_at = request.requested_at
         self._store.append_steps([step_row(sr)])
         self._emit_step(ex, "step:waiting", sr, {"reason": "awaiting approval"}, Priority.LOW)
         self._emit_step(

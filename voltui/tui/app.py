@@ -1029,7 +1029,8 @@ class VoltApp(App[None]):
         if active and self.embedded:
             question = Text(
                 f"{active} run(s) are active. Quit anyway? Active runs will be interrupted "
-                "(they can be replayed later)."
+                "(they can be replayed later); a run waiting only for an approval waits on "
+                "and continues when voltui starts again."
             )
             if not await self.push_screen_wait(ConfirmScreen(question, id=QUIT_CONFIRM)):
                 return
