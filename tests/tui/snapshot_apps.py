@@ -35,6 +35,7 @@ from voltui.engine.loader import load_workflow
 from voltui.engine.models import AgentSpec, RunSpec, SimulatedCall, Workflow
 from voltui.engine.orchestrator import Orchestrator
 from voltui.tui.app import SLOW_REFRESH, VoltApp
+from voltui.tui.state import RATE_WINDOW
 from voltui.tui.widgets import DagView, RunsTable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -274,6 +275,73 @@ async def reach_several_runs(pilot: Pilot[None]) -> None:
             await engine.cancel_run(run.id)
         await until(pilot, _in_state(app, run.id, outcome), f"{workflow_id} {outcome}")
     await reach_mid_run(pilot)
+
+
+def map_workflow() -> Workflow:
+    """A map over 30 planned items (`tests.tui.map_steps`), four at a time: items 20 to 23
+    run for minutes, item 7 fails, the rest end at once; so the map sits with 19 children
+    succeeded, one failed, four running and six not started."""
+    step = "tests.tui.map_steps:"
+    plan = {"count": 30, "fail": [7], "fail_if": __file__, "slow": [20, 21, 22, 23]}
+    plan["slow_seconds"] = RUNNING_SECONDS
+    return Workflow.model_validate(
+        {
+            "id": "review_fanout",
+            "name": "Review fan-out",
+            "steps": [
+                {
+                    "id": "plan",
+                    "requires": ["python"],
+                    "run": {"python": step + "plan"},
+                    "params": plan,
+                },
+                {
+                    "id": "each",
+                    "depends_on": ["plan"],
+                    "requires": ["python"],
+                    "map": {
+                        "over": "${steps.plan.output.tasks}",
+                        "max_parallel": 4,
+                        "on_failure": "collect",
+                    },
+                    "run": {"python": step + "work"},
+                },
+                {
+                    "id": "gather",
+                    "depends_on": ["each"],
+                    "requires": ["python"],
+                    "run": {"python": step + "total"},
+                },
+            ],
+        }
+    )
+
+
+async def reach_map_run(pilot: Pilot[None]) -> str:
+    """Start `map_workflow` and wait until its map sits as described there, selected."""
+    app = pilot.app
+    assert isinstance(app, SnapshotApp)
+    await until(pilot, lambda: app.state is not None, "dashboard snapshot")
+    run = await app.orchestrator.run_workflow(map_workflow())
+
+    def settled() -> bool:
+        view = app.state.runs.get(run.id) if app.state else None
+        if view is None or len(view.children) != 24:
+            return False
+        states = sorted(str(c.state) for c in view.children.values())
+        return states == sorted(["succeeded"] * 19 + ["failed"] + ["running"] * 4)
+
+    await until(pilot, settled, "map children settled")
+    runs = app.query_one(RunsTable)
+    await until(pilot, lambda: run.id in runs.rows, "run listed")
+    runs.move_cursor(row=runs.get_row_index(run.id))
+    await until(pilot, lambda: app.selected_run == run.id, "run selected")
+    # The agents' load events are paced by time, so their number (and the header's event
+    # rate) varies from run to run: let the rate window pass them by (the monotonic clock
+    # only paces; durations and uptime read the pinned wall clock).
+    app.mono.advance(RATE_WINDOW + 1.0)
+    await settle(pilot)
+    return run.id
 
 
 async def open_with_key(pilot: Pilot[None], key: str, screen: type) -> None:

@@ -193,6 +193,27 @@ async def test_help_shows_remapped_keys(engine: Orchestrator) -> None:
         assert "?" not in keys and "/" not in keys
 
 
+async def test_help_lists_the_dag_panels_own_keys(engine: Orchestrator) -> None:
+    """`?` has a section with the DAG panel's own keys, read from its BINDINGS (so the help
+    never drifts from them), with the keymap applied as for the app's keys."""
+    app = VoltApp(engine, keymap={"dag.next_failed": "f"})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        body = str(app.screen.query_one("#help-body").render())
+        assert "DAG panel (2)" in body
+        section = body.split("DAG panel (2)\n", 1)[1].split("\n\n", 1)[0]
+        keys = {line[2:18].strip(): line[18:].strip() for line in section.splitlines()}
+        assert len(keys) == len(DagView.BINDINGS)
+        assert {b.description for b in DagView.BINDINGS} == set(keys.values())  # type: ignore[union-attr]
+        assert keys["f"] == "Next failed" and "n" not in keys
+        assert keys["N"] == "Previous failed"
+        assert keys["a"] == "Next running" and keys["A"] == "Previous running"
+        assert keys["g, home"] == "First row" and keys["G, end"] == "Last row"
+        assert keys["l, →"] == "Open map step or level" and keys["h, ←"] == "Fold map step or level"
+        assert keys["⏎"] == "Open step, level or map step"
+
+
 async def test_untrusted_output_is_literal(engine: Orchestrator, tmp_path: Path) -> None:
     script = "import sys; print('[bold]x[/] ' + chr(27) + '[31mred' + chr(27) + '[0m')"
     path = write_workflow(

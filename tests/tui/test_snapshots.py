@@ -21,8 +21,10 @@ from tests.tui.snapshot_apps import (
     SnapshotApp,
     fixed_timezone,
     open_with_key,
+    reach_map_run,
     reach_mid_run,
     reach_several_runs,
+    settle,
 )
 from voltui.tui.screens import HelpScreen, StartScreen
 from voltui.tui.widgets import DagView, RunsTable
@@ -88,6 +90,24 @@ def test_dag_mid_run(snap_compare: SnapCompare, app: SnapshotApp) -> None:
         assert RUNNING_STEP in dag.text()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)
+
+
+def test_dag_map_step_open(snap_compare: SnapCompare, app: SnapshotApp) -> None:
+    """`enter` on a map step lists its children under it: 19 succeeded, item 7 failed with
+    its error, four running with their last line, six not started."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await reach_map_run(pilot)
+        await pilot.press("2", "m")
+        dag = pilot.app.query_one(DagView)
+        await pilot.press("g", "j", "j", "j")
+        assert dag.cursor == ("step", "each")
+        await pilot.press("enter")
+        assert "each[29]" in dag.text()
+        await pilot.press("j")  # the cursor on the first child
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)
 
 
 def test_start_dialog(snap_compare: SnapCompare, app: SnapshotApp) -> None:

@@ -1021,6 +1021,11 @@ class RunDetail(BaseModel):
     run: Run
     workflow: Workflow
     steps: list[StepRun]
+    children: list[StepRun] = Field(
+        default_factory=list,
+        description="rows of the children of map steps (`ID[i]`), as stored; empty for a run "
+        "without a map step (and from an engine older than this field)",
+    )
 
 
 # --------------------------------------------------------------------------- events

@@ -784,15 +784,20 @@ class Orchestrator:
         live = self.workflows.live(run.id)
         if live is not None:
             run, workflow, steps = live
-            return RunDetail(run=run, workflow=workflow, steps=steps)
+            children: list[StepRun] = []
+            if any(s.map is not None for s in workflow.steps):  # children live in the store
+                await self.store.flush()
+                ids = {s.id for s in workflow.steps}
+                children = [s for s in await self.store.get_steps(run.id) if s.step_id not in ids]
+            return RunDetail(run=run, workflow=workflow, steps=steps, children=children)
         workflow = await self.store.get_workflow(run.id)
         if workflow is None:
             raise NotFoundError(f"run {run.id} has no stored workflow definition")
         stored = {s.step_id: s for s in await self.store.get_steps(run.id)}
-        from voltui.engine.models import StepRun
-
         steps = [stored.get(s.id) or StepRun(run_id=run.id, step_id=s.id) for s in workflow.steps]
-        return RunDetail(run=run, workflow=workflow, steps=steps)
+        ids = {s.id for s in workflow.steps}
+        children = [s for sid, s in stored.items() if sid not in ids]
+        return RunDetail(run=run, workflow=workflow, steps=steps, children=children)
 
     async def list_runs(self, state: RunState | None = None, limit: int = 50) -> list[Run]:
         stored = await self.store.list_runs(state=state, limit=limit)

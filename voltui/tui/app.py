@@ -705,10 +705,18 @@ class VoltApp(App[None]):
     def bindings_with_keymap(self) -> list[Binding]:
         """The app's bindings, then the runs table's and the cursor keys every table shares,
         with the configured keymap applied (for the help screen)."""
+        return self._with_keymap((*self.BINDINGS, *RunsTable.BINDINGS))
+
+    def help_sections(self) -> list[tuple[str, list[Binding]]]:
+        """The panels' own keys for the help screen, from their BINDINGS (keymap applied)."""
+        return [("DAG panel (2)", self._with_keymap(DagView.BINDINGS))]
+
+    def _with_keymap(self, bindings: Iterable[BindingType]) -> list[Binding]:
+        """`bindings` (each id once) with the configured keymap applied."""
         keymap = self._keymap
         seen: set[str | None] = set()
         out: list[Binding] = []
-        for b in (*self.BINDINGS, *RunsTable.BINDINGS):
+        for b in bindings:
             if not isinstance(b, Binding) or (b.id is not None and b.id in seen):
                 continue
             seen.add(b.id)
@@ -970,7 +978,7 @@ class VoltApp(App[None]):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self.bindings_with_keymap()))
+            self.push_screen(HelpScreen(self.bindings_with_keymap(), self.help_sections()))
 
     def action_focus_panel(self, panel: str) -> None:
         """Focus a panel; one hidden at this terminal size is shown maximised instead."""

@@ -101,6 +101,36 @@ def _text(value: object, limit: int = ERROR_CHARS) -> str | None:
     return clean(raw[: limit * 2], max_len=limit)
 
 
+def map_child(step_id: object) -> tuple[str, int] | None:
+    """`("review", 3)` for the id of a map's child `review[3]`; None for any other id. Step ids
+    cannot contain brackets, so the split is unambiguous."""
+    if step_id.__class__ is not str or not step_id.endswith("]"):  # type: ignore[attr-defined]
+        return None
+    sid: str = step_id  # type: ignore[assignment]
+    cut = sid.rfind("[")
+    digits = sid[cut + 1 : -1]
+    if cut <= 0 or not digits.isdigit():
+        return None
+    return sid[:cut], int(digits)
+
+
+def map_note(
+    total: object,
+    running: object = 0,
+    succeeded: object = 0,
+    failed: object = 0,
+    cancelled: object = 0,
+) -> str:
+    """A map step's note, counting its children: `▶ 3 ✓ 41 ✗ 1 / 50` (failed and cancelled
+    only when there are some)."""
+    parts = [f"▶ {running}", f"✓ {succeeded}"]
+    if failed:
+        parts.append(f"✗ {failed}")
+    if cancelled:
+        parts.append(f"■ {cancelled}")
+    return f"{' '.join(parts)} / {total}"
+
+
 # --------------------------------------------------------------------------- views
 
 
@@ -139,6 +169,11 @@ class StepView:
     queue_wait: float | None = None
     """Seconds the latest attempt waited for an agent (`step:waiting` to `step:started`),
     shown apart from the duration."""
+    reused_from: str | None = None
+    """The run whose stored result this step reused (a replay of the failed steps), cleaned."""
+    map_total: int | None = None
+    """Children of a map step (`ID[0]` ... `ID[n-1]`, in `RunView.children`); None for a step
+    that is not a map, or a map not started yet."""
 
     @property
     def duration(self) -> float | None:
@@ -198,7 +233,12 @@ class RunView:
     changed_steps: set[str] = field(default_factory=set)
     """Ids of steps whose state changed since the DAG panel last looked (kept only while
     `watched`). The panel takes and clears it, so its per-level counts cost what changed, not
-    the size of the run. A new `steps` dict (a loaded DAG) means "look at everything again"."""
+    the size of the run. A new `steps` dict (a loaded DAG) means "look at everything again".
+    A map step whose number of children changed is recorded here too."""
+    children: dict[str, StepView] = field(default_factory=dict)
+    """The children of the run's map steps by id (`review[3]`), created as their first event
+    (or the loaded detail) names them: an event costs one dict lookup, whatever the number of
+    children. A child not here has not started."""
 
     def progress(self) -> Progress:
         """Succeeded / failed / cancelled of total, from the run's own counters (the engine
@@ -608,9 +648,17 @@ class DashboardState:
     # ------------------------------------------------------------------ steps
 
     def _step_view(self, rv: RunView, sid: Any) -> StepView | None:
-        """The step's view; for a run whose DAG is not loaded yet, one kept aside until it is."""
+        """The step's view; for a run whose DAG is not loaded yet, one kept aside until it is.
+        A map's child (`review[3]`) has its own view in `RunView.children`."""
         if rv.detail_loaded:
-            return rv.steps.get(sid)
+            sv = rv.steps.get(sid)
+            if sv is None:
+                sv = rv.children.get(sid)
+                if sv is None:
+                    parsed = map_child(sid)
+                    if parsed is not None and parsed[0] in rv.steps:
+                        sv = rv.children[sid] = StepView(id=sid, depends_on=[])
+            return sv
         sv = rv.early_steps.get(sid)
         if sv is None and isinstance(sid, str):
             sv = rv.early_steps[sid] = StepView(id=sid, depends_on=[])
@@ -673,13 +721,26 @@ class DashboardState:
         if sv is None:
             return _NONE
         d = ev.data
-        parts = [f"▶ {d.get('running', 0)}", f"✓ {d.get('succeeded', 0)}"]
-        if d.get("failed"):
-            parts.append(f"✗ {d['failed']}")
-        if d.get("cancelled"):
-            parts.append(f"■ {d['cancelled']}")
-        sv.last_line = f"{' '.join(parts)} / {d.get('total', '?')}"
+        total = d.get("total")
+        sv.last_line = map_note(
+            "?" if total is None else total,
+            d.get("running", 0),
+            d.get("succeeded", 0),
+            d.get("failed", 0),
+            d.get("cancelled", 0),
+        )
+        if total.__class__ is int:
+            self._set_map_total(ev, sv, total)  # type: ignore[arg-type]
         return _STEP_CHANGE
+
+    def _set_map_total(self, ev: Event, sv: StepView, total: int) -> None:
+        """A map step's number of children, from its `step:started` or `step:map_progress`."""
+        if sv.map_total == total or total < 0:
+            return
+        sv.map_total = total
+        rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
+        if rv is not None and rv.watched:
+            rv.changed_steps.add(sv.id)  # an open group's rows change
 
     def _on_step(self, ev: Event) -> frozenset[str]:
         rv = self.runs.get(ev.correlation_id)  # type: ignore[arg-type]
@@ -692,7 +753,7 @@ class DashboardState:
         state = _STEP_STATES.get(d.get("state") or ev.type[5:])  # 5 == len("step:")
         if state is None:
             return _NONE
-        if rv.watched and state is not sv.state:
+        if rv.watched and state is not sv.state and sv.id in rv.steps:
             rv.changed_steps.add(sv.id)
         sv.state = state
         attempt = d.get("attempt")
@@ -707,6 +768,7 @@ class DashboardState:
             sv.started_at = ev.ts
             sv.finished_at = None
             sv.error = None
+            sv.reused_from = None
         elif state is StepState.WAITING:
             sv.error = None
         elif state is StepState.RETRYING:
@@ -719,6 +781,10 @@ class DashboardState:
                 sv.started_at = ev.ts
             if state.ok:
                 sv.error = None
+                reused = d.get("reused_from")
+                # (a run resumed in place after a restart keeps its own results: not a reuse)
+                own = reused == ev.correlation_id
+                sv.reused_from = _text(reused, 64) if reused and not own else None
             else:
                 sv.error = _text(d.get("error") or d.get("reason")) or sv.error
         return _STEP_CHANGE
@@ -745,10 +811,14 @@ class DashboardState:
         if not rv.detail_loaded:
             return changed
         d = ev.data
-        sv = rv.steps[d["step"]]
+        sv = self._step_view(rv, d["step"])
+        if sv is None:
+            return changed
         state = sv.state
         if state is StepState.RUNNING:
             sv.took = None
+            if d.get("kind") == "map" and d.get("children").__class__ is int:
+                self._set_map_total(ev, sv, d["children"])
             wait = d.get("queue_wait")
             if wait.__class__ is float or wait.__class__ is int:
                 sv.queue_wait = max(0.0, float(wait))  # type: ignore[arg-type]
@@ -961,10 +1031,68 @@ class DashboardState:
         rv.steps = steps
         rv.levels = compute_levels((s.id, s.depends_on) for s in detail.workflow.steps)
         rv.detail_loaded = True
+        self._add_children(rv, detail, old, by_id)
         if rv.run.state.finished:
             rv.run.steps_done = sum(1 for sv in steps.values() if sv.state.finished)
         if len(self.runs) > self.max_runs:
             self._evict_runs()
+
+    def _add_children(
+        self,
+        rv: RunView,
+        detail: RunDetail,
+        old: dict[str, StepView],
+        by_id: dict[str, StepRun],
+    ) -> None:
+        """The children of the run's map steps, from the detail (`RunDetail.children`, the
+        store's rows) and what the fold saw first-hand; each map step's number of children
+        and its counting note. Once per loaded detail: O(children), never per event."""
+        steps = rv.steps
+        maps = {s.id for s in detail.workflow.steps if s.map is not None}
+        before = rv.children
+        kept: dict[str, StepView] = {}
+        for sid, sv in (*old.items(), *before.items()):
+            parsed = map_child(sid)
+            if parsed is not None and parsed[0] in steps and sv.seen:
+                kept[sid] = sv
+        children: dict[str, StepView] = {}
+        for sr in getattr(detail, "children", None) or ():
+            parsed = map_child(sr.step_id)
+            if parsed is None or parsed[0] not in steps:
+                continue
+            maps.add(parsed[0])
+            children[sr.step_id] = kept.get(sr.step_id) or _step_from_run(sr.step_id, (), sr)
+        for sid, sv in kept.items():
+            children.setdefault(sid, sv)
+        rv.children = children
+        if not maps:
+            return
+        tally: dict[str, dict[StepState, int]] = {m: {} for m in maps if m in steps}
+        highest: dict[str, int] = {}
+        for sid, sv in children.items():
+            parent, index = map_child(sid)  # type: ignore[misc]
+            counts = tally.get(parent)
+            if counts is None:
+                continue
+            counts[sv.state] = counts.get(sv.state, 0) + 1
+            highest[parent] = max(highest.get(parent, -1), index)
+        for map_id, counts in tally.items():
+            sv = steps[map_id]
+            sr = by_id.get(map_id)
+            output = None if sr is None else sr.output
+            total = len(output) if isinstance(output, list) else highest.get(map_id, -1) + 1
+            if not total and sv.state in (StepState.PENDING, StepState.SKIPPED):
+                continue  # not started (or never will): not a group yet
+            if sv.map_total is None or sv.map_total < total:
+                sv.map_total = total
+            if not (sv.seen and sv.last_line):  # the fold's own counts are first-hand
+                sv.last_line = map_note(
+                    sv.map_total,
+                    counts.get(StepState.RUNNING, 0) + counts.get(StepState.RETRYING, 0),
+                    counts.get(StepState.SUCCEEDED, 0) + counts.get(StepState.CACHED, 0),
+                    counts.get(StepState.FAILED, 0),
+                    counts.get(StepState.CANCELLED, 0),
+                )
 
     def _evict_runs(self) -> None:
         """Keep at most `max_runs`: drop the oldest finished runs, then (rarely) the oldest."""
@@ -1063,4 +1191,5 @@ def _step_from_run(step_id: str, depends_on: Sequence[str], sr: StepRun | None) 
         started_at=sr.started_at,
         finished_at=sr.finished_at,
         error=_text(sr.error),
+        reused_from=_text(sr.reused_from, 64) if sr.reused_from != sr.run_id else None,
     )

@@ -1,9 +1,11 @@
-"""Every binding of the dashboard with its key and what it does."""
+"""Every binding of the dashboard with its key and what it does: the app's (and the runs
+table's), then a section per panel with keys of its own (the DAG's), read from the bindings
+themselves so the help never drifts from the keys."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -35,15 +37,30 @@ def binding_keys(binding: Binding, key_display: Callable[[Binding], str]) -> str
     return ", ".join(key_display(dataclasses.replace(binding, key=k)) for k in keys)
 
 
-def help_text(
-    bindings: list[Binding], key_display: Callable[[Binding], str] = _plain_key_display
-) -> Text:
-    text = Text()
-    text.append("voltui keys\n\n", style="bold")
+Section = tuple[str, Sequence[Binding]]
+"""A titled list of bindings: a panel's own keys (`("DAG panel (2)", DagView's bindings)`)."""
+
+
+def _binding_lines(
+    text: Text, bindings: Sequence[Binding], key_display: Callable[[Binding], str]
+) -> None:
     for b in bindings:
         keys = binding_keys(b, key_display)
         text.append(f"  {clean(keys, max_len=40):<16}", style="bold")  # keymap: a config file
         text.append(f"{b.description}\n")
+
+
+def help_text(
+    bindings: Sequence[Binding],
+    key_display: Callable[[Binding], str] = _plain_key_display,
+    sections: Sequence[Section] = (),
+) -> Text:
+    text = Text()
+    text.append("voltui keys\n\n", style="bold")
+    _binding_lines(text, bindings, key_display)
+    for title, panel_bindings in sections:
+        text.append(f"\n{title}\n", style="bold")
+        _binding_lines(text, panel_bindings, key_display)
     text.append("\nDAG symbols\n", style="bold")
     text.append(f"  {SYMBOLS}\n")
     text.append("\nescape or ? closes this help", style="dim")
@@ -51,7 +68,8 @@ def help_text(
 
 
 class HelpScreen(ModalScreen[None]):
-    """Lists the bindings it is given (the app passes its own BINDINGS)."""
+    """Lists the bindings it is given (the app passes its own BINDINGS), then each section
+    (a panel's own keys) under its title."""
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
@@ -63,13 +81,15 @@ class HelpScreen(ModalScreen[None]):
     """
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close", id="help.close")]
 
-    def __init__(self, bindings: list[Binding]) -> None:
+    def __init__(self, bindings: Sequence[Binding], sections: Sequence[Section] = ()) -> None:
         super().__init__()
         self.bindings = bindings
+        self.sections = sections
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Static(help_text(self.bindings, self.app.get_key_display), id="help-body")
+            body = help_text(self.bindings, self.app.get_key_display, self.sections)
+            yield Static(body, id="help-body")
         yield Footer()
 
     def action_close(self) -> None:

@@ -40,7 +40,7 @@ from voltui.safetext import clean, clean_multiline
 from voltui.states import label as state_label
 from voltui.states import look
 from voltui.tui.calls import engine_call
-from voltui.tui.state import compute_levels
+from voltui.tui.state import compute_levels, map_child
 from voltui.tui.widgets._table import NavTable
 from voltui.tui.widgets._util import wall_now
 from voltui.tui.widgets.logview import LogView
@@ -232,6 +232,10 @@ class RunDetailScreen(Screen[None]):
         self.initial_step = step
         self.detail: RunDetail | None = None
         """The last `get_run` result; None until the first fetch returns."""
+        self.children_shown: list[str] = [step] if step and map_child(step) else []
+        """Children of map steps (`review[3]`) listed in the table, each under its map step:
+        the one the DAG opened the screen on (a map may have thousands)."""
+        self._by_id: dict[str, StepRun] = {}
         self.selected_step: str | None = None
         self.follow = True
         """Whether the log scrolls to each new line (`l` toggles)."""
@@ -307,6 +311,7 @@ class RunDetailScreen(Screen[None]):
                     )
                 return
             self.detail = detail
+            self._by_id = {s.step_id: s for s in (*detail.steps, *detail.children)}
             self._render_header()
             self._sync_table()
             if self.selected_step is not None:
@@ -320,7 +325,8 @@ class RunDetailScreen(Screen[None]):
     # ------------------------------------------------------------------ rendering
 
     def _step_runs(self) -> dict[str, StepRun]:
-        return {s.step_id: s for s in self.detail.steps} if self.detail else {}
+        """The run's steps and the children of its map steps, by id (from the last fetch)."""
+        return self._by_id
 
     def _render_header(self) -> None:
         detail = self.detail
@@ -356,6 +362,10 @@ class RunDetailScreen(Screen[None]):
         order = [
             sid for level in compute_levels((s.id, s.depends_on) for s in wf_steps) for sid in level
         ]
+        for child in self.children_shown:
+            parsed = map_child(child)
+            if parsed is not None and parsed[0] in order:
+                order.insert(order.index(parsed[0]) + 1, child)
         for step_id in order:
             cells = step_row(step_id, by_id.get(step_id), wall_now(self))
             if step_id in table.rows:

@@ -12,10 +12,18 @@ level lists under its summary only the steps that need attention (failed, retryi
 The counts follow the run at the cost of what changed: the fold records the steps whose state
 changed (`RunView.changed_steps`) and the panel adjusts its per-level counts for those alone.
 
-Keys (on the focused panel): `j`/`k`/arrows move the cursor over levels and steps, `g`/`G` and
-`Home`/`End` to the first and last row, `enter` opens the step (its log and attempts) or opens
-or folds a level, `l`/`h` (or right/left) open and fold the cursor's level, `n`/`N` go to the
-next/previous failed step and `a`/`A` to the next/previous active (running or retrying) one.
+A map step (dynamic fan-out) is one row whose note counts its children (`▸ ▶ 3 ✓ 41 ✗ 1 / 50`);
+`enter` opens it (`▾`) into one row per child `ID[i]` under it (state, duration, attempt, agent,
+last line or error), and `enter` on a child opens that child's log and attempts. Child rows are
+row references like the others, built into text only while on screen, from the views the fold
+keeps in `RunView.children`: a map of thousands costs a repaint what its visible rows cost.
+
+Keys (on the focused panel): `j`/`k`/arrows move the cursor over levels, steps and children,
+`g`/`G` and `Home`/`End` to the first and last row, `enter` opens the step (its log and
+attempts), opens or folds a level or a map step, `l`/`h` (or right/left) open and fold the map
+step under the cursor or else the cursor's level, `n`/`N` go to the next/previous failed step
+and `a`/`A` to the next/previous active (running or retrying) one, children of an open map
+step included.
 
 Symbols carry the meaning so the panel reads without colour (NO_COLOR, screenshots, logs):
 ✓ succeeded, ✗ failed, ▶ running, ↻ retrying, … waiting, · pending, an en dash skipped,
@@ -98,6 +106,25 @@ def _duration(step: StepView, now: float | None = None) -> str:
     if step.started_at is None:
         return ""
     return format_duration(step.elapsed(time.time() if now is None else now))
+
+
+def _note(step: StepView, state: StepState) -> str | None:
+    """What a step row says after its agent: the error of a failed step, the retry and its
+    error, the run whose result a replay reused, else the last output line."""
+    if state is StepState.FAILED:
+        return step.error
+    if state is StepState.RETRYING:
+        return f"retry {step.attempt}/{step.max_attempts}" + (
+            f": {step.error}" if step.error else ""
+        )
+    if step.reused_from and state.ok:
+        return f"reused from run {step.reused_from[:12]}"
+    return step.last_line
+
+
+def _group_of(child_id: str) -> str:
+    """The map step of a child id: `review` of `review[3]`."""
+    return child_id[: child_id.rfind("[")]
 
 
 def _middle(text: str, width: int) -> str:
@@ -265,10 +292,18 @@ def common_prefix(ids: list[str]) -> str:
 
 Row = tuple[str, Any]
 """A row of the body: `("level", depth)`, `("step", step_id)`, `("edge", step_id)` (the edges
-of a step on a line of their own), `("more", depth)` (steps of a folded level not listed) or
-`("grid", line)` (a line of the compact grid)."""
+of a step on a line of their own), `("more", depth)` (steps of a folded level not listed),
+`("child", "review[3]")` (a child of an open map step, under it) or `("grid", line)` (a line
+of the compact grid)."""
 
-_SELECTABLE = frozenset({"level", "step", "more"})
+_SELECTABLE = frozenset({"level", "step", "more", "child"})
+
+CHILD_NOTE_ROOM = 16
+"""Columns a child's row keeps for its error or last line: a narrower panel drops the child's
+attempt and agent cells (the run detail has them) rather than its error."""
+GROUP_OPEN = "▾"
+GROUP_SHUT = "▸"
+"""Marks a map step's counts: `enter` opens (▸) or folds (▾) the list of its children."""
 
 
 class DagLayout:
@@ -322,6 +357,8 @@ class DagLayout:
         self.rank: dict[Row, int] = {}
         """Where each row is in `selectable`."""
         self._dirty_blocks: set[int] = set(range(len(self.levels)))
+        self.expanded: dict[str, int] = {}
+        """Open map steps, each with the number of child rows listed under it."""
         self.relayout(width)
 
     # ------------------------------------------------------------------ counts
@@ -366,6 +403,11 @@ class DagLayout:
             step = self.steps.get(sid)
             if old is None or step is None:
                 continue
+            listed = self.expanded.get(sid)
+            if listed is not None and listed != (step.map_total or 0):
+                self.expanded[sid] = step.map_total or 0  # the map's children are known now
+                self._dirty_blocks.add(self.level_of[sid])
+                restructure = True
             wider |= self._see_agent(step)
             new = StepState(step.state)
             if new is old:
@@ -428,9 +470,13 @@ class DagLayout:
 
     def _block(self, depth: int) -> list[Row]:
         rows: list[Row] = [("level", depth)]
+        expanded = self.expanded
         if self.folded[depth]:
             listed = self.attention_listed(depth)
-            rows += [("step", sid) for sid in listed]
+            for sid in listed:
+                rows.append(("step", sid))
+                if sid in expanded:
+                    rows += self._child_rows(sid)
             if len(self.attention[depth]) > len(listed):
                 rows.append(("more", depth))
             return rows
@@ -438,7 +484,33 @@ class DagLayout:
             rows.append(("step", sid))
             if self.edges_of(sid)[1]:
                 rows.append(("edge", sid))
+            if sid in expanded:
+                rows += self._child_rows(sid)
         return rows
+
+    def _child_rows(self, sid: str) -> list[Row]:
+        """One row per child of the open map step `sid`, started or not (row references: the
+        text of a child is built only while its row is on screen)."""
+        return [("child", f"{sid}[{i}]") for i in range(self.expanded[sid])]
+
+    # ------------------------------------------------------------------ map groups
+
+    def is_group(self, sid: str) -> bool:
+        """Whether `sid` is a map step whose children can be listed under it."""
+        step = self.steps.get(sid)
+        return step is not None and step.map_total is not None
+
+    def set_expanded(self, sid: str, expanded: bool) -> bool:
+        """Open or fold the list of a map step's children; whether anything changed."""
+        if expanded == (sid in self.expanded) or (expanded and not self.is_group(sid)):
+            return False
+        if expanded:
+            self.expanded[sid] = self.steps[sid].map_total or 0
+        else:
+            del self.expanded[sid]
+        self._dirty_blocks.add(self.level_of[sid])
+        self._join()
+        return True
 
     def attention_listed(self, depth: int) -> list[str]:
         """The steps listed under folded level `depth`: failed, retrying, then running ones,
@@ -532,6 +604,8 @@ class DagLayout:
             )
         if kind == "grid":
             return self._grid_line(key, cursor)
+        if kind == "child":
+            return self._child_line(key, now)
         return Content("")
 
     def _level_line(self, depth: int) -> Content:
@@ -557,15 +631,19 @@ class DagLayout:
         head = f" {ident:<{self.id_width}} {_duration(step, now):>6} "
         agent = _middle(clean(step.agent or "-", max_len=200), self.agent_width)
         inline, _below = self.edges_of(sid)
-        if state is StepState.FAILED:
-            note = step.error
-        elif state is StepState.RETRYING:
-            note = f"retry {step.attempt}/{step.max_attempts}" + (
-                f": {step.error}" if step.error else ""
-            )
-        else:
-            note = step.last_line
+        note = _note(step, state)
         parts: list[str | tuple[str, str]] = [" ", (mark, style), head]
+        if step.map_total is not None and not self.compact:
+            # A map holds no agent: its cell says what enter does (▸ opens, ▾ folds) and
+            # counts the children, where a narrow panel still shows them.
+            marker = GROUP_OPEN if sid in self.expanded else GROUP_SHUT
+            counts = step.last_line or f"{step.map_total} children"
+            parts += [f"{marker} ", (clean(counts, max_len=80), "$text-muted")]
+            if inline:
+                parts += ["  ", (inline, "$text-muted")]
+            if note and note != counts:
+                parts += ["  ", (clean(note, max_len=80), "$text-muted")]
+            return Content.assemble(*parts)
         if inline or note:
             parts.append((f"{agent:<{self.agent_width}}", "$text-muted"))
         else:
@@ -574,6 +652,35 @@ class DagLayout:
             parts += ["  ", (inline, "$text-muted")]
         if note:
             parts += ["  ", (clean(note, max_len=80), "$text-muted")]
+        return Content.assemble(*parts)
+
+    def _child_line(self, cid: str, now: float | None) -> Content:
+        """A child of an open map step: its state, id, duration, attempt, agent and last line
+        (or error), indented under the map step."""
+        parent = cid[: cid.rfind("[")]
+        step = self.view.children.get(cid)
+        total = self.expanded.get(parent, 0)
+        width = min(ID_WIDTH, len(clean(parent)) + 2 + len(str(max(0, total - 1))))
+        ident = _middle(clean(cid), width)
+        if step is None:  # not started
+            mark, style = SYMBOL[StepState.PENDING]
+            return Content.assemble("   ", (mark, style), f" {ident}")
+        state = StepState(step.state)
+        mark, style = step_symbol(step)
+        attempt = f"{step.attempt}/{step.max_attempts}" if step.attempt else "-"
+        agent = _middle(clean(step.agent or "-", max_len=200), self.agent_width)
+        parts: list[str | tuple[str, str]] = [
+            "   ",
+            (mark, style),
+            f" {ident:<{width}} {_duration(step, now):>6}",
+        ]
+        used = 3 + len(mark) + 2 + width + 6
+        if self.width is None or self.width >= used + 7 + len(agent) + CHILD_NOTE_ROOM:
+            parts += [" ", (f"{attempt:>5}", "$text-muted"), " ", (agent, "$text-muted")]
+        # else a narrow panel: the error or last line before the attempt and the agent
+        note = _note(step, state)
+        if note:
+            parts += ["  ", (clean(note, max_len=120), "$text-muted")]
         return Content.assemble(*parts)
 
     def _grid_line(self, line: int, cursor: Row | None) -> Content:
@@ -628,7 +735,7 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         # Not in the footer (it must fit 80 columns): the panel's subtitle names them.
-        Binding("enter", "select", "Open step", show=False, id="dag.open"),
+        Binding("enter", "select", "Open step, level or map step", show=False, id="dag.open"),
         Binding("n", "jump('failed', 1)", "Next failed", show=False, id="dag.next_failed"),
         Binding("N", "jump('failed', -1)", "Previous failed", show=False, id="dag.prev_failed"),
         Binding("a", "jump('active', 1)", "Next running", show=False, id="dag.next_active"),
@@ -639,8 +746,8 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
         Binding("G,end", "edge(True)", "Last row", show=False, id="dag.last"),
         Binding("pagedown", "page(1)", "Page down", show=False, id="dag.page_down"),
         Binding("pageup", "page(-1)", "Page up", show=False, id="dag.page_up"),
-        Binding("l,right", "sideways(1)", "Open level", show=False, id="dag.unfold"),
-        Binding("h,left", "sideways(-1)", "Fold level", show=False, id="dag.fold"),
+        Binding("l,right", "sideways(1)", "Open map step or level", show=False, id="dag.unfold"),
+        Binding("h,left", "sideways(-1)", "Fold map step or level", show=False, id="dag.fold"),
     ]
 
     class StepChosen(Message):
@@ -695,11 +802,14 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
         ):
             new_run = self._view is None or view.run.id != self._view.run.id
             old_folds = None if layout is None or new_run else layout.folded
+            old_groups = [] if layout is None or new_run else list(layout.expanded)
             self._view, self._steps, self._levels = view, view.steps, view.levels
             layout = self._layout = DagLayout(view, width, self.compact)
             if old_folds is not None and len(old_folds) == len(layout.folded):
                 for depth, folded in enumerate(old_folds):
                     layout.set_folded(depth, folded)
+            for sid in old_groups:
+                layout.set_expanded(sid, True)
             if new_run:
                 self._cursor = None
                 self.scroll_to(y=0, animate=False, immediate=True)
@@ -822,7 +932,8 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
 
     @property
     def cursor(self) -> Row | None:
-        """The row under the cursor: `("step", id)`, `("level", depth)` or `("more", depth)`."""
+        """The row under the cursor: `("step", id)`, `("level", depth)`, `("more", depth)` or
+        `("child", "review[3]")`."""
         return self._cursor
 
     @property
@@ -839,6 +950,8 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
             self._cursor = None
             return
         if layout.compact:
+            if cursor is not None and cursor[0] == "child":  # the grid has its map step
+                cursor = self._cursor = ("step", _group_of(cursor[1]))
             if cursor is None or cursor[0] != "step":
                 depth = cursor[1] if cursor is not None else 0
                 level = layout.levels[depth] if depth < len(layout.levels) else []
@@ -847,6 +960,11 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
             return
         if cursor in layout.index:
             return
+        if cursor is not None and cursor[0] == "child":
+            cursor = ("step", _group_of(cursor[1]))  # its map step folded: the cursor goes up
+            if cursor in layout.index:
+                self._cursor = cursor
+                return
         if cursor is not None and cursor[0] == "step" and cursor[1] in layout.level_of:
             self._cursor = ("level", layout.level_of[cursor[1]])
         elif layout.index:
@@ -872,11 +990,14 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
         layout = self._layout
         if layout is None:
             return
-        if not layout.compact and row not in layout.index and row[0] == "step":
-            depth = layout.level_of.get(row[1])
+        if not layout.compact and row not in layout.index and row[0] in ("step", "child"):
+            sid = row[1] if row[0] == "step" else _group_of(row[1])
+            depth = layout.level_of.get(sid)
             if depth is None:
                 return
             layout.set_folded(depth, False)
+            if row[0] == "child":
+                layout.set_expanded(sid, True)
             self.fold_version += 1
             self._resize()
         self._cursor = row
@@ -945,7 +1066,9 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
         if layout is None or cursor is None or self._view is None:
             return
         kind, key = cursor
-        if kind == "step":
+        if kind == "step" and not layout.compact and layout.is_group(key):
+            self._set_expanded(key, key not in layout.expanded)
+        elif kind in ("step", "child"):
             self.post_message(self.StepChosen(self._view.run.id, key))
         elif kind == "level":
             self._set_folded(key, not layout.folded[key])
@@ -953,38 +1076,82 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
             self._set_folded(key, False)
 
     def action_unfold(self) -> None:
+        """`l`: open the map step under the cursor, else the cursor's level."""
+        group = self._cursor_group()
+        if group is not None and group not in self._layout.expanded:  # type: ignore[union-attr]
+            self._set_expanded(group, True)
+            return
         depth = self._cursor_level()
         if depth is not None:
             self._set_folded(depth, False)
 
     def action_fold(self) -> None:
+        """`h`: fold the open map step the cursor is on or in, else the cursor's level."""
+        group = self._cursor_group()
+        if group is not None and group in self._layout.expanded:  # type: ignore[union-attr]
+            self._set_expanded(group, False)
+            return
         depth = self._cursor_level()
         if depth is not None:
             self._set_folded(depth, True)
 
+    def _cursor_group(self) -> str | None:
+        """The map step the cursor is on (or on a child of), in the level layout."""
+        layout = self._layout
+        cursor = self._cursor
+        if layout is None or cursor is None or layout.compact:
+            return None
+        kind, key = cursor
+        if kind == "child":
+            return _group_of(key)
+        return key if kind == "step" and layout.is_group(key) else None
+
+    def _set_expanded(self, sid: str, expanded: bool) -> None:
+        """Open or fold a map step's children; folding puts the cursor back on the step."""
+        layout = self._layout
+        if layout is None or not layout.set_expanded(sid, expanded):
+            return
+        self.fold_version += 1
+        if not expanded:
+            self._cursor = ("step", sid)
+        self._fix_cursor()
+        self._resize()
+        self._scroll_to_cursor()
+        self._repaint()
+
     def action_jump(self, which: str, direction: int) -> None:
         """`n`/`N` (failed) and `a`/`A` (running or retrying): the next such step after the
-        cursor in reading order, round to the start at the end."""
+        cursor in reading order, round to the start at the end. The children of an open map
+        step count too (a look at each of them per key press, never per event)."""
         layout = self._layout
         if layout is None:
             return
         found = layout.failed if which == "failed" else layout.active
-        if not found:
+        wanted = {StepState.FAILED} if which == "failed" else ACTIVE
+        pos = layout.pos
+        ranked: list[tuple[float, Row]] = [(pos[sid], ("step", sid)) for sid in found]
+        if not layout.compact:
+            children = layout.view.children
+            for group, n in layout.expanded.items():
+                base = pos[group]
+                for i in range(n):
+                    cid = f"{group}[{i}]"
+                    child = children.get(cid)
+                    if child is not None and child.state in wanted:
+                        ranked.append((base + (i + 1) / (n + 2), ("child", cid)))
+        if not ranked:
             what = "failed" if which == "failed" else "running"
             self.app.bell()
             self.notify(f"no {what} step in this run", timeout=2, markup=False)
             return
-        pos = layout.pos
-        ranked = sorted(found, key=pos.__getitem__)
-        keys = [pos[sid] for sid in ranked]
+        ranked.sort(key=lambda pair: pair[0])
+        keys = [key for key, _row in ranked]
         here = self._cursor_pos()
         if direction > 0:
             n = bisect.bisect_right(keys, here)
-            target = ranked[n % len(ranked)]
         else:
             n = bisect.bisect_left(keys, here) - 1
-            target = ranked[n % len(ranked)]
-        self.move_cursor(("step", target))
+        self.move_cursor(ranked[n % len(ranked)][1])
 
     def _cursor_pos(self) -> float:
         """Where the cursor is in reading order (a level's summary sits before its steps)."""
@@ -995,6 +1162,10 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
         kind, key = cursor
         if kind == "step":
             return layout.pos.get(key, -1)
+        if kind == "child":
+            group = _group_of(key)
+            index = int(key[len(group) + 1 : -1])
+            return layout.pos.get(group, -1) + (index + 1) / (layout.expanded.get(group, 0) + 2)
         level = layout.levels[key] if 0 <= key < len(layout.levels) else []
         if not level:
             return -1
@@ -1007,6 +1178,8 @@ class DagView(ScrollView, can_focus=True, inherit_bindings=False):
         if layout is None or cursor is None or layout.compact:
             return None
         kind, key = cursor
+        if kind == "child":
+            return layout.level_of.get(_group_of(key))
         return layout.level_of.get(key) if kind == "step" else key
 
     def _set_folded(self, depth: int, folded: bool) -> None:
