@@ -259,3 +259,36 @@ async def test_small_terminal_layouts(engine: Orchestrator) -> None:
         await pilot.pause()
         assert app.query_one("#too-small").display
         assert not app.query_one("#panels").display
+
+
+async def test_start_form_sets_this_run_s_own_budget(engine: Orchestrator) -> None:
+    """agent_review's file says {tokens: 20000, usd: 0.05}; the form shows both, refuses a
+    wrong amount, and a changed one becomes this run's budget (the other stays the file's)."""
+    from textual.widgets import Input
+
+    app = VoltApp(engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, StartScreen))
+        options = app.screen.query_one(OptionList)
+        options.highlighted = options.get_option_index("agent_review")
+        await pilot.press("enter")
+        await until(pilot, lambda: bool(app.screen.query("#budget-usd")))
+        tokens = app.screen.query_one("#budget-tokens", Input)
+        usd = app.screen.query_one("#budget-usd", Input)
+        assert (tokens.value, usd.value) == ("20000", "0.05")
+        usd.value = "lots"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, StartScreen)  # refused, with the reason under the field
+        assert "expected an amount" in str(app.screen.query_one("#budget-error-usd").render())
+        assert app.screen.focused is usd
+        usd.value = "$1.50"
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: bool(app.state and app.state.runs))
+        run_id = next(iter(app.state.runs))
+    stored = await engine.store.get_workflow(run_id)
+    assert stored is not None and stored.budget is not None
+    assert (stored.budget.tokens, stored.budget.usd) == (20000, 1.5)

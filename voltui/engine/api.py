@@ -55,6 +55,7 @@ class WorkflowInfo(BaseModel):
     steps: int
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     schedules: list[ScheduleInfo] = Field(default_factory=list)
+    budget: BudgetSpec | None = Field(None, description="the workflow's own LLM budget")
 
 
 class StartRequest(BaseModel):

@@ -106,6 +106,7 @@ def _workflow_info(wf: Workflow) -> WorkflowInfo:
         path=wf.source,
         steps=len(wf.steps),
         inputs=wf.inputs,
+        budget=wf.budget,
     )
 
 

@@ -6,6 +6,10 @@ field is checked as it is typed with the engine's own coercion (`coerce_value`),
 form accepts is exactly what `start_workflow` accepts, and the run cannot be started while a
 field is wrong.
 
+A workflow with a `budget:` also opens the form: its token and dollar limits are fields too,
+prefilled with the file's, and a changed one becomes this run's own budget
+(`StartRequest.budget`, the same as `voltui run --budget-usd`); an emptied one means no limit.
+
 Everything shown comes from a workflow file, so all of it passes `clean` first, form fields
 included: an Input writes its value to the terminal as it is. A default that `clean` would
 change (an escape sequence, a bidi override) is not put in the field at all; the field stays
@@ -27,7 +31,7 @@ from textual.widgets.option_list import Option
 
 from voltui.engine.api import StartRequest, WorkflowInfo
 from voltui.engine.inputs import coerce_value
-from voltui.engine.models import InputSpec
+from voltui.engine.models import BudgetSpec, InputSpec
 from voltui.safetext import clean
 
 
@@ -94,6 +98,29 @@ def check_field(spec: InputSpec, raw: str) -> tuple[Any, str | None]:
     if spec.choices is not None and value not in spec.choices:
         options = ", ".join(render_value(c) for c in spec.choices)
         return None, f"must be one of {options}"
+    return value, None
+
+
+BUDGET_FIELDS = {"tokens": "LLM budget of this run: tokens", "usd": "LLM budget of this run: US$"}
+
+
+def budget_text(budget: BudgetSpec | None, which: str) -> str:
+    value = getattr(budget, which, None) if budget is not None else None
+    return "" if value is None else f"{value:g}" if which == "usd" else str(value)
+
+
+def check_budget(which: str, raw: str) -> tuple[int | float | None, str | None]:
+    """One budget field: empty is no limit; else a whole number of tokens or dollars above 0."""
+    text = raw.strip().removeprefix("$") if which == "usd" else raw.strip()
+    if not text:
+        return None, None
+    try:
+        value: int | float = int(text) if which == "tokens" else float(text)
+    except ValueError:
+        what = "a whole number of tokens" if which == "tokens" else "an amount like 2.50"
+        return None, f"expected {what}, or nothing for no limit"
+    if not 0 < value < float("inf"):
+        return None, "must be above 0 (or empty for no limit)"
     return value, None
 
 
@@ -178,7 +205,7 @@ class StartScreen(ModalScreen[StartRequest | None]):
 
     async def on_mount(self) -> None:
         wf = next((w for w in self.workflows if w.id == self._initial), None)
-        if wf is not None and wf.inputs:
+        if wf is not None and (wf.inputs or wf.budget is not None):
             await self._open_form(wf)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -194,7 +221,7 @@ class StartScreen(ModalScreen[StartRequest | None]):
         wf = next((w for w in self.workflows if w.id == event.option.id), None)
         if wf is None:
             return
-        if not wf.inputs:
+        if not wf.inputs and wf.budget is None:
             self.dismiss(StartRequest(workflow=wf.id))
             return
         await self._open_form(wf)
@@ -220,6 +247,20 @@ class StartScreen(ModalScreen[StartRequest | None]):
                 )
             )
             widgets.append(Static(Text(""), id=f"error-{key}", classes="field-error -empty"))
+        if wf.budget is not None:
+            for which, label in BUDGET_FIELDS.items():
+                widgets.append(Static(Text(label, style="bold"), classes="field-label"))
+                widgets.append(
+                    Input(
+                        value=budget_text(wf.budget, which),
+                        placeholder="no limit",
+                        id=f"budget-{which}",
+                        select_on_focus=False,
+                    )
+                )
+                widgets.append(
+                    Static(Text(""), id=f"budget-error-{which}", classes="field-error -empty")
+                )
         widgets.append(
             Horizontal(
                 Button("Start (ctrl+s)", variant="primary", id="start-submit"),
@@ -235,7 +276,8 @@ class StartScreen(ModalScreen[StartRequest | None]):
         self.refresh_bindings()
         for key in self._fields:
             self._check(key)
-        self.query_one(f"#input-{next(iter(self._fields))}", Input).focus()
+        first = f"#input-{next(iter(self._fields))}" if self._fields else "#budget-tokens"
+        self.query_one(first, Input).focus()
 
     def _back_to_list(self) -> None:
         self.chosen = None
@@ -269,10 +311,36 @@ class StartScreen(ModalScreen[StartRequest | None]):
             field.add_class("-invalid")
         return value, error
 
+    def _check_budget(self, which: str) -> tuple[int | float | None, str | None]:
+        field = self.query_one(f"#budget-{which}", Input)
+        value, error = check_budget(which, field.value)
+        label = self.query_one(f"#budget-error-{which}", Static)
+        label.update(Text(error or ""))
+        label.set_class(error is None, "-empty")
+        field.set_class(error is not None, "-invalid")
+        return value, error
+
+    def _budget(self) -> tuple[BudgetSpec | None, str | None]:
+        """This run's budget: only the limits changed from the file's (None: none changed),
+        or the id of the first wrong field."""
+        wf = self.chosen
+        if wf is None or wf.budget is None:
+            return None, None
+        changed: dict[str, int | float | None] = {}
+        for which in BUDGET_FIELDS:
+            value, error = self._check_budget(which)
+            if error is not None:
+                return None, f"#budget-{which}"
+            if value != getattr(wf.budget, which):
+                changed[which] = value
+        return (BudgetSpec(**changed) if changed else None), None  # type: ignore[arg-type]
+
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
         if self.chosen is not None and event.input.id and event.input.id.startswith("input-"):
             self._check(event.input.id.removeprefix("input-"))
+        elif self.chosen is not None and event.input.id and event.input.id.startswith("budget-"):
+            self._check_budget(event.input.id.removeprefix("budget-"))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Enter moves to the next field, then to the Start button (never starts by itself)."""
@@ -299,7 +367,11 @@ class StartScreen(ModalScreen[StartRequest | None]):
         if first_bad is not None:
             self.query_one(f"#input-{first_bad}", Input).focus()
             return
-        self.dismiss(StartRequest(workflow=wf.id, inputs=values))
+        budget, bad_budget = self._budget()
+        if bad_budget is not None:
+            self.query_one(bad_budget, Input).focus()
+            return
+        self.dismiss(StartRequest(workflow=wf.id, inputs=values, budget=budget))
 
     def action_back(self) -> None:
         if self.chosen is not None:
