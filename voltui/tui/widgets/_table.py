@@ -86,6 +86,7 @@ class KeyedTable(NavTable):
         self._cells: dict[str, list[Text]] = {}
         self.new_above = 0
         """Rows that arrived above the cursor since it was last on the first row."""
+        self._rebuilding = False
         self.note = ""
         """A standing remark for the border subtitle (after "N new above")."""
 
@@ -104,7 +105,12 @@ class KeyedTable(NavTable):
             return False
         selected = self.selected_key()
         self._shown, self._widths = index, sizes
-        self.clear(columns=True)
+        self._known = [k.value for k in self.rows]  # for the next sync: which rows are new
+        self._rebuilding = True  # the cursor's trip to row 0 is not the operator's
+        try:
+            self.clear(columns=True)
+        finally:
+            self._rebuilding = False
         for i, width in zip(index, sizes, strict=True):
             label = self.COLUMNS[i]
             self.add_column(label, key=label, width=width)
@@ -114,6 +120,8 @@ class KeyedTable(NavTable):
         return True
 
     _reselect: str | None = None
+    _known: list[str | None] | None = None
+    _rebuilding: bool = False
 
     # ------------------------------------------------------------------ rows
 
@@ -172,24 +180,34 @@ class KeyedTable(NavTable):
     ) -> None:
         selected = self.selected_key() or self._reselect
         self._reselect = None
-        self.clear()
-        self._sigs.clear()
-        self._cells.clear()
-        for key, sig in rows.items():
-            self._add(key, sig, render)
-        if selected is not None and selected in rows:
-            row = self.get_row_index(selected)
-            self.move_cursor(row=row, scroll=False)
-            if row > 0:
-                # Rows that were not there before and now sit above the cursor: new arrivals.
-                known = set(current)
-                if known:
-                    self.new_above += sum(1 for key in list(rows)[:row] if key not in known)
+        if not current and self._known:  # the columns were just rebuilt: rows were there
+            current = self._known
+        self._known = None
+        # `clear()` puts the cursor on row 0 for a moment, which would look like the operator
+        # went back to the top and forget the arrivals counted so far.
+        above, self.new_above = self.new_above, 0
+        self._rebuilding = True
+        try:
+            self.clear()
+            self._sigs.clear()
+            self._cells.clear()
+            for key, sig in rows.items():
+                self._add(key, sig, render)
+            if selected is not None and selected in rows:
+                row = self.get_row_index(selected)
+                self.move_cursor(row=row, scroll=False)
+                if row > 0:
+                    # Rows that were not there before and now sit above the cursor: arrivals.
+                    known = set(current)
+                    new = sum(1 for key in list(rows)[:row] if key not in known) if known else 0
+                    self.new_above = above + new
+        finally:
+            self._rebuilding = False
         self._show_subtitle()
 
     def watch_cursor_coordinate(self, old: object, new: object) -> None:
         super().watch_cursor_coordinate(old, new)  # type: ignore[arg-type]
-        if self.cursor_row == 0 and self.new_above:
+        if self.cursor_row == 0 and self.new_above and not self._rebuilding:
             self.new_above = 0
             self._show_subtitle()
 
