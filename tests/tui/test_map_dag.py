@@ -133,12 +133,12 @@ async def test_enter_opens_a_map_into_its_children_and_a_child_into_its_log(
         text = dag.text()
         assert child_rows(text) == {}
         group = group_line(text)
-        assert "▸ ▶ 0 ✓ 29 ✗ 1 / 30" in group  # shut: enter opens it
+        assert "▸ ✓ 29 ✗ 1 / 30" in group  # shut: enter opens it
         assert "1 of 30 children failed (all ran); each[7]: RuntimeError" in group
 
         await pilot.press("enter")  # the group opens: one row per child, under it
         text = dag.text()
-        assert "▾ ▶ 0 ✓ 29 ✗ 1 / 30" in group_line(text)
+        assert "▾ ✓ 29 ✗ 1 / 30" in group_line(text)
         rows = child_rows(text)
         assert list(rows) == [f"each[{i}]" for i in range(30)]
         lines = text.splitlines()
@@ -265,7 +265,7 @@ async def test_events_and_the_run_detail_agree_and_a_replay_shows_reused_childre
     loaded = await from_detail(engine, first)
     assert child_figures(loaded, first) == folded  # the store's rows, through get_run
     assert loaded.runs[first].steps["each"].map_total == 30
-    assert loaded.runs[first].steps["each"].last_line == "▶ 0 ✓ 29 ✗ 1 / 30"
+    assert loaded.runs[first].steps["each"].last_line == "✓ 29 ✗ 1 / 30"
 
     marker.unlink()  # item 7 works now: replay only what failed
     state = DashboardState.from_snapshot(await engine.snapshot())

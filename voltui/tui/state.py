@@ -121,9 +121,10 @@ def map_note(
     failed: object = 0,
     cancelled: object = 0,
 ) -> str:
-    """A map step's note, counting its children: `▶ 3 ✓ 41 ✗ 1 / 50` (failed and cancelled
-    only when there are some)."""
-    parts = [f"▶ {running}", f"✓ {succeeded}"]
+    """A map step's note, counting its children: `▶ 3 ✓ 41 ✗ 1 / 50` (running, failed and
+    cancelled only when there are some: a finished map reads `✓ 50 / 50` in a narrow panel)."""
+    parts = [f"▶ {running}"] if running else []
+    parts.append(f"✓ {succeeded}")
     if failed:
         parts.append(f"✗ {failed}")
     if cancelled:
