@@ -28,6 +28,7 @@ EXIT_BROKEN_PIPE = 141
 RUN_STATES = (
     "queued",
     "running",
+    "waiting",
     "cancelling",
     "succeeded",
     "failed",

@@ -80,6 +80,11 @@ def summarize(event: Event) -> str:
         return f"{_d(d, 'name')} queued ({d.get('steps_total', '?')} steps)"
     if t == "workflow:started":
         return f"{_d(d, 'name')} started"
+    if t == "workflow:waiting":
+        n = d.get("approvals")
+        return f"{_d(d, 'workflow_id')} waits for a person: {n} approval(s), nothing else at work"
+    if t == "workflow:running":
+        return f"{_d(d, 'workflow_id')} at work again"
     if t == "workflow:progress":
         return f"{d.get('done', '?')}/{d.get('total', '?')} steps done"
     if t.startswith("workflow:"):

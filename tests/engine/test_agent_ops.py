@@ -409,3 +409,30 @@ async def test_token_budget(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     assert states.count("succeeded") >= 2 and "failed" in states
     assert len(fake_openai.requests) == states.count("succeeded")
     assert detail.run.usage is not None and detail.run.usage.total_tokens <= 120
+
+
+async def test_a_run_with_only_an_approval_left_is_waiting(engine: Orchestrator) -> None:
+    """`waiting` is the run's state while nothing but a person's decision is due, so
+    `voltui list --state waiting` finds what needs someone; any work makes it running again."""
+    flow = wf([gate(), sim("work", duration="300ms"), sim("after", ["gate"])])
+    run = await engine.run_workflow(flow)
+    await until(lambda: engine.workflows.approvals.pending())
+    assert engine.workflows.live_run(run.id).state is RunState.RUNNING  # work still runs
+    await until(lambda: engine.workflows.live_run(run.id).state is RunState.WAITING)
+    await until(lambda: _stored_state(engine, run.id, RunState.WAITING))
+    waiting = await engine.list_runs(state=RunState.WAITING)
+    assert [r.id for r in waiting] == [run.id]
+    await engine.approve(ApprovalRequest(run_id=run.id, step_id="gate"))
+    final = await asyncio.wait_for(engine.wait_run(run.id), 20)
+    assert final is not None and final.state is RunState.SUCCEEDED
+    states = [
+        e.type
+        for e in engine.dispatcher.correlated(run.id)
+        if e.type in ("workflow:waiting", "workflow:running")
+    ]
+    assert states == ["workflow:waiting", "workflow:running"]
+
+
+async def _stored_state(engine: Orchestrator, run_id: str, state: RunState) -> bool:
+    stored = await engine.store.get_run(run_id)
+    return stored is not None and stored.state is state

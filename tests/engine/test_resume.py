@@ -65,7 +65,7 @@ async def test_a_sigkilled_engine_s_waiting_run_waits_again_in_the_next_engine(
         assert engine.resumed_on_start == [run_id]
         await until(lambda: engine.workflows.approvals.pending(), 20)
         detail = await engine.get_run(run_id)
-        assert detail.run.state is RunState.RUNNING
+        assert detail.run.state is RunState.WAITING  # nothing at work but the approval
         assert detail.run.error is None and detail.run.finished_at is None
         steps = {s.step_id: s for s in detail.steps}
         assert steps["gate"].state is StepState.WAITING

@@ -885,3 +885,16 @@ def test_llm_usage_is_kept_per_agent_for_the_agents_table() -> None:
     load = AgentLoad(id="llm-b", kind="llm", capabilities=["llm"], capacity=1)
     assert _sig(load, state.usage_by_agent["llm-b"])[6] == "$0.2500"
     assert _sig(load, None)[6] == ""  # no call yet: an empty cell, not $0
+
+
+def test_a_run_waiting_for_a_person_and_working_again() -> None:
+    state = DashboardState.from_snapshot(empty_snapshot(seq=0))
+    state.apply([queued(1, "r1", [["gate", []]]), ev(2, "workflow:started", {}, "r1")])
+    assert state.apply([ev(3, "workflow:waiting", {"approvals": 1}, "r1")]) >= {"runs"}
+    assert state.runs["r1"].run.state is RunState.WAITING
+    assert state.active_runs() == 1  # waiting is still active
+    state.apply([ev(4, "workflow:running", {}, "r1")])
+    assert state.runs["r1"].run.state is RunState.RUNNING
+    state.apply([ev(5, "workflow:cancelled", {"state": "cancelled"}, "r1")])
+    state.apply([ev(6, "workflow:waiting", {}, "r1")])  # late: an ended run stays ended
+    assert state.runs["r1"].run.state is RunState.CANCELLED

@@ -849,6 +849,7 @@ class Usage(BaseModel):
 class RunState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"  # nothing at work: only a person's decision (an approval step) is due
     CANCELLING = "cancelling"  # cancel asked; waiting for work that cannot be interrupted
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -857,7 +858,12 @@ class RunState(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self not in (RunState.QUEUED, RunState.RUNNING, RunState.CANCELLING)
+        return self not in (
+            RunState.QUEUED,
+            RunState.RUNNING,
+            RunState.WAITING,
+            RunState.CANCELLING,
+        )
 
 
 class StepState(enum.StrEnum):

@@ -133,6 +133,8 @@ class _RunExec:
     """Counters changed since the run row was last queued for the store."""
     budget: RunBudget | None = None
     """The run's LLM spending against `workflow.budget`, if it has one."""
+    asking: int = 0
+    """Approval steps waiting for a decision (no agent, not counted in `inflight`)."""
     draining: bool = False
     """The scheduler is stopping (cancel, timeout, end): no step starts any more."""
     begun: bool = False
@@ -543,8 +545,29 @@ class WorkflowManager:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _run_waits(self, ex: _RunExec, waiting: bool) -> None:
+        """`waiting`: the run has nothing at work but an approval (state WAITING, so `voltui
+        list --state waiting` finds what needs a person); else it is running again."""
+        run = ex.run
+        if waiting == (run.state is RunState.WAITING) or run.state not in (
+            RunState.RUNNING,
+            RunState.WAITING,
+        ):
+            return
+        run.state = RunState.WAITING if waiting else RunState.RUNNING
+        self._store.append_runs([run_row(run)])
+        self._events.emit(
+            f"workflow:{run.state.value}",
+            SOURCE,
+            {"workflow_id": run.workflow_id, "state": run.state.value, "approvals": ex.asking},
+            priority=Priority.HIGH,
+            correlation_id=run.id,
+        )
+
     def _launch(self, ex: _RunExec) -> None:
         limit = ex.workflow.max_parallel
+        if ex.ready and ex.run.state is RunState.WAITING and not ex.draining:
+            self._run_waits(ex, False)  # work again, not only waiting
         while ex.ready and ex.inflight < limit and not ex.draining:
             node = ex.ready.popleft()
             ex.inflight += 1
@@ -583,6 +606,8 @@ class WorkflowManager:
             self._emit_step(ex, event_type, node.sr, extra, priority)
             if not ex.closed:
                 self._node_finished(ex, node)
+                if ex.asking and not ex.inflight:  # the last work ended; a person is due
+                    self._run_waits(ex, True)
 
         self._journal.after_commit(ex, report)
 
@@ -1038,11 +1063,16 @@ class WorkflowManager:
             Priority.HIGH,
         )
         ex.inflight -= 1  # a person's decision is not work: let other steps use the slot
+        ex.asking += 1
         self._launch(ex)
+        if ex.inflight == 0:  # nothing else at work: the run waits for a person
+            self._run_waits(ex, True)
         try:
             decision = await self.approvals.wait(request)
         finally:
             ex.inflight += 1
+            ex.asking -= 1
+        self._run_waits(ex, False)
         sr.output = decision.output()
         sr.finished_at = self._clock()
         self._emit_step(

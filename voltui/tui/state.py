@@ -72,7 +72,12 @@ _FINAL_STEP_STATES = frozenset(s for s in StepState if s.finished)
 _RUN_STATES: dict[str, RunState] = {s.value: s for s in RunState}
 _HEALTH_STATES: dict[str, HealthStatus] = {s.value: s for s in HealthStatus}
 _AGENT_FIELDS = frozenset(AgentLoad.model_fields)
-_RUN_RANK = {RunState.QUEUED: 0, RunState.RUNNING: 1, RunState.CANCELLING: 1}  # finished: 2
+_RUN_RANK = {  # finished: 2
+    RunState.QUEUED: 0,
+    RunState.RUNNING: 1,
+    RunState.WAITING: 1,
+    RunState.CANCELLING: 1,
+}
 
 # What each kind of event can change, besides "events" (which every folded event changes).
 _NONE: frozenset[str] = frozenset()
@@ -433,6 +438,8 @@ class DashboardState:
                 self._handlers[f"workflow:{run_state.value}"] = self._on_run_counted
         self._handlers["workflow:progress"] = self._on_run_counted
         self._handlers["workflow:cancelling"] = self._on_run_cancelling
+        self._handlers["workflow:waiting"] = self._on_run_waiting
+        self._handlers["workflow:running"] = self._on_run_waiting
 
     @classmethod
     def from_snapshot(
@@ -853,6 +860,15 @@ class DashboardState:
             (run.steps_succeeded, run.steps_failed, run.steps_skipped, run.steps_cancelled) = counts  # type: ignore[assignment]
             run.steps_done = sum(counts)  # type: ignore[arg-type]
         return changed
+
+    def _on_run_waiting(self, ev: Event) -> frozenset[str]:
+        """The run has nothing at work but an approval (`waiting`), or works again."""
+        rv = self.runs.get(ev.correlation_id or "")
+        state = RunState.WAITING if ev.type == "workflow:waiting" else RunState.RUNNING
+        if rv is None or rv.run.state.finished or rv.run.state is RunState.CANCELLING:
+            return _NONE
+        rv.run.state = state
+        return _RUN_CHANGE
 
     def _on_run_cancelling(self, ev: Event) -> frozenset[str]:
         """A cancel was asked and the run waits for work that cannot be interrupted."""

@@ -49,6 +49,7 @@ STATE_ORDER = {
     RunState.INTERRUPTED: 1,
     RunState.CANCELLED: 2,
     RunState.CANCELLING: 3,
+    RunState.WAITING: 3,
     RunState.RUNNING: 3,
     RunState.QUEUED: 4,
     RunState.SUCCEEDED: 5,
