@@ -32,7 +32,7 @@ from voltui.engine.models import (
 )
 from voltui.engine.store import RunStore
 from voltui.summaries import summarize
-from voltui.tui.screens.replay import render_replay_dag, replay_line
+from voltui.tui.screens.replay import replay_line
 from voltui.tui.screens.run_detail import clean_lines, log_text, pretty_output, step_row
 from voltui.tui.state import RunView, StepView, compute_levels
 from voltui.tui.widgets.dag import render_compact, render_dag
@@ -181,7 +181,6 @@ def test_dag_builders(step_a: str, step_b: str, text: str) -> None:
     view = RunView(run=run, steps=steps, levels=compute_levels(dag), detail_loaded=True)
     assert_safe(render_dag(view, width=80, now=5.0))
     assert_safe(render_compact(view, 80))
-    assert_safe(render_replay_dag(view, now=5.0))
 
 
 @given(hostile)

@@ -178,7 +178,9 @@ async def test_replay_steps_through_a_flaky_run(engine: Orchestrator) -> None:
             "running",
             "succeeded",
         ]
-        assert any("↻ 1/4" in t for t in texts) and any("↻ 2/4" in t for t in texts)
+        # The dashboard's own DAG panel: the retried attempt is said in the step's note.
+        assert any("↻ unstable_fetch" in t and "retry 1/4" in t for t in texts)
+        assert any("retry 2/4" in t for t in texts)
         assert f"event {total}/{total}" in screen.status_text()
         assert len(screen.log_lines()) == total
         assert screen.log_lines()[-1].split()[1] == "workflow:succeeded"
@@ -335,3 +337,47 @@ async def test_start_without_workflows_names_the_folder_and_the_flag() -> None:
         text = str(screen.query_one("#start-empty", Static).render())
         assert "sample-workflows" in text and str(Path.cwd()) in text
         assert "--workflows DIR" in text and "voltui.toml" in text
+
+
+async def test_replay_of_a_big_run_renders_only_the_rows_on_screen(
+    engine: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay's DAG is the dashboard's Line-API panel: a step forward in a 2,000-step run
+    renders the rows in view, not all 2,000 (it used to rebuild the whole DAG every tick)."""
+    from voltui.engine.models import Workflow
+    from voltui.tui.widgets.dag import DagLayout
+
+    # 200 levels of 10 steps: none folded, 2,200 rows in all.
+    steps = [
+        {
+            "id": f"s{i:04d}",
+            "depends_on": [f"s{i - 10:04d}"] if i >= 10 else [],
+            "run": {"simulated": {"duration": "0ms"}},
+        }
+        for i in range(2000)
+    ]
+    flow = Workflow.model_validate({"id": "big", "max_parallel": 64, "steps": steps})
+    run = await engine.run_workflow(flow)
+    await engine.wait_run(run.id)
+    screen = ReplayScreen(engine, run.id)
+    app = _Host(screen)
+    rendered = 0
+    real = DagLayout.row_content
+
+    def counting(self: DagLayout, *args: Any, **kwargs: Any) -> Any:
+        nonlocal rendered
+        rendered += 1
+        return real(self, *args, **kwargs)
+
+    async with app.run_test(size=SMALL) as pilot:
+        await until(pilot, lambda: screen.loaded, limit=60)
+        await pilot.press("end")
+        await pilot.pause()
+        monkeypatch.setattr(DagLayout, "row_content", counting)
+        for _ in range(3):
+            await pilot.press("left_square_bracket")  # back: refolds from the start
+            await pilot.pause()
+        monkeypatch.undo()
+        text = screen.dag_text()
+    assert "s1999" in text and text.count("\n") > 2000  # every row is there to scroll to
+    assert 0 < rendered < 3 * 100, rendered  # but only those in view were rendered

@@ -17,20 +17,19 @@ from typing import ClassVar, TypeVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal
 from textual.content import Content
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Log, Static
 
 from voltui.engine.api import EngineAPI
-from voltui.engine.durations import format_duration
-from voltui.engine.models import Event, EventQuery, RunDetail, StepState
+from voltui.engine.models import Event, EventQuery, RunDetail
 from voltui.safetext import clean
 from voltui.summaries import summarize
 from voltui.tui.calls import engine_call
-from voltui.tui.state import DashboardState, RunView, StepView
-from voltui.tui.widgets.dag import SYMBOL
+from voltui.tui.state import DashboardState, RunView
+from voltui.tui.widgets.dag import DagView
 
 T = TypeVar("T")
 
@@ -76,54 +75,14 @@ def queued_event(detail: RunDetail) -> Event:
     )
 
 
-def _mark(step: StepView) -> tuple[str, str]:
-    state = StepState(step.state)
-    mark, style = SYMBOL.get(state, ("?", ""))
-    if state is StepState.RETRYING:
-        mark = f"{mark} {step.attempt}/{step.max_attempts}"
-    return mark, style
+class ReplayDag(DagView):
+    """The dashboard's DAG panel (levels, folding, only visible rows rendered), timed against
+    replay time: a step running at this point of the replay shows how long it had been
+    running then, not since the wall clock's now."""
 
-
-def render_replay_dag(view: RunView | None, now: float) -> Content:
-    """The run's steps by dependency level as of replay time `now` (not the wall clock, so a
-    step running at this point of the replay shows how long it had been running then)."""
-    if view is None:
-        return Content("No recorded events for this run.")
-    run = view.run
-    parts: list[str | tuple[str, str]] = [
-        (clean(run.workflow_name or run.workflow_id, max_len=60), "bold"),
-        f"  {clean(run.id[:12])}  {run.state}\n",
-    ]
-    if run.error:
-        parts += [("error: ", "$error"), clean(run.error, max_len=200), "\n"]
-    if not view.steps:
-        return Content.assemble(*parts)
-    width = max(len(clean(s)) for s in view.steps)
-    marks = {sid: _mark(step) for sid, step in view.steps.items()}
-    mark_width = max(len(mark) for mark, _style in marks.values())
-    for depth, ids in enumerate(view.levels or [list(view.steps)]):
-        parts.append((f"level {depth}\n", "$text-muted"))
-        for step_id in ids:
-            step = view.steps.get(step_id)
-            if step is None:
-                continue
-            mark, style = marks[step_id]
-            took = ""
-            if step.started_at is not None:
-                took = format_duration(step.elapsed(now))  # the one definition
-            parts += [
-                " ",
-                (f"{mark:<{mark_width}}", style),
-                f" {clean(step_id):<{width}} {took:>6} ",
-                (clean(step.agent or "-", max_len=16), "$text-muted"),
-            ]
-            note = step.error if step.state is StepState.FAILED else step.last_line
-            if step.state is StepState.RETRYING and step.error:
-                note = step.error
-            if note:
-                parts += ["  ", (clean(note, max_len=80), "$text-muted")]
-            parts.append("\n")
-    return Content.assemble(*parts)
+    def _now(self) -> float | None:
+        screen = self.screen
+        return screen.now if isinstance(screen, ReplayScreen) else None
 
 
 class ReplayScreen(Screen[None]):
@@ -138,7 +97,6 @@ class ReplayScreen(Screen[None]):
     ReplayScreen #replay-dag {
         width: 2fr; border: round $primary 50%; padding: 0 1;
     }
-    ReplayScreen #replay-dag Static { width: auto; }
     ReplayScreen #replay-log { width: 3fr; border: round $primary 50%; }
     ReplayScreen.-narrow #replay-body { layout: vertical; }
     ReplayScreen.-narrow #replay-dag { width: 1fr; height: 1fr; }
@@ -187,9 +145,10 @@ class ReplayScreen(Screen[None]):
             Content(f"Replay of run {clean(self.run_id[:12])}: loading…"), id="replay-status"
         )
         with Horizontal(id="replay-body"):
-            with VerticalScroll(id="replay-dag", can_focus=False) as dag:
-                dag.border_title = "DAG"
-                yield Static(Content(""), id="replay-dag-body")
+            dag = ReplayDag(id="replay-dag")
+            dag.can_focus = False  # home/end/space belong to the replay, not the DAG
+            dag.border_title = "DAG"
+            yield dag
             log = Log(id="replay-log", max_lines=MAX_LINES, auto_scroll=True)
             log.can_focus = False  # home/end/space belong to the replay, not the log
             log.border_title = "Events"
@@ -272,13 +231,17 @@ class ReplayScreen(Screen[None]):
         )
 
     def dag_text(self) -> str:
-        return render_replay_dag(self.view, self.now).plain
+        """Every row of the DAG as shown at this point of the replay (for tests)."""
+        return self.query_one(ReplayDag).text()
+
+    def on_dag_view_step_chosen(self, message: DagView.StepChosen) -> None:
+        message.stop()  # the recorded run is shown as it was, not opened live
 
     def _paint(self) -> None:
         if not self.loaded:
             return
         self.query_one("#replay-status", Static).update(Content(self.status_text()))
-        self.query_one("#replay-dag-body", Static).update(render_replay_dag(self.view, self.now))
+        self.query_one(ReplayDag).refresh_from(self.view)
         log = self.query_one("#replay-log", Log)
         t0 = self.t0
         if self.position >= self._shown and self._shown > 0:
