@@ -64,6 +64,8 @@ async def test_an_overspend_waits_for_a_person_and_goes_ahead_when_approved(
         assert detail.steps[1].state is StepState.WAITING
         # The waiting step holds no agent: the only slot of `llm` is free.
         assert [load.active for load in engine.coordination.loads()] == [0]
+        # Nothing else at work: the run itself waits for a person.
+        await until(lambda: engine.workflows.live_run(run.id).state is RunState.WAITING)
 
         await engine.approve(
             ApprovalRequest(run_id=run.id, step_id="two", comment="worth it", via="test")

@@ -1124,7 +1124,23 @@ class WorkflowManager:
             },
             Priority.HIGH,
         )
-        decision = await self.approvals.wait(request)
+        # As for an approval step: the question is not work. A map child's slot is its map's
+        # (counted once in `inflight`), so only a step of the DAG itself gives its slot back.
+        own_slot = step.id in ex.nodes
+        if own_slot:
+            ex.inflight -= 1
+            ex.asking += 1
+            self._launch(ex)
+            if ex.inflight == 0:
+                self._run_waits(ex, True)
+        try:
+            decision = await self.approvals.wait(request)
+        finally:
+            if own_slot:
+                ex.inflight += 1
+                ex.asking -= 1
+        if own_slot:
+            self._run_waits(ex, False)
         self._emit_step(
             ex,
             "step:approval_decided",
