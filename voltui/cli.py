@@ -321,6 +321,13 @@ def _schedules_args(p: argparse.ArgumentParser) -> None:
         _state_flags(sub)  # `voltui schedules pause ID --workflows DIR` reads naturally
 
 
+def _spend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--since", type=t.age, metavar="AGE", help="only runs started within AGE, e.g. 7d or 12h"
+    )
+    _json_flag(p, "print the report as JSON")
+
+
 def _completion_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete for")
 
@@ -353,6 +360,12 @@ COMMANDS: list[Command] = [
     Command("logs", "show a run's step output, or follow it", "logs:cmd_logs", _logs_args),
     Command("replay", "run a finished run again", "run:cmd_replay", _replay_args),
     Command("cancel", "cancel an active run", "cancel:cmd_cancel", _run_id),
+    Command(
+        "spend",
+        "LLM tokens and cost of the kept runs, per model and per agent",
+        "spend:cmd_spend",
+        _spend_args,
+    ),
     Command(
         "approve",
         "approve (or reject) a waiting approval step",

@@ -211,3 +211,47 @@ async def test_an_overspend_question_outlives_a_restart(
     assert final is not None and final.state is RunState.SUCCEEDED
     assert len(fake_openai.requests) == 2
     assert final.usage is not None and final.usage.calls == 2  # spending before the stop counts
+
+
+def test_voltui_spend_reports_per_model_and_agent(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    flow = tmp_path / "spend.yaml"
+    flow.write_text(json.dumps(two_calls({"usd": 5}).model_dump(exclude_unset=True)))
+    config = tmp_path / "voltui.toml"
+    config.write_text(
+        f'llm_base_url = "{fake_openai.base_url}"\nllm_model = "tiny"\n'
+        "[llm.prices.tiny]\ninput_per_1m = 1000.0\noutput_per_1m = 1000.0\n"
+        '[[agents]]\nid = "llm"\nkind = "llm"\ncapabilities = ["llm"]\n'
+    )
+    fake_openai.answer = lambda body: Reply(text="word " * 40, prompt_tokens=20)
+    db = tmp_path / "u.db"
+    empty = _voltui("spend", "--config", str(config), db=db)
+    assert empty.returncode == 0 and "no LLM calls in the kept runs" in empty.stdout
+    assert _voltui("run", str(flow), "--config", str(config), db=db).returncode == 0
+    done = _voltui("spend", "--config", str(config), "--json", db=db)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["runs"] == 1 and report["total"]["calls"] == 2
+    assert report["total"]["prompt_tokens"] == 40 and report["total"]["completion_tokens"] == 80
+    assert set(report["by_model"]) == {"tiny"} and set(report["by_agent"]) == {"llm"}
+    table = _voltui("spend", "--config", str(config), "--since", "1h", db=db)
+    assert table.returncode == 0, table.stderr
+    assert "1 run(s), 120 tok $0.1200" in table.stdout
+    assert "By model" in table.stdout and "tiny" in table.stdout and "By agent" in table.stdout
+
+
+async def test_a_step_reused_by_a_replay_is_counted_once(tmp_path: Path) -> None:
+    from voltui.engine.models import Run, StepRun, Usage
+
+    engine = Orchestrator(OrchestratorConfig(db=tmp_path / "r.db", agents=[]))
+    await engine.start(watch=False)
+    try:
+        used = Usage(prompt_tokens=10, completion_tokens=5, calls=1, model="m", cost_usd=0.1)
+        for run_id, reused in (("first", None), ("replay", "first")):
+            run = Run(id=run_id, workflow_id="w", workflow_name="w", created_at=1.0)
+            await engine.store.save_run(run)
+            step = StepRun(run_id=run_id, step_id="ask[0]", usage=used, reused_from=reused)
+            await engine.store.save_step(step.model_copy(update={"agent_id": "llm"}))
+        report = await engine.usage()
+    finally:
+        await engine.stop()
+    assert report.runs == 1 and report.total.calls == 1 and report.by_agent["llm"].calls == 1

@@ -198,7 +198,16 @@ async def test_token_and_cost_totals_add_up(tmp_path: Path, fake_openai: FakeOpe
     await again.start(watch=False)
     try:
         stored = await again.get_run(runs[1].run.id)
+        # `voltui usage`: the same totals per agent and per model, summed from the store.
+        report = await again.usage()
+        recent = await again.usage(since=runs[1].run.created_at)
     finally:
         await again.stop()
     assert stored.run.usage == runs[1].run.usage
     assert [s.usage for s in stored.steps] == [s.usage for s in runs[1].steps]
+    assert report.runs == 2 and same(report.total, grand)
+    assert set(report.by_agent) == {"llm-a", "llm-b"}
+    for agent, used in totals.by_agent.items():
+        assert same(report.by_agent[agent], used)
+    assert same(report.by_model["tiny"], grand)
+    assert recent.runs == 1 and same(recent.total, runs[1].run.usage)

@@ -103,3 +103,19 @@ async def test_a_run_s_own_budget_over_the_socket_replaces_only_what_it_names(
     stored = await engine.store.get_workflow(run.id)
     assert stored is not None and stored.budget is not None
     assert (stored.budget.tokens, stored.budget.usd) == (5000, 2)
+
+
+async def test_usage_report_over_the_socket(
+    engine: Orchestrator, server: EngineServer, sock: Path
+) -> None:
+    from voltui.engine.models import Run, StepRun, Usage
+
+    used = Usage(prompt_tokens=3, completion_tokens=4, calls=1, model="m", cost_usd=0.5)
+    await engine.store.save_run(Run(id="r1", workflow_id="w", workflow_name="w", created_at=5.0))
+    await engine.store.save_step(StepRun(run_id="r1", step_id="a", agent_id="llm", usage=used))
+    async with RemoteEngine(socket_path=sock, read_only=True) as viewer:  # a read, not an act
+        report = await viewer.usage()
+        later = await viewer.usage(since=10.0)
+    assert report.runs == 1 and report.by_model["m"].total_tokens == 7
+    assert report.by_agent["llm"].cost_usd == 0.5
+    assert later.runs == 0 and later.since == 10.0

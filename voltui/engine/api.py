@@ -29,6 +29,7 @@ from voltui.engine.models import (
     RunState,
     RunTrigger,
     SystemMetrics,
+    Usage,
 )
 from voltui.engine.usage import UsageTotals
 
@@ -56,6 +57,17 @@ class WorkflowInfo(BaseModel):
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     schedules: list[ScheduleInfo] = Field(default_factory=list)
     budget: BudgetSpec | None = Field(None, description="the workflow's own LLM budget")
+
+
+class UsageReport(BaseModel):
+    """LLM tokens and cost of the runs kept in the store (durable, unlike the engine's
+    since-start totals in the snapshot), per agent and per model."""
+
+    since: float | None = Field(None, description="only runs created at or after this time")
+    runs: int = Field(0, description="runs that made at least one LLM call")
+    total: Usage = Field(default_factory=Usage)
+    by_agent: dict[str, Usage] = Field(default_factory=dict)
+    by_model: dict[str, Usage] = Field(default_factory=dict)
 
 
 class StartRequest(BaseModel):
@@ -153,6 +165,10 @@ class EngineAPI(Protocol):
     async def get_run(self, run_id: str) -> RunDetail: ...
 
     async def list_runs(self, state: RunState | None = None, limit: int = 50) -> list[Run]: ...
+
+    async def usage(self, since: float | None = None) -> UsageReport:
+        """LLM usage of the kept runs created since `since`, per agent and per model."""
+        ...
 
     async def step_log(
         self, run_id: str, step_id: str, attempt: int | None = None, tail: int | None = None

@@ -24,6 +24,7 @@ from voltui.engine.api import (
     EngineSnapshot,
     ReplayRequest,
     StartRequest,
+    UsageReport,
     WorkflowInfo,
 )
 from voltui.engine.automation import Automation
@@ -49,6 +50,7 @@ from voltui.engine.models import (
     RunState,
     StepRun,
     StepState,
+    Usage,
     Workflow,
 )
 from voltui.engine.reaper import reap_orphan
@@ -799,6 +801,27 @@ class Orchestrator:
         ids = {s.id for s in workflow.steps}
         children = [s for sid, s in stored.items() if sid not in ids]
         return RunDetail(run=run, workflow=workflow, steps=steps, children=children)
+
+    async def usage(self, since: float | None = None) -> UsageReport:
+        """Summed from the steps kept in the store, so it covers every process that shared
+        the file and survives restarts (the snapshot's totals count this engine's calls)."""
+        report = UsageReport(since=since)
+        runs: set[str] = set()
+        for run_id, agent, raw in await self.store.step_usages(since):
+            try:
+                used = Usage.model_validate_json(raw)
+            except ValueError:
+                continue  # a damaged row: `voltui doctor` reports it
+            if not used.calls:
+                continue
+            runs.add(run_id)
+            report.total = report.total.plus(used)
+            who = agent or "(unknown agent)"
+            report.by_agent[who] = report.by_agent.get(who, Usage()).plus(used)
+            model = used.model or "(several models)"
+            report.by_model[model] = report.by_model.get(model, Usage()).plus(used)
+        report.runs = len(runs)
+        return report
 
     async def list_runs(self, state: RunState | None = None, limit: int = 50) -> list[Run]:
         stored = await self.store.list_runs(state=state, limit=limit)

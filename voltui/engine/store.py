@@ -704,6 +704,24 @@ class RunStore:
         )
         return Approval.model_validate_json(row[0]) if row else None
 
+    async def step_usages(self, since: float | None = None) -> list[tuple[str, str | None, str]]:
+        """`(run id, agent id, usage JSON)` of every kept step that made LLM calls, of runs
+        created at or after `since` (map children included: they carry their own usage).
+        Not a hot path: a report on demand, one pass over the kept steps."""
+        sql = (
+            "SELECT s.run_id, json_extract(s.data, '$.agent_id'), json_extract(s.data, '$.usage') "
+            "FROM steps s JOIN runs r ON r.id = s.run_id "
+            "WHERE json_extract(s.data, '$.usage') IS NOT NULL "
+            # a step reused by a replay carries the original's usage: counted there once
+            "AND json_extract(s.data, '$.reused_from') IS NULL"
+        )
+        args: tuple[Any, ...] = ()
+        if since is not None:
+            sql += " AND r.created_at >= ?"
+            args = (since,)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        return [(str(run), agent, str(usage)) for run, agent, usage in rows]
+
     async def interrupted_with_approvals(self) -> list[str]:
         """Interrupted runs that asked for an approval and were not replayed since: the
         candidates an engine may resume in place (the caller checks the rest)."""

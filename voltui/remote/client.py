@@ -39,6 +39,7 @@ from voltui.engine.api import (
     ReplayRequest,
     StartRequest,
     SubscriptionLagged,
+    UsageReport,
     WorkflowInfo,
 )
 from voltui.engine.errors import UserError
@@ -659,6 +660,9 @@ class RemoteEngine:
         detail: RunDetail = await self._call("get_run", {"run_id": run_id})
         detail.workflow._source = detail.run.workflow_path  # a private attr: not on the wire
         return detail
+
+    async def usage(self, since: float | None = None) -> UsageReport:
+        return await self._call("usage", {"since": since})
 
     async def list_runs(self, state: RunState | None = None, limit: int = 50) -> list[Run]:
         value = RunState(state).value if state is not None else None

@@ -97,6 +97,7 @@ from voltui.engine.api import (
     EngineSnapshot,
     ReplayRequest,
     StartRequest,
+    UsageReport,
     WorkflowInfo,
 )
 from voltui.engine.errors import (
@@ -221,6 +222,10 @@ class ListRunsParams(_Params):
     limit: int = Field(50, ge=1, le=MAX_RUNS)
 
 
+class UsageParams(_Params):
+    since: float | None = Field(None, allow_inf_nan=False)
+
+
 # --------------------------------------------------------------------------- pages
 
 
@@ -303,6 +308,7 @@ METHODS: Final[dict[str, Method]] = {
     "replay_run": Method(ReplayParams, _RUN, mutating=True),
     "get_run": Method(RunIdParams, TypeAdapter(RunDetail)),
     "list_runs": Method(ListRunsParams, TypeAdapter(list[Run])),
+    "usage": Method(UsageParams, TypeAdapter(UsageReport)),
     "step_log": Method(StepLogParams, TypeAdapter(LogPage)),
     "events": Method(EventsParams, TypeAdapter(EventsPage)),
     "wait_run": Method(RunIdParams, _RUN),
