@@ -12,7 +12,7 @@ from voltui.engine.models import RunState, Workflow
 from voltui.engine.orchestrator import Orchestrator
 from voltui.tui.app import VoltApp
 from voltui.tui.screens import DecisionScreen
-from voltui.tui.widgets import ApprovalBanner
+from voltui.tui.widgets import ApprovalBanner, RunsTable
 from voltui.tui.widgets.dag import render_dag
 
 GATED = Workflow.model_validate(
@@ -51,6 +51,9 @@ async def test_banner_and_approve_with_a_comment(engine: Orchestrator) -> None:
         await until(pilot, lambda: "gate" in view.steps)
         dag = render_dag(view, 200).plain
         assert "awaiting approval: Deploy build 7?" in dag and "\x1b" not in dag
+        # Nothing else at work: the run itself waits, and the runs table says for what.
+        runs = app.query_one(RunsTable)
+        await until(pilot, lambda: "waiting (approval)" in runs.get_cell(run.id, "state").plain)
 
         await pilot.press("a")
         await until(pilot, lambda: isinstance(app.screen, DecisionScreen))

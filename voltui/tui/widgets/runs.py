@@ -235,7 +235,9 @@ class RunsTable(KeyedTable):
             ago(run.started_at or run.created_at, now),
             self._epoch,
             format_usage(run.usage, short=True),
-            clean(view.queued_reason or "", max_len=20),
+            # Why it is not at work: a busy concurrency key, or a person's decision.
+            clean(view.queued_reason or "", max_len=20)
+            or ("approval" if run.state is RunState.WAITING else ""),
             TRIGGER_MARK.get(run.trigger, ""),
         )
 
