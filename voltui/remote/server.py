@@ -44,7 +44,7 @@ from pydantic import ValidationError
 
 from voltui.engine.api import SubscriptionLagged
 from voltui.engine.errors import UserError
-from voltui.engine.models import Event, Priority
+from voltui.engine.models import Event, Priority, RunState
 from voltui.engine.orchestrator import Orchestrator
 from voltui.engine.private import PRIVATE_FILE, private_umask
 from voltui.remote import protocol as proto
@@ -751,9 +751,7 @@ class EngineServer:
             {"runs": [r.id for r in active]},
             priority=Priority.HIGH,
         )
-        waiters = asyncio.gather(
-            *(self.engine.wait_run(r.id) for r in active), return_exceptions=True
-        )
+        waiters = asyncio.gather(*(self._settled(r.id) for r in active), return_exceptions=True)
         assert self._escalate is not None
         escalate = asyncio.create_task(self._escalate.wait())
         try:
@@ -764,8 +762,23 @@ class EngineServer:
                 waiters.cancel()
             await asyncio.gather(waiters, escalate, return_exceptions=True)
 
+    async def _settled(self, run_id: str) -> None:
+        """Until the run ends, or has nothing left at work but a person's decision: waiting
+        for that would hold the shutdown for as long as nobody answers."""
+        while True:
+            live = self.engine.workflows.live_run(run_id)
+            if live is None or live.state.finished or live.state is RunState.WAITING:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.engine.wait_run(run_id), 0.5)
+
     async def _cancel_runs(self) -> None:
         for run in self.engine.workflows.active_runs():
+            if run.state is RunState.WAITING:
+                # Nothing at work, only an approval due: the engine's stop leaves it
+                # interrupted and the next `voltui serve` continues it, waiting again.
+                log.info("run %s waits for an approval: kept for the next start", run.id)
+                continue
             try:
                 await self.engine.cancel_run(run.id)
             except UserError as exc:  # finished meanwhile
