@@ -898,3 +898,15 @@ def test_a_run_waiting_for_a_person_and_working_again() -> None:
     state.apply([ev(5, "workflow:cancelled", {"state": "cancelled"}, "r1")])
     state.apply([ev(6, "workflow:waiting", {}, "r1")])  # late: an ended run stays ended
     assert state.runs["r1"].run.state is RunState.CANCELLED
+
+
+def test_a_waiting_approval_is_timed_from_when_it_was_first_asked() -> None:
+    state = DashboardState.from_snapshot(empty_snapshot(seq=0))
+    state.apply([queued(1, "r1", [["gate", []]])])
+    asked = T0 - 600  # asked ten minutes ago, before the engine restarted
+    data = {"step": "gate", "prompt": "go?", "requested_at": asked}
+    state.apply([ev(2, "step:approval_requested", data, "r1")])
+    gate = state.runs["r1"].steps["gate"]
+    assert gate.started_at == asked and gate.elapsed(T0) == 600
+    state.apply([ev(3, "step:succeeded", {"step": "gate", "state": "succeeded"}, "r1", ts=T0)])
+    assert gate.duration == 600  # the same figure as the engine's StepRun.duration

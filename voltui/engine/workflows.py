@@ -1058,6 +1058,7 @@ class WorkflowManager:
             {
                 "prompt": request.prompt,
                 "timeout_at": request.timeout_at,
+                "requested_at": request.requested_at,
                 "on_timeout": request.on_timeout,
             },
             Priority.HIGH,
@@ -1119,6 +1120,7 @@ class WorkflowManager:
             {
                 "prompt": request.prompt,
                 "timeout_at": request.timeout_at,
+                "requested_at": request.requested_at,
                 "on_timeout": request.on_timeout,
                 "budget": True,
             },

@@ -690,6 +690,11 @@ class DashboardState:
         if sv is not None:
             sv.state = StepState.WAITING
             sv.last_line = f"awaiting approval: {prompt}"
+            # The DAG times the wait as the engine does: from when the question was first
+            # asked (before a restart, for a resumed run), not from this event.
+            asked = ev.data.get("requested_at")
+            sv.started_at = asked if isinstance(asked, int | float) else ev.ts
+            sv.finished_at = None
         return _APPROVAL_CHANGE
 
     def _on_approval_decided(self, ev: Event) -> frozenset[str]:
