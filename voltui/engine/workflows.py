@@ -40,6 +40,7 @@ from voltui.engine.durations import format_duration
 from voltui.engine.errors import NotFoundError, StepError
 from voltui.engine.events import EventDispatcher
 from voltui.engine.models import (
+    Approval,
     ApprovalCall,
     LogLine,
     Priority,
@@ -1049,51 +1050,60 @@ class WorkflowManager:
         request = await self.approvals.ask(ex.run.id, step.id, call, carried=carried)
         if ex.resumed:  # the same question since it was first asked, across the restart
             sr.queued_at = sr.started_at = request.requested_at
-        self._store.append_steps([step_row(sr)])
-        self._emit_step(ex, "step:waiting", sr, {"reason": "awaiting approval"}, Priority.LOW)
-        self._emit_step(
-            ex,
-            "step:approval_requested",
-            sr,
-            {
-                "prompt": request.prompt,
-                "timeout_at": request.timeout_at,
-                "requested_at": request.requested_at,
-                "on_timeout": request.on_timeout,
-            },
-            Priority.HIGH,
-        )
-        ex.inflight -= 1  # a person's decision is not work: let other steps use the slot
-        ex.asking += 1
-        self._launch(ex)
-        if ex.inflight == 0:  # nothing else at work: the run waits for a person
-            self._run_waits(ex, True)
-        try:
-            decision = await self.approvals.wait(request)
-        finally:
-            ex.inflight += 1
-            ex.asking -= 1
-        self._run_waits(ex, False)
+        decision = await self._decision(ex, sr, request, own_slot=True, extra={})
         sr.output = decision.output()
         sr.finished_at = self._clock()
-        self._emit_step(
-            ex,
-            "step:approval_decided",
-            sr,
-            {
-                "decision": decision.decision,
-                "by": decision.by,
-                "via": decision.via,
-                "comment": decision.comment,
-            },
-            Priority.HIGH,
-        )
         if decision.decision == "approved":
             sr.state = StepState.SUCCEEDED
             self._settle(ex, node, "step:succeeded", {"output": _preview(sr.output)})
             return
         reason = f"rejected by {decision.by} via {decision.via}"
         self._fail(ex, node, reason + (f": {decision.comment}" if decision.comment else ""), None)
+
+    async def _decision(
+        self,
+        ex: _RunExec,
+        sr: StepRun,
+        request: Approval,
+        *,
+        own_slot: bool,
+        extra: dict[str, Any],
+    ) -> Approval:
+        """Report the question, wait for the answer without the step's slot (`own_slot`: a
+        person's decision is not work, so other steps may run and, with nothing else at work,
+        the run is `waiting`), report the answer and return it."""
+        self._store.append_steps([step_row(sr)])
+        reason = "awaiting approval: over budget" if extra.get("budget") else "awaiting approval"
+        self._emit_step(ex, "step:waiting", sr, {"reason": reason}, Priority.LOW)
+        asked = {
+            "prompt": request.prompt,
+            "timeout_at": request.timeout_at,
+            "requested_at": request.requested_at,
+            "on_timeout": request.on_timeout,
+        }
+        self._emit_step(ex, "step:approval_requested", sr, asked | extra, Priority.HIGH)
+        if own_slot:
+            ex.inflight -= 1
+            ex.asking += 1
+            self._launch(ex)
+            if ex.inflight == 0:
+                self._run_waits(ex, True)
+        try:
+            decision = await self.approvals.wait(request)
+        finally:
+            if own_slot:
+                ex.inflight += 1
+                ex.asking -= 1
+        if own_slot:
+            self._run_waits(ex, False)
+        answer = {
+            "decision": decision.decision,
+            "by": decision.by,
+            "via": decision.via,
+            "comment": decision.comment,
+        }
+        self._emit_step(ex, "step:approval_decided", sr, answer | extra, Priority.HIGH)
+        return decision
 
     async def _budget_approval(
         self, ex: _RunExec, step: Step, sr: StepRun, error: str
@@ -1110,52 +1120,10 @@ class WorkflowManager:
         sr.state = StepState.WAITING
         sr.finished_at = None
         request = await self.approvals.ask(ex.run.id, step.id, call)
-        self._store.append_steps([step_row(sr)])
-        reason = "awaiting approval: over budget"
-        self._emit_step(ex, "step:waiting", sr, {"reason": reason}, Priority.LOW)
-        self._emit_step(
-            ex,
-            "step:approval_requested",
-            sr,
-            {
-                "prompt": request.prompt,
-                "timeout_at": request.timeout_at,
-                "requested_at": request.requested_at,
-                "on_timeout": request.on_timeout,
-                "budget": True,
-            },
-            Priority.HIGH,
-        )
-        # As for an approval step: the question is not work. A map child's slot is its map's
-        # (counted once in `inflight`), so only a step of the DAG itself gives its slot back.
+        # A map child's slot is its map's (counted once in `inflight`): only a step of the
+        # DAG itself gives its slot back while it waits.
         own_slot = step.id in ex.nodes
-        if own_slot:
-            ex.inflight -= 1
-            ex.asking += 1
-            self._launch(ex)
-            if ex.inflight == 0:
-                self._run_waits(ex, True)
-        try:
-            decision = await self.approvals.wait(request)
-        finally:
-            if own_slot:
-                ex.inflight += 1
-                ex.asking -= 1
-        if own_slot:
-            self._run_waits(ex, False)
-        self._emit_step(
-            ex,
-            "step:approval_decided",
-            sr,
-            {
-                "decision": decision.decision,
-                "by": decision.by,
-                "via": decision.via,
-                "comment": decision.comment,
-                "budget": True,
-            },
-            Priority.HIGH,
-        )
+        decision = await self._decision(ex, sr, request, own_slot=own_slot, extra={"budget": True})
         if decision.decision == "approved":
             ex.budget.allow(step.id)
             return None
