@@ -197,12 +197,11 @@ steps:
 """
 
 
-async def test_approval_survives_a_sigkill_of_the_engine(tmp_path: Path) -> None:
-    """The request is in SQLite before anyone is told; after a SIGKILL the CLI still approves
-    it and `replay --failed` goes on from there without asking again."""
+async def killed_while_waiting(tmp_path: Path, text: str = APPROVAL_FILE) -> tuple[Path, str]:
+    """A real `voltui run` that reaches its approval, then is SIGKILLed: (state file, run id)."""
     db = tmp_path / "state" / "voltui.db"
     flow = tmp_path / "gated.yaml"
-    flow.write_text(APPROVAL_FILE)
+    flow.write_text(text)
     proc = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "voltui", "run", str(flow)],
         env={**os.environ, "VOLTUI_DB": str(db)},
@@ -227,13 +226,19 @@ async def test_approval_survives_a_sigkill_of_the_engine(tmp_path: Path) -> None
     finally:
         proc.send_signal(signal.SIGKILL)
         await asyncio.wait_for(proc.wait(), 10)
+    return db, run.id
 
+
+async def test_approval_survives_a_sigkill_of_the_engine(tmp_path: Path) -> None:
+    """The request is in SQLite before anyone is told; after a SIGKILL the CLI still approves
+    it and `replay --failed` goes on from there without asking again."""
+    db, run_id = await killed_while_waiting(tmp_path)
     approved = await asyncio.to_thread(
-        _voltui, "approve", run.id, "gate", "--comment", "after the crash", db=db
+        _voltui, "approve", run_id, "gate", "--comment", "after the crash", db=db
     )
     assert approved.returncode == 0, approved.stderr
     assert "approved by" in approved.stdout and "after the crash" in approved.stdout
-    assert f"voltui replay {run.id} --failed" in approved.stdout  # the run was interrupted
+    assert f"voltui replay {run_id} --failed" in approved.stdout  # the run was interrupted
 
     engine = Orchestrator(
         OrchestratorConfig(
@@ -242,9 +247,9 @@ async def test_approval_survives_a_sigkill_of_the_engine(tmp_path: Path) -> None
     )
     await engine.start(watch=False)
     try:
-        old = await engine.get_run(run.id)
+        old = await engine.get_run(run_id)
         assert old.run.state is RunState.INTERRUPTED
-        replay = await engine.replay_run(ReplayRequest(run_id=run.id, mode="failed"))
+        replay = await engine.replay_run(ReplayRequest(run_id=run_id, mode="failed"))
         final = await asyncio.wait_for(engine.wait_run(replay.id), 20)
         detail = await engine.get_run(replay.id)
     finally:
@@ -252,8 +257,8 @@ async def test_approval_survives_a_sigkill_of_the_engine(tmp_path: Path) -> None
     assert final.state is RunState.SUCCEEDED
     gate_out = detail.steps[1].output
     assert gate_out["approved"] and gate_out["comment"] == "after the crash"
-    assert gate_out["via"] == f"cli, given to run {run.id}"
-    assert detail.steps[0].reused_from == run.id  # build was not run again
+    assert gate_out["via"] == f"cli, given to run {run_id}"
+    assert detail.steps[0].reused_from == run_id  # build was not run again
 
 
 async def test_cli_refuses_a_step_that_is_not_waiting(tmp_path: Path, engine: Orchestrator) -> None:

@@ -39,6 +39,18 @@ def ask(step_id: str, deps: list[str]) -> dict[str, Any]:
     return {"id": step_id, "depends_on": deps, "requires": ["llm"], "run": {"llm": call}}
 
 
+def cli_config(tmp_path: Path, fake: FakeOpenAI) -> Path:
+    """A voltui.toml for CLI runs against the fake server: PRICES and one llm agent."""
+    config = tmp_path / "voltui.toml"
+    config.write_text(
+        f'llm_base_url = "{fake.base_url}"\nllm_model = "tiny"\n'
+        "[llm.prices.tiny]\ninput_per_1m = 1000.0\noutput_per_1m = 1000.0\n"
+        '[[agents]]\nid = "llm"\nkind = "llm"\ncapabilities = ["llm"]\n'
+    )
+    fake.answer = lambda body: Reply(text="word " * 40, prompt_tokens=20)
+    return config
+
+
 def two_calls(budget: dict[str, Any]) -> Workflow:
     # Each call may use up to ~110 tokens ($0.11); the first really uses 60 ($0.06), so the
     # second could take the run past $0.15.
@@ -174,13 +186,7 @@ def test_budget_flags_refuse_bad_values(tmp_path: Path, flags: list[str], messag
 def test_cli_budget_flags_reach_the_run(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     flow = tmp_path / "spend.yaml"
     flow.write_text(json.dumps(two_calls({"usd": 0.15}).model_dump(exclude_unset=True)))
-    config = tmp_path / "voltui.toml"
-    config.write_text(
-        f'llm_base_url = "{fake_openai.base_url}"\nllm_model = "tiny"\n'
-        "[llm.prices.tiny]\ninput_per_1m = 1000.0\noutput_per_1m = 1000.0\n"
-        '[[agents]]\nid = "llm"\nkind = "llm"\ncapabilities = ["llm"]\n'
-    )
-    fake_openai.answer = lambda body: Reply(text="word " * 40, prompt_tokens=20)
+    config = cli_config(tmp_path, fake_openai)
     db = tmp_path / "c.db"
     refused = _voltui("run", str(flow), "--config", str(config), db=db)
     assert refused.returncode != 0 and "could exceed its budget of $0.15" in refused.stdout
@@ -216,13 +222,7 @@ async def test_an_overspend_question_outlives_a_restart(
 def test_voltui_spend_reports_per_model_and_agent(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     flow = tmp_path / "spend.yaml"
     flow.write_text(json.dumps(two_calls({"usd": 5}).model_dump(exclude_unset=True)))
-    config = tmp_path / "voltui.toml"
-    config.write_text(
-        f'llm_base_url = "{fake_openai.base_url}"\nllm_model = "tiny"\n'
-        "[llm.prices.tiny]\ninput_per_1m = 1000.0\noutput_per_1m = 1000.0\n"
-        '[[agents]]\nid = "llm"\nkind = "llm"\ncapabilities = ["llm"]\n'
-    )
-    fake_openai.answer = lambda body: Reply(text="word " * 40, prompt_tokens=20)
+    config = cli_config(tmp_path, fake_openai)
     db = tmp_path / "u.db"
     empty = _voltui("spend", "--config", str(config), db=db)
     assert empty.returncode == 0 and "no LLM calls in the kept runs" in empty.stdout

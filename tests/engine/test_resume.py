@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.engine.test_agent_ops import APPROVAL_FILE, ROOT, _voltui, until
+from tests.engine.test_agent_ops import APPROVAL_FILE, _voltui, killed_while_waiting, until
 from voltui.config import OrchestratorConfig
 from voltui.engine.api import ApprovalRequest, ReplayRequest
 from voltui.engine.models import AgentSpec, EventQuery, RunState, StepState, Workflow
@@ -23,42 +20,10 @@ def engine_on(db: Path) -> Orchestrator:
     return Orchestrator(OrchestratorConfig(db=db, agents=SIM))
 
 
-async def _killed_while_waiting(tmp_path: Path, text: str = APPROVAL_FILE) -> tuple[Path, str]:
-    """A `voltui run` that reaches its approval, then is SIGKILLed; returns (db, run id)."""
-    db = tmp_path / "state" / "voltui.db"
-    flow = tmp_path / "gated.yaml"
-    flow.write_text(text)
-    proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "voltui", "run", str(flow)],
-        env={**os.environ, "VOLTUI_DB": str(db)},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        reader = Orchestrator(OrchestratorConfig(db=db, agents=[]))
-        await until(lambda: db.exists(), 30)
-        await reader.store.open()
-        try:
-
-            async def asked() -> bool:
-                runs = await reader.store.list_runs(limit=5)
-                return bool(runs) and bool(await reader.store.approvals(runs[0].id))
-
-            await until(asked, 30)
-            [run] = await reader.store.list_runs(limit=5)
-        finally:
-            await reader.store.close()
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(proc.wait(), 10)
-    return db, run.id
-
-
 async def test_a_sigkilled_engine_s_waiting_run_waits_again_in_the_next_engine(
     tmp_path: Path,
 ) -> None:
-    db, run_id = await _killed_while_waiting(tmp_path)
+    db, run_id = await killed_while_waiting(tmp_path)
     engine = engine_on(db)
     await engine.start()  # a dashboard or `voltui serve`: long-lived
     try:
@@ -97,7 +62,7 @@ async def test_a_sigkilled_engine_s_waiting_run_waits_again_in_the_next_engine(
 async def test_a_decision_given_while_no_engine_ran_is_acted_on_at_the_next_start(
     tmp_path: Path,
 ) -> None:
-    db, run_id = await _killed_while_waiting(tmp_path)
+    db, run_id = await killed_while_waiting(tmp_path)
     approved = await asyncio.to_thread(_voltui, "approve", run_id, "gate", "--reject", db=db)
     assert approved.returncode == 0, approved.stderr
     assert "continues the run" in approved.stdout
@@ -112,7 +77,7 @@ async def test_a_decision_given_while_no_engine_ran_is_acted_on_at_the_next_star
 
 
 async def test_a_one_shot_command_never_adopts_a_waiting_run(tmp_path: Path) -> None:
-    db, run_id = await _killed_while_waiting(tmp_path)
+    db, run_id = await killed_while_waiting(tmp_path)
     listed = await asyncio.to_thread(_voltui, "list", "--state", "interrupted", db=db)
     assert listed.returncode == 0, listed.stderr
     assert run_id in listed.stdout  # still interrupted after a one-shot command
@@ -176,7 +141,7 @@ async def test_a_run_whose_other_work_was_cut_off_stays_interrupted(tmp_path: Pa
         "    run: {simulated: {duration: 60s}}\n"
         "  - id: gate\n    depends_on: [build]\n",
     )
-    db, run_id = await _killed_while_waiting(tmp_path, text)
+    db, run_id = await killed_while_waiting(tmp_path, text)
     engine = engine_on(db)
     await engine.start()
     try:
@@ -187,7 +152,7 @@ async def test_a_run_whose_other_work_was_cut_off_stays_interrupted(tmp_path: Pa
 
 
 async def test_a_replayed_run_is_not_resumed_and_two_engines_claim_once(tmp_path: Path) -> None:
-    db, run_id = await _killed_while_waiting(tmp_path)
+    db, run_id = await killed_while_waiting(tmp_path)
     engine = engine_on(db)
     await engine.start(watch=False)
     try:
