@@ -727,31 +727,23 @@ class Orchestrator:
         workflow = live[1] if live is not None else await self.store.get_workflow(run.id)
         if workflow is None:
             raise NotFoundError(f"run {run.id} has no stored workflow definition")
-        asked = await self.store.get_approval(run.id, request.step_id)
-        if asked is not None and (not run.state.finished or run.state is RunState.INTERRUPTED):
-            # Any step that asked (an approval step, or an LLM call over its budget with
-            # `on_exceed: approve`, map children included).
-            return await self.workflows.approvals.decide(
-                run.id,
-                request.step_id,
-                approve=request.approve,
-                comment=request.comment,
-                by=request.by,
-                via=request.via,
-            )
-        waiting = [s.id for s in workflow.steps if s.run.approval is not None]
-        try:
-            step = workflow.step(request.step_id)
-        except KeyError:
-            raise NotFoundError(
-                f"run {run.id} has no step {request.step_id!r}; its approval steps: "
-                f"{', '.join(waiting) or 'none'}"
-            ) from None
-        if step.run.approval is None:
-            raise UserError(
-                f"step {step.id!r} of run {run.id} is a {step.run.kind} step, not an approval "
-                f"step; its approval steps: {', '.join(waiting) or 'none'}"
-            )
+        # Any step that asked may be decided: an approval step, or an LLM call over its
+        # budget with `on_exceed: approve` (map children included). One that did not ask is
+        # named as what it is.
+        if await self.store.get_approval(run.id, request.step_id) is None:
+            waiting = [s.id for s in workflow.steps if s.run.approval is not None]
+            try:
+                step = workflow.step(request.step_id)
+            except KeyError:
+                raise NotFoundError(
+                    f"run {run.id} has no step {request.step_id!r}; its approval steps: "
+                    f"{', '.join(waiting) or 'none'}"
+                ) from None
+            if step.run.approval is None:
+                raise UserError(
+                    f"step {step.id!r} of run {run.id} is a {step.run.kind} step, not an "
+                    f"approval step; its approval steps: {', '.join(waiting) or 'none'}"
+                )
         # An interrupted run (its engine died while the step waited) still takes an approval:
         # `replay --failed` of that run then uses it instead of asking again.
         if run.state.finished and run.state is not RunState.INTERRUPTED:
@@ -761,7 +753,7 @@ class Orchestrator:
             )
         return await self.workflows.approvals.decide(
             run.id,
-            step.id,
+            request.step_id,
             approve=request.approve,
             comment=request.comment,
             by=request.by,
