@@ -451,15 +451,7 @@ class WorkflowManager:
         if ex.stop_reason is None:
             ex.stop_reason = reason
             if reason == "cancelled" and ex.run.state is not RunState.QUEUED:
-                ex.run.state = RunState.CANCELLING
-                self._store.append_runs([run_row(ex.run)])
-                self._events.emit(
-                    "workflow:cancelling",
-                    SOURCE,
-                    {"workflow_id": ex.run.workflow_id, "state": RunState.CANCELLING.value},
-                    priority=Priority.HIGH,
-                    correlation_id=ex.run.id,
-                )
+                self._live_state(ex, RunState.CANCELLING)
         # A task cancelled before its first step never runs `_run` at all (not even its
         # `finally`), so `done` would never be set: one not begun sees `stop_reason` instead.
         if ex.begun and ex.task is not None and not ex.task.done():
@@ -555,12 +547,21 @@ class WorkflowManager:
             RunState.WAITING,
         ):
             return
-        run.state = RunState.WAITING if waiting else RunState.RUNNING
+        state = RunState.WAITING if waiting else RunState.RUNNING
+        self._live_state(ex, state, {"approvals": ex.asking})
+
+    def _live_state(
+        self, ex: _RunExec, state: RunState, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Move an active run to `state` (cancelling, waiting, running): its row, and
+        `workflow:<state>` for every view."""
+        run = ex.run
+        run.state = state
         self._store.append_runs([run_row(run)])
         self._events.emit(
-            f"workflow:{run.state.value}",
+            f"workflow:{state.value}",
             SOURCE,
-            {"workflow_id": run.workflow_id, "state": run.state.value, "approvals": ex.asking},
+            {"workflow_id": run.workflow_id, "state": state.value, **(extra or {})},
             priority=Priority.HIGH,
             correlation_id=run.id,
         )

@@ -72,6 +72,8 @@ _FINAL_STEP_STATES = frozenset(s for s in StepState if s.finished)
 _RUN_STATES: dict[str, RunState] = {s.value: s for s in RunState}
 _HEALTH_STATES: dict[str, HealthStatus] = {s.value: s for s in HealthStatus}
 _AGENT_FIELDS = frozenset(AgentLoad.model_fields)
+_LIVE_RUN_STATES = (RunState.CANCELLING, RunState.WAITING, RunState.RUNNING)
+"""Active-run states announced by `workflow:<state>` events after the run started."""
 _RUN_RANK = {  # finished: 2
     RunState.QUEUED: 0,
     RunState.RUNNING: 1,
@@ -437,9 +439,8 @@ class DashboardState:
             if run_state.finished:
                 self._handlers[f"workflow:{run_state.value}"] = self._on_run_counted
         self._handlers["workflow:progress"] = self._on_run_counted
-        self._handlers["workflow:cancelling"] = self._on_run_cancelling
-        self._handlers["workflow:waiting"] = self._on_run_waiting
-        self._handlers["workflow:running"] = self._on_run_waiting
+        for live in _LIVE_RUN_STATES:
+            self._handlers[f"workflow:{live.value}"] = self._on_run_live_state
 
     @classmethod
     def from_snapshot(
@@ -866,21 +867,17 @@ class DashboardState:
             run.steps_done = sum(counts)  # type: ignore[arg-type]
         return changed
 
-    def _on_run_waiting(self, ev: Event) -> frozenset[str]:
-        """The run has nothing at work but an approval (`waiting`), or works again."""
+    def _on_run_live_state(self, ev: Event) -> frozenset[str]:
+        """`cancelling` (a cancel waits for work that cannot be interrupted), `waiting`
+        (nothing at work but an approval) or `running` again. An ended run stays ended, and
+        a cancelling one is not made to look as if it went on."""
         rv = self.runs.get(ev.correlation_id or "")
-        state = RunState.WAITING if ev.type == "workflow:waiting" else RunState.RUNNING
-        if rv is None or rv.run.state.finished or rv.run.state is RunState.CANCELLING:
-            return _NONE
-        rv.run.state = state
-        return _RUN_CHANGE
-
-    def _on_run_cancelling(self, ev: Event) -> frozenset[str]:
-        """A cancel was asked and the run waits for work that cannot be interrupted."""
-        rv = self.runs.get(ev.correlation_id or "")
+        state = RunState(ev.type[9:])  # 9 == len("workflow:")
         if rv is None or rv.run.state.finished:
             return _NONE
-        rv.run.state = RunState.CANCELLING
+        if rv.run.state is RunState.CANCELLING and state is not RunState.CANCELLING:
+            return _NONE
+        rv.run.state = state
         return _RUN_CHANGE
 
     def _on_step_rate_limited(self, ev: Event) -> frozenset[str]:
